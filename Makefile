@@ -1,0 +1,146 @@
+# CoreVital — build, test, run, bench.
+#   make            ./corevital and build/libcorevital.a (CUDA kernels too when nvcc is found)
+#   make test       build and run the Check test suites (no GPU needed)
+#   make test-asan  the same suites under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make run        run the main job on the bundled tiny GPT-2
+#   make bench      CPU benchmarks (bench/README.md)
+#   make lint       clang-format (no diff) + cppcheck (zero findings)
+#   make test-cuda  kernel-vs-CPU-twin and whole-model CUDA tests (needs a GPU)
+# Options: NO_CUDA=1 forces a CPU-only build; SAN=1 builds with sanitizers; BUILD=dir.
+
+CC      ?= gcc
+BUILD   ?= build
+PKGS    := libcjson libutf8proc yaml-0.1 libcurl zlib
+
+# Install missing Debian -dev packages once, before anything is compiled.
+ifeq ($(shell pkg-config --exists $(PKGS) check 2>/dev/null && echo ok),)
+  $(info corevital: missing build dependencies, running scripts/install-deps.sh)
+  DEPS_RC := $(shell sh scripts/install-deps.sh >&2; echo $$?)
+  ifneq ($(DEPS_RC),0)
+    $(error scripts/install-deps.sh failed; install: libcjson-dev libutf8proc-dev libyaml-dev libcurl4-openssl-dev check pkg-config)
+  endif
+endif
+
+OPT      ?= -O3 -march=native
+WARN     := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wvla
+CFLAGS   := -std=c11 $(OPT) -fopenmp $(WARN) -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) $(EXTRA_CFLAGS)
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm
+LDFLAGS  := -fopenmp $(EXTRA_LDFLAGS)
+CHECK_CFLAGS := $(shell pkg-config --cflags check)
+CHECK_LIBS   := $(shell pkg-config --libs check)
+
+ifeq ($(SAN),1)
+  OPT      := -O1 -g -march=native -fno-omit-frame-pointer
+  CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDFLAGS  += -fsanitize=address,undefined
+  NO_CUDA  := 1
+endif
+
+# CUDA: found on PATH or in the default toolkit location, unless NO_CUDA=1.
+ifneq ($(NO_CUDA),1)
+  NVCC := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+endif
+CUDA_ARCH ?= 90
+CU_SRC    := $(wildcard kernels/*.cu)
+ifneq ($(NVCC),)
+  CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
+  CFLAGS      += -DCV_HAVE_CUDA -I$(CUDA_HOME)/include
+  NVCCFLAGS   := -O3 -std=c++17 -gencode arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) \
+                 -Iinclude -Isrc -Xcompiler -fPIC,-Wall -DCV_HAVE_CUDA
+  LDLIBS      += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  CU_OBJ      := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CU_SRC))
+  STUB_SRC    :=
+else
+  CU_OBJ      :=
+  STUB_SRC    := src/backend/cuda_stub.c
+endif
+
+LIB_SRC := $(filter-out src/cli/main.c src/backend/cuda_stub.c, \
+             $(wildcard src/*/*.c tokenizer/*.c)) $(STUB_SRC)
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(CU_OBJ)
+LIB     := $(BUILD)/libcorevital.a
+BIN     := corevital
+ifneq ($(BUILD),build)
+  BIN   := $(BUILD)/corevital
+endif
+
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_UTIL := $(wildcard tests/util/*.c)
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
+CUDA_TEST_BINS:= $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(CUDA_TEST_SRC))
+
+.PHONY: all test test-asan run bench lint format clean ref test-cuda bench-cuda
+all: $(BIN) $(LIB)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/src/cli/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/util -o $@ $< $(TEST_UTIL) $(LIB) $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# Each suite runs from the repository root (fixtures are found by relative path).
+test: $(BIN) $(TEST_BINS)
+	@fail=0; for t in $(TEST_BINS); do \
+	  echo "== $$t"; CK_FORK=no ./$$t || fail=1; \
+	done; \
+	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
+
+test-asan:
+	$(MAKE) SAN=1 BUILD=build-asan test
+
+test-cuda: $(BIN) $(CUDA_TEST_BINS)
+	@if [ -z "$(NVCC)" ]; then echo "test-cuda: nvcc not found"; exit 1; fi
+	@fail=0; for t in $(CUDA_TEST_BINS); do echo "== $$t"; ./$$t || fail=1; done; exit $$fail
+
+$(BUILD)/tests/cuda/%: tests/cuda/%.c $(TEST_UTIL) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/util -o $@ $< $(TEST_UTIL) $(LIB) $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)
+
+RUN_MODEL  ?= tests/fixtures/gpt2-tiny
+RUN_PROMPT ?= The quick brown fox
+run: $(BIN)
+	./$(BIN) run --model $(RUN_MODEL) --prompt "$(RUN_PROMPT)" --max_new_tokens 20
+
+bench: $(BIN) $(BENCH_BINS)
+	sh bench/run.sh $(BUILD)
+
+bench-cuda: $(BIN) $(BENCH_BINS)
+	sh bench/run_cuda.sh $(BUILD)
+
+LINT_DIRS := src tokenizer include
+FORMAT_FILES = $(shell find src tokenizer include tests bench kernels -name '*.[ch]' -o -name '*.cu' -o -name '*.cuh' | grep -v '/fixtures/')
+lint:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -Iinclude -Isrc -DCV_HAVE_CUDA_LINT=0 $(LINT_DIRS)
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+ref:
+	sh tests/ref/run.sh
+
+clean:
+	rm -rf build build-asan corevital
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,151 @@
+/* bench_common.h — timing and reporting helpers shared by the benchmarks, plus the machine's
+ * limits measured by the bench itself: read bandwidth (a streaming sum over a buffer much larger
+ * than the caches) and peak fp32 FMA throughput (independent FMA chains in registers).
+ *
+ * Every figure is the median of `reps` runs after a warm-up; results are printed as a table and
+ * appended as JSON lines to runs/bench_<name>.jsonl so later changes can be compared. */
+#ifndef COREVITAL_BENCH_COMMON_H
+#define COREVITAL_BENCH_COMMON_H
+
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+static inline double bench_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static inline double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Median wall time (ms) of fn(arg) over reps runs after one warm-up. */
+static inline double bench_time_ms(void (*fn)(void *), void *arg, int reps) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    fn(arg);
+    for (int i = 0; i < reps; i++) {
+        double t0 = bench_now_ms();
+        fn(arg);
+        t[i] = bench_now_ms() - t0;
+    }
+    return bench_median(t, reps);
+}
+
+/* Peak resident set size of this process, MiB. */
+static inline double bench_peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+/* ---- machine limits ------------------------------------------------------------------------ */
+
+typedef struct {
+    float *buf;
+    size_t n;
+    double sink;
+} bw_arg;
+
+static void bw_read(void *p) {
+    bw_arg *a = p;
+    double total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+#if defined(__AVX512F__)
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < a->n; i += 64) {
+            s0 = _mm512_add_ps(s0, _mm512_load_ps(a->buf + i));
+            s1 = _mm512_add_ps(s1, _mm512_load_ps(a->buf + i + 16));
+            s2 = _mm512_add_ps(s2, _mm512_load_ps(a->buf + i + 32));
+            s3 = _mm512_add_ps(s3, _mm512_load_ps(a->buf + i + 48));
+        }
+        total += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+#else
+        float s = 0;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < a->n; i++) s += a->buf[i];
+        total += s;
+#endif
+    }
+    a->sink = total;
+}
+
+/* Read bandwidth in GB/s with the current OpenMP thread count (512 MiB buffer). */
+static inline double bench_read_bandwidth_gbs(void) {
+    bw_arg a = {0};
+    a.n = (size_t)128 << 20; /* floats */
+    a.buf = aligned_alloc(64, a.n * sizeof(float));
+    if (!a.buf) return NAN;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < a.n; i++) a.buf[i] = 1.0f;
+    double ms = bench_time_ms(bw_read, &a, 5);
+    free(a.buf);
+    return (double)a.n * sizeof(float) / (ms * 1e6);
+}
+
+static void fma_peak(void *p) {
+    double *out = p;
+    double total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+#if defined(__AVX512F__)
+        __m512 acc[12];
+        const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+        for (int j = 0; j < 12; j++) acc[j] = _mm512_set1_ps((float)j);
+        for (int i = 0; i < 2000000; i++)
+            for (int j = 0; j < 12; j++) acc[j] = _mm512_fmadd_ps(acc[j], m, c);
+        for (int j = 0; j < 12; j++) total += _mm512_reduce_add_ps(acc[j]);
+#else
+        float acc[8] = {0};
+        for (int i = 0; i < 2000000; i++)
+            for (int j = 0; j < 8; j++) acc[j] = acc[j] * 0.999999f + 1e-7f;
+        for (int j = 0; j < 8; j++) total += acc[j];
+#endif
+    }
+    *out = total;
+}
+
+/* Peak fp32 GFLOP/s from register-resident FMA chains (2 flops per lane per FMA). */
+static inline double bench_peak_gflops(void) {
+    double sink;
+    double ms = bench_time_ms(fma_peak, &sink, 3);
+    int threads = omp_get_max_threads();
+#if defined(__AVX512F__)
+    double flops = 2.0 * 16 * 12 * 2000000.0 * threads;
+#else
+    double flops = 2.0 * 8 * 2000000.0 * threads;
+#endif
+    return flops / (ms * 1e6);
+}
+
+/* Append one JSON line to runs/bench_<name>.jsonl (the directory is created). */
+static inline void bench_json(const char *name, const char *json_object) {
+    mkdir("runs", 0755);
+    char path[256];
+    snprintf(path, sizeof path, "runs/bench_%s.jsonl", name);
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    fprintf(f, "%s\n", json_object);
+    fclose(f);
+}
+
+#endif

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Install the Debian packages CoreVital builds and tests against (called by the Makefile when
+# pkg-config cannot find them). Needs root or sudo.
+set -e
+PKGS="libcjson-dev libutf8proc-dev libyaml-dev libcurl4-openssl-dev zlib1g-dev check pkg-config"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq $PKGS

@@ -1,0 +1,321 @@
+/* cpu_backend.c — the CPU implementation of the op table (backend.h): memory, embeddings,
+ * norms and residual adds with fused hidden statistics, activations, RoPE, the T5 position bias,
+ * the logits pass and argmax. The matmul lives in cpu_matmul.c, attention in cpu_attention.c.
+ *
+ * Every op that summarizes its output does so on the rows it just wrote (still in cache): each
+ * OpenMP thread accumulates a private partial record and the partials merge in thread order, so
+ * the statistics cost no extra pass and are deterministic for a given thread count. */
+#include "cpu_internal.h"
+#include "corevital/stats.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- scratch ---------------------------------------------------------------------------- */
+
+double *cv_cpu_scratch_dbl(cv_backend *b, size_t n) {
+    cv_cpu_ctx *c = b->ctx;
+    if (n > c->dbl_cap) {
+        double *p = realloc(c->dbl, n * sizeof *p);
+        if (!p) return NULL;
+        c->dbl = p;
+        c->dbl_cap = n;
+    }
+    return c->dbl;
+}
+
+float *cv_cpu_scratch_flt(cv_backend *b, size_t n) {
+    cv_cpu_ctx *c = b->ctx;
+    if (n > c->flt_cap) {
+        float *p = realloc(c->flt, n * sizeof *p);
+        if (!p) return NULL;
+        c->flt = p;
+        c->flt_cap = n;
+    }
+    return c->flt;
+}
+
+/* ---- memory ----------------------------------------------------------------------------- */
+
+static void *cpu_alloc(cv_backend *b, size_t bytes) {
+    (void)b;
+    /* 64-byte aligned for vector loads; zero-filled like cudaMemset after cudaMalloc */
+    size_t sz = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (p) memset(p, 0, sz ? sz : 64);
+    return p;
+}
+static void cpu_free(cv_backend *b, void *p) { (void)b, free(p); }
+static void cpu_memcpy(cv_backend *b, void *dst, const void *src, size_t n) {
+    (void)b;
+    if (n) memcpy(dst, src, n);
+}
+static void cpu_memset0(cv_backend *b, void *dst, size_t n) {
+    (void)b;
+    if (n) memset(dst, 0, n);
+}
+static void cpu_sync(cv_backend *b) { (void)b; }
+
+static cv_status cpu_weight_upload(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
+                                   int64_t rows, int64_t cols, cv_error *err) {
+    (void)b;
+    if (dtype != CV_DT_F32 && dtype != CV_DT_F16 && dtype != CV_DT_BF16)
+        return cv_fail(err, CV_ERR_UNSUPPORTED, "cpu: matrix weights must be F32, F16 or BF16, got %s",
+                       cv_dtype_name(dtype));
+    memset(w, 0, sizeof *w);
+    w->data = host; /* used in place: the CPU reads weights straight from the mmap */
+    w->dtype = dtype;
+    w->format = CV_WFMT_DENSE;
+    w->rows = rows;
+    w->cols = cols;
+    return CV_OK;
+}
+
+static void cpu_weight_free(cv_backend *b, cv_weight *w) {
+    (void)b;
+    free(w->owned);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- hidden statistics helpers ------------------------------------------------------------ */
+
+/* Per-thread partial records for an op over rows of width C; NULL when not summarizing. */
+static double *hs_partials(cv_backend *b, double *hstats, int C, int *nparts) {
+    if (!hstats) return NULL;
+    int nt = omp_get_max_threads();
+    size_t rs = cv_hidden_record_size(C);
+    double *p = cv_cpu_scratch_dbl(b, (size_t)nt * rs);
+    if (!p) return NULL;
+    for (int i = 0; i < nt; i++) cv_hidden_record_reset(p + (size_t)i * rs, C);
+    *nparts = nt;
+    return p;
+}
+
+static void hs_merge(double *hstats, const double *parts, int nparts, int C) {
+    if (!hstats || !parts) return;
+    size_t rs = cv_hidden_record_size(C);
+    for (int i = 0; i < nparts; i++) cv_hidden_record_merge(hstats, parts + (size_t)i * rs, C);
+}
+
+#define HS_PART(parts, C) ((parts) ? (parts) + (size_t)omp_get_thread_num() * cv_hidden_record_size(C) : NULL)
+#define PAR_IF(work) if ((work) > 16384)
+
+/* ---- ops -------------------------------------------------------------------------------- */
+
+static void cpu_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
+                          const cv_weight *wte, const cv_weight *wpe, int pos0, float scale) {
+    (void)b;
+    int C = (int)wte->cols;
+    for (int t = 0; t < T; t++) {
+        const char *row = (const char *)wte->data + (size_t)tokens[t] * C * cv_dtype_size(wte->dtype);
+        float *o = out + (size_t)t * C;
+        for (int c = 0; c < C; c++) o[c] = cv_elem_f32(row, wte->dtype, c) * scale;
+        if (wpe) {
+            const char *prow = (const char *)wpe->data + (size_t)(pos0 + t) * C * cv_dtype_size(wpe->dtype);
+            for (int c = 0; c < C; c++) o[c] += cv_elem_f32(prow, wpe->dtype, c);
+        }
+    }
+}
+
+static void cpu_layernorm(cv_backend *b, float *out, const float *x, const float *w,
+                          const float *bias, int T, int C, float eps, double *hstats) {
+    int np = 0;
+    double *parts = hs_partials(b, hstats, C, &np);
+#pragma omp parallel PAR_IF((size_t)T * C)
+    {
+        double *part = HS_PART(parts, C);
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            const float *xr = x + (size_t)t * C;
+            float *o = out + (size_t)t * C;
+            double s = 0, ss = 0;
+            for (int c = 0; c < C; c++) s += xr[c];
+            double mean = s / C;
+            for (int c = 0; c < C; c++) {
+                double d = xr[c] - mean;
+                ss += d * d;
+            }
+            float rstd = (float)(1.0 / sqrt(ss / C + eps));
+            float m = (float)mean;
+            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * rstd * w[c] + (bias ? bias[c] : 0.0f);
+            if (part) cv_hidden_record_add_rows(part, o, 1, C);
+        }
+    }
+    hs_merge(hstats, parts, np, C);
+}
+
+static void cpu_rmsnorm(cv_backend *b, float *out, const float *x, const float *w, int T, int C,
+                        float eps, double *hstats) {
+    int np = 0;
+    double *parts = hs_partials(b, hstats, C, &np);
+#pragma omp parallel PAR_IF((size_t)T * C)
+    {
+        double *part = HS_PART(parts, C);
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            const float *xr = x + (size_t)t * C;
+            float *o = out + (size_t)t * C;
+            double ss = 0;
+            for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+            float r = (float)(1.0 / sqrt(ss / C + eps));
+            for (int c = 0; c < C; c++) o[c] = w[c] * (xr[c] * r);
+            if (part) cv_hidden_record_add_rows(part, o, 1, C);
+        }
+    }
+    hs_merge(hstats, parts, np, C);
+}
+
+static void cpu_residual_add(cv_backend *b, float *x, const float *y, int T, int C,
+                             double *hstats) {
+    int np = 0;
+    double *parts = hs_partials(b, hstats, C, &np);
+#pragma omp parallel PAR_IF((size_t)T * C)
+    {
+        double *part = HS_PART(parts, C);
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            float *xr = x + (size_t)t * C;
+            const float *yr = y + (size_t)t * C;
+            for (int c = 0; c < C; c++) xr[c] += yr[c];
+            if (part) cv_hidden_record_add_rows(part, xr, 1, C);
+        }
+    }
+    hs_merge(hstats, parts, np, C);
+}
+
+static inline float gelu_tanh1(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+static inline float silu1(float x) { return x / (1.0f + expf(-x)); }
+
+static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
+    (void)b;
+#pragma omp parallel for PAR_IF(n) schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] = gelu_tanh1(x[i]);
+}
+static void cpu_relu(cv_backend *b, float *x, size_t n) {
+    (void)b;
+    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+static void cpu_silu_mul(cv_backend *b, float *g, const float *u, size_t n) {
+    (void)b;
+#pragma omp parallel for PAR_IF(n) schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] = silu1(g[i]) * u[i];
+}
+static void cpu_gelu_mul(cv_backend *b, float *g, const float *u, size_t n) {
+    (void)b;
+#pragma omp parallel for PAR_IF(n) schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] = gelu_tanh1(g[i]) * u[i];
+}
+
+static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
+                     const float *inv_freq, int pos0) {
+    (void)b;
+    int half = head_dim / 2;
+    for (int t = 0; t < T; t++) {
+        float pos = (float)(pos0 + t);
+        for (int j = 0; j < half; j++) {
+            float ang = pos * inv_freq[j]; /* fp32, as HF computes freqs */
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + (size_t)t * stride + (size_t)h * head_dim;
+                float a = v[j], bb = v[j + half];
+                v[j] = a * c - bb * s;
+                v[j + half] = bb * c + a * s;
+            }
+        }
+    }
+}
+
+/* T5's bucketing of (key - query) distances, in fp32 like transformers' _relative_position_bucket. */
+static int t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
+    int bucket = 0;
+    if (bidirectional) {
+        num_buckets /= 2;
+        if (rel > 0) bucket += num_buckets;
+        rel = rel < 0 ? -rel : rel;
+    } else {
+        rel = rel < 0 ? -rel : 0;
+    }
+    int max_exact = num_buckets / 2;
+    if (rel < max_exact) return bucket + rel;
+    float lg = logf((float)rel / (float)max_exact) / (float)log((double)max_distance / max_exact);
+    int large = max_exact + (int)(lg * (float)(num_buckets - max_exact));
+    if (large > num_buckets - 1) large = num_buckets - 1;
+    return bucket + large;
+}
+
+static void cpu_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
+                                 int q_pos0, int bidirectional, int num_buckets, int max_distance) {
+    (void)b;
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) {
+            int bk = t5_bucket(k - (q_pos0 + t), bidirectional, num_buckets, max_distance);
+            for (int h = 0; h < H; h++) out[((size_t)h * T + t) * K + k] = table[(size_t)bk * H + h];
+        }
+}
+
+static void cpu_logits_stats(cv_backend *b, double *rec, const float *logits, int V, int topk) {
+    (void)b;
+    cv_logits_stats_row(rec, logits, V, topk);
+}
+
+static int32_t cpu_argmax(cv_backend *b, const float *x, int V) {
+    (void)b;
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static void cpu_destroy(cv_backend *b) {
+    if (!b) return;
+    cv_cpu_ctx *c = b->ctx;
+    if (c) {
+        free(c->dbl);
+        free(c->flt);
+        free(c);
+    }
+    free(b);
+}
+
+cv_backend *cv_backend_cpu_create(void) {
+    cv_backend *b = calloc(1, sizeof *b);
+    cv_cpu_ctx *c = calloc(1, sizeof *c);
+    if (!b || !c) {
+        free(b);
+        free(c);
+        return NULL;
+    }
+    b->name = "cpu";
+    b->ctx = c;
+    b->alloc = cpu_alloc;
+    b->free = cpu_free;
+    b->upload = cpu_memcpy;
+    b->download = cpu_memcpy;
+    b->copy = cpu_memcpy;
+    b->memset0 = cpu_memset0;
+    b->weight_upload = cpu_weight_upload;
+    b->weight_upload_quant = cv_cpu_weight_upload_quant;
+    b->weight_free = cpu_weight_free;
+    b->sync = cpu_sync;
+    b->embedding = cpu_embedding;
+    b->matmul = cv_cpu_matmul;
+    b->layernorm = cpu_layernorm;
+    b->rmsnorm = cpu_rmsnorm;
+    b->residual_add = cpu_residual_add;
+    b->gelu_tanh = cpu_gelu_tanh;
+    b->relu = cpu_relu;
+    b->silu_mul = cpu_silu_mul;
+    b->gelu_mul = cpu_gelu_mul;
+    b->rope = cpu_rope;
+    b->t5_position_bias = cpu_t5_position_bias;
+    b->attention = cv_cpu_attention;
+    b->logits_stats = cpu_logits_stats;
+    b->argmax = cpu_argmax;
+    b->destroy = cpu_destroy;
+    return b;
+}

@@ -1,0 +1,73 @@
+/* cpu_internal.h — shared by the CPU backend files: per-thread scratch and SIMD helpers. */
+#ifndef COREVITAL_CPU_INTERNAL_H
+#define COREVITAL_CPU_INTERNAL_H
+
+#include "corevital/backend.h"
+
+#include <stddef.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define CV_CPU_AVX512 1
+#endif
+
+/* Scratch that grows on demand (outside the steady-state forward: it reaches its high-water
+ * mark on the first prefill and is reused afterwards). */
+typedef struct {
+    double *dbl;
+    size_t dbl_cap;
+    float *flt;
+    size_t flt_cap;
+} cv_cpu_ctx;
+
+double *cv_cpu_scratch_dbl(cv_backend *b, size_t n);
+float *cv_cpu_scratch_flt(cv_backend *b, size_t n);
+
+void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
+                   int T);
+void cv_cpu_attention(cv_backend *b, const cv_attn_args *a);
+/* Quantized weights (src/quant): copy into an owned buffer; matmul over them. */
+cv_status cv_cpu_weight_upload_quant(cv_backend *b, cv_weight *w, const void *data,
+                                     const float *scales, cv_weight_format format, int64_t rows,
+                                     int64_t cols, int block, cv_error *err);
+void cv_cpu_matmul_quant(float *out, const float *x, const cv_weight *w, const float *bias, int T);
+/* The portable (non-AVX-512) dense matmul, kept for the bench ladder. */
+void cv_cpu_matmul_portable(float *out, const float *x, const cv_weight *w, const float *bias,
+                            int T);
+
+/* Load 16 weights of a dense row starting at element i, widened to fp32. */
+#ifdef CV_CPU_AVX512
+static inline __m512 cv_load16(const void *row, cv_dtype dt, size_t i) {
+    switch (dt) {
+    case CV_DT_BF16: {
+        __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case CV_DT_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+    default: return _mm512_loadu_ps((const float *)row + i);
+    }
+}
+static inline __m512 cv_load16_mask(const void *row, cv_dtype dt, size_t i, __mmask16 m) {
+    switch (dt) {
+    case CV_DT_BF16: {
+        __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case CV_DT_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i));
+    default: return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+    }
+}
+#endif
+
+/* One element of a dense row as fp32 (scalar paths). */
+static inline float cv_elem_f32(const void *row, cv_dtype dt, size_t i) {
+    switch (dt) {
+    case CV_DT_BF16: return cv_bf16_to_f32(((const uint16_t *)row)[i]);
+    case CV_DT_F16: return cv_f16_to_f32(((const uint16_t *)row)[i]);
+    default: return ((const float *)row)[i];
+    }
+}
+
+#endif

@@ -1,0 +1,373 @@
+/* generate.c — the product's main job: resolve and load the model, tokenize, prefill, decode
+ * with the KV cache while the ops fill statistic records, sample, and build the report.
+ *
+ * One step i of the timeline (SPEC §3-§4): the forward pass over the step's input (the prompt at
+ * step 0, generated token i-1 after) fills one arena of records — hidden stats of every block,
+ * attention stats of every layer, logits stats of the next-token row — which is copied back
+ * once, finalized into the report, and the next token is chosen from the same logits. */
+#include "corevital/generate.h"
+#include "corevital/log.h"
+#include "corevital/run.h"
+#include "corevital/sampler.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void hook_begin(const cv_gen_hooks *h, const char *name) {
+    if (h && h->begin) h->begin(h->user, name);
+}
+static void hook_end(const cv_gen_hooks *h, const char *name) {
+    if (h && h->end) h->end(h->user, name);
+}
+
+static cv_backend *pick_backend(const cv_config *cfg, const char **device, cv_error *err) {
+    const char *req = cfg->device.requested ? cfg->device.requested : "auto";
+    if (strcmp(req, "cpu") != 0) {
+        if (cv_cuda_available()) {
+            cv_backend *b = cv_backend_cuda_create(0, err);
+            if (b) {
+                *device = "cuda";
+                return b;
+            }
+            CV_WARN("CUDA backend could not start (%s), falling back to CPU", err->msg);
+        } else if (strcmp(req, "cuda") == 0) {
+            CV_WARN("CUDA requested but not available, falling back to CPU");
+        } else {
+            CV_INFO("Device auto: no CUDA device available, using the CPU");
+        }
+    }
+    *device = "cpu";
+    cv_backend *b = cv_backend_cpu_create();
+    if (!b) cv_fail(err, CV_ERR_NOMEM, "out of memory creating the CPU backend");
+    return b;
+}
+
+cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_hooks *hooks,
+                          cv_error *err) {
+    *out = NULL;
+    cv_session *s = calloc(1, sizeof *s);
+    if (!s) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    if (cfg->threads > 0) omp_set_num_threads(cfg->threads);
+    cv_status st;
+    hook_begin(hooks, "resolve");
+    st = cv_hub_resolve(cfg->model.hf_id, cfg->model.revision, &s->hub, err);
+    hook_end(hooks, "resolve");
+    if (st != CV_OK) goto fail;
+    hook_begin(hooks, "backend_init");
+    s->be = pick_backend(cfg, &s->device, err);
+    hook_end(hooks, "backend_init");
+    if (!s->be) {
+        st = CV_ERR_NOMEM;
+        goto fail;
+    }
+    hook_begin(hooks, "tokenizer_load");
+    st = cv_tokenizer_load_dir(s->hub.dir, &s->tok, err);
+    hook_end(hooks, "tokenizer_load");
+    if (st != CV_OK) goto fail;
+    hook_begin(hooks, "weights_load");
+    st = cv_model_load(s->hub.dir, s->be, &s->m, err);
+    hook_end(hooks, "weights_load");
+    if (st != CV_OK) goto fail;
+    int dim = cfg->summaries.hidden.sketch.method && strcmp(cfg->summaries.hidden.sketch.method, "randproj") == 0
+                  ? cfg->summaries.hidden.sketch.dim
+                  : 0;
+    if (cv_sketch_init(&s->sketch, s->m->cfg.hidden_size, dim, (uint32_t)cfg->summaries.hidden.sketch.seed)) {
+        st = cv_fail(err, CV_ERR_CONFIG, "summaries.hidden.sketch.dim %d is too large (at most 256)", dim);
+        goto fail;
+    }
+    *out = s;
+    return CV_OK;
+fail:
+    cv_session_close(s);
+    return st;
+}
+
+void cv_session_close(cv_session *s) {
+    if (!s) return;
+    cv_model_free(s->m);
+    cv_tokenizer_free(s->tok);
+    cv_sketch_free(&s->sketch);
+    if (s->be) s->be->destroy(s->be);
+    free(s);
+}
+
+cv_status cv_session_tokenize(cv_session *s, const char *prompt, int32_t **ids, size_t *n,
+                              cv_error *err) {
+    cv_status st = cv_tokenizer_encode(s->tok, prompt, strlen(prompt), 1, ids, n, err);
+    if (st != CV_OK) return st;
+    if (*n == 0) {
+        free(*ids);
+        *ids = NULL;
+        return cv_fail(err, CV_ERR_RUNTIME, "the prompt is empty after tokenization");
+    }
+    for (size_t i = 0; i < *n; i++)
+        if ((*ids)[i] < 0 || (*ids)[i] >= s->m->cfg.vocab_size) {
+            int32_t bad = (*ids)[i];
+            free(*ids);
+            *ids = NULL;
+            return cv_fail(err, CV_ERR_RUNTIME, "token id %d from the tokenizer is outside the model's "
+                                                "vocabulary of %d", bad, s->m->cfg.vocab_size);
+        }
+    return CV_OK;
+}
+
+/* ---- report filling ----------------------------------------------------------------------- */
+
+static double round_to(double x, int decimals) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.*f", decimals, x);
+    return strtod(buf, NULL);
+}
+
+static void fill_hidden(cv_hidden_summary *h, const double *rec, const cv_session *s, const cv_config *cfg,
+                        cv_error *err) {
+    const cv_stat_list *l = &cfg->summaries.hidden.stats;
+    if (!cfg->summaries.hidden.enabled) return;
+    cv_hidden_stats st;
+    cv_hidden_finalize(rec, s->m->cfg.hidden_size, &s->sketch, &st);
+    if (cv_config_has_stat(l, "mean")) h->mean = cv_num_of(st.mean);
+    if (cv_config_has_stat(l, "std")) h->std = cv_num_of(st.std);
+    if (cv_config_has_stat(l, "l2_norm_mean")) h->l2_norm_mean = cv_num_of(st.l2_norm_mean);
+    if (cv_config_has_stat(l, "max_abs")) h->max_abs = cv_num_of(st.max_abs);
+    if (st.sketch_dim > 0 && cv_hidden_alloc_sketch(h, (size_t)st.sketch_dim, err) == CV_OK)
+        memcpy(h->sketch, st.sketch, sizeof(double) * (size_t)st.sketch_dim);
+}
+
+static void fill_attn(cv_attention_summary *a, const double *rec, const cv_config *cfg) {
+    const cv_stat_list *l = &cfg->summaries.attention.stats;
+    if (!cfg->summaries.attention.enabled) return;
+    cv_attn_stats st;
+    cv_attn_finalize(rec, &st);
+    if (cv_config_has_stat(l, "entropy_mean")) a->entropy_mean = cv_num_of(st.entropy_mean);
+    if (cv_config_has_stat(l, "entropy_min")) a->entropy_min = cv_num_of(st.entropy_min);
+    if (cv_config_has_stat(l, "concentration_max")) a->concentration_max = cv_num_of(st.concentration_max);
+}
+
+static cv_status fill_logits(cv_logits_summary *o, const double *rec, const cv_session *s,
+                             const cv_config *cfg, cv_error *err) {
+    const cv_stat_list *l = &cfg->summaries.logits.stats;
+    if (!cfg->summaries.logits.enabled) return CV_OK;
+    cv_logit_stats st;
+    cv_logits_finalize(rec, &st);
+    if (cv_config_has_stat(l, "entropy")) o->entropy = cv_num_of(st.entropy);
+    if (cv_config_has_stat(l, "top1_top2_margin")) o->top1_top2_margin = cv_num_of(st.margin);
+    if (cv_config_has_stat(l, "topk_probs") && st.k > 0) {
+        int k = st.k < cfg->summaries.logits.topk ? st.k : cfg->summaries.logits.topk;
+        cv_status rc = cv_logits_alloc_topk(o, (size_t)k, err);
+        if (rc != CV_OK) return rc;
+        for (int i = 0; i < k; i++) {
+            o->topk[i].token_id = st.ids[i];
+            o->topk[i].token_text = cv_tokenizer_decode(s->tok, &st.ids[i], 1, 0, 0);
+            o->topk[i].prob = isfinite(st.probs[i]) ? round_to(st.probs[i], 3) : st.probs[i];
+            if (!o->topk[i].token_text) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+        }
+    }
+    return CV_OK;
+}
+
+static void fill_layers(cv_layer_summary *layers, int n, double *host, const cv_stats_layout *lay,
+                        const cv_session *s, const cv_config *cfg, cv_error *err) {
+    for (int j = 0; j < n; j++) {
+        fill_hidden(&layers[j].hidden_summary, cv_stats_hidden(host, lay, j), s, cfg, err);
+        fill_attn(&layers[j].attention_summary, cv_stats_attn(host, lay, j), cfg);
+        if (lay->has_cross) {
+            layers[j].has_cross_attention = 1;
+            fill_attn(&layers[j].cross_attention, cv_stats_cross(host, lay, j), cfg);
+        }
+    }
+}
+
+static int is_eos(const cv_session *s, int32_t id) {
+    const cv_model_config *c = &s->m->cfg;
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_token_ids[i] == id) return 1;
+    return c->n_eos == 0 && id == cv_tokenizer_eos_id(s->tok);
+}
+
+cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char *prompt,
+                                 const int32_t *ids, size_t P, cv_report *rep, cv_error *err) {
+    const cv_model_config *c = &s->m->cfg;
+    cv_model_info *mi = &rep->model;
+    cv_status st;
+    const char *rev = s->hub.commit[0] ? s->hub.commit : cfg->model.revision;
+    if ((st = cv_report_set_str(&mi->hf_id, cfg->model.hf_id, err)) ||
+        (st = cv_report_set_str(&mi->revision, rev, err)) ||
+        (st = cv_report_set_str(&mi->architecture, c->architecture, err)) ||
+        (st = cv_report_set_str(&mi->tokenizer_hf_id, cfg->model.hf_id, err)) ||
+        (st = cv_report_set_str(&mi->dtype, cv_dtype_torch_name(s->m->weight_dtype), err)) ||
+        (st = cv_report_set_str(&mi->device, s->device, err)) ||
+        (st = cv_report_set_str(&rep->prompt.text, prompt, err)))
+        return st;
+    mi->num_layers = c->num_layers;
+    mi->hidden_size = c->hidden_size;
+    mi->num_attention_heads = c->num_heads;
+    mi->quantization.enabled = 0;
+    int64_t *ids64 = malloc(sizeof(int64_t) * (P ? P : 1));
+    if (!ids64) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < P; i++) ids64[i] = ids[i];
+    st = cv_report_set_ids(&rep->prompt.token_ids, &rep->prompt.n_token_ids, ids64, P, err);
+    free(ids64);
+    return st;
+}
+
+/* ---- the loop ----------------------------------------------------------------------------- */
+
+cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t *prompt,
+                              size_t P, int instrumented, cv_report *rep, int32_t **out_ids,
+                              size_t *out_n, double *elapsed_ms, const cv_gen_hooks *hooks,
+                              cv_error *err) {
+    cv_model *m = s->m;
+    cv_backend *be = s->be;
+    const cv_model_config *c = &m->cfg;
+    const int V = c->vocab_size, G = cfg->generation.max_new_tokens;
+    const int seq2seq = m->ops->encode != NULL;
+    const int L = cv_model_num_layers(m);
+    const int ctx = c->max_positions;
+    if (!seq2seq && (int)P + G > ctx)
+        return cv_fail(err, CV_ERR_RUNTIME, "the prompt (%zu tokens) plus max_new_tokens (%d) exceeds the "
+                                            "model's context of %d positions", P, G, ctx);
+    cv_status st = m->ops->reserve(m, seq2seq ? (int)P : (int)P, seq2seq ? G : (int)P + G, 1, err);
+    if (st != CV_OK) return st;
+
+    cv_stats_layout lay;
+    cv_stats_layout_init(&lay, L, c->hidden_size, seq2seq, cfg->summaries.logits.topk);
+    size_t bytes = lay.total * sizeof(double);
+    double *host = malloc(bytes), *dev = instrumented ? be->alloc(be, bytes) : NULL;
+    float *row = malloc(sizeof(float) * (size_t)V);
+    int32_t *gen = malloc(sizeof(int32_t) * (size_t)(G > 0 ? G : 1));
+    cv_sampler sampler;
+    cv_sampling sp = {cfg->generation.do_sample, cfg->generation.temperature, cfg->generation.top_k,
+                      cfg->generation.top_p};
+    int sampler_ok = cv_sampler_init(&sampler, &sp, (uint64_t)cfg->generation.seed, V) == 0;
+    if (!host || (instrumented && !dev) || !row || !gen || !sampler_ok) {
+        st = cv_fail(err, CV_ERR_NOMEM, "out of memory for the generation loop");
+        goto done;
+    }
+    if (rep && instrumented && (st = cv_report_alloc_timeline(rep, (size_t)G, (size_t)L, err))) goto done;
+
+    double t0 = cv_now_ms();
+    if (seq2seq) { /* encoder once; its layers are summarized once */
+        hook_begin(hooks, "encoder_forward");
+        cv_stats_layout elay;
+        cv_stats_layout_init(&elay, c->num_layers, c->hidden_size, 0, 1);
+        double *eh = malloc(elay.total * sizeof(double));
+        double *ed = instrumented ? be->alloc(be, elay.total * sizeof(double)) : NULL;
+        if (!eh || (instrumented && !ed)) {
+            free(eh);
+            if (ed) be->free(be, ed);
+            st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (ed) {
+            cv_stats_arena_reset(eh, &elay);
+            be->upload(be, ed, eh, elay.total * sizeof(double));
+        }
+        st = m->ops->encode(m, prompt, (int)P, ed, &elay, NULL, err);
+        if (st == CV_OK && ed && rep) {
+            be->download(be, eh, ed, elay.total * sizeof(double));
+            if ((st = cv_report_alloc_encoder_layers(rep, (size_t)c->num_layers, err)) == CV_OK)
+                fill_layers(rep->encoder_layers, c->num_layers, eh, &elay, s, cfg, err);
+        }
+        free(eh);
+        if (ed) be->free(be, ed);
+        hook_end(hooks, "encoder_forward");
+        if (st != CV_OK) goto done;
+    }
+
+    int n_gen = 0, pos = 0;
+    int32_t cur = seq2seq ? c->decoder_start_token_id : 0;
+    for (int i = 0; i < G; i++) {
+        double ts = cv_now_ms();
+        if (i == 0) hook_begin(hooks, seq2seq ? "decode_loop" : "prefill");
+        if (i == 1 && !seq2seq) hook_begin(hooks, "decode_loop");
+        if (dev) {
+            cv_stats_arena_reset(host, &lay);
+            be->upload(be, dev, host, bytes);
+        }
+        float *logits;
+        const int32_t *in = seq2seq ? &cur : (i == 0 ? prompt : &cur);
+        int T = seq2seq ? 1 : (i == 0 ? (int)P : 1);
+        st = m->ops->forward(m, in, T, pos, dev, &lay, NULL, 0, &logits, err);
+        if (st != CV_OK) goto done;
+        pos += T;
+        int32_t next;
+        if (cfg->generation.do_sample) {
+            be->download(be, row, logits, sizeof(float) * (size_t)V);
+            next = cv_sampler_next(&sampler, row);
+        } else {
+            next = be->argmax(be, logits, V);
+        }
+        if (dev) be->download(be, host, dev, bytes);
+        if (i == 0 && !seq2seq) hook_end(hooks, "prefill");
+        else if (hooks && hooks->step) hooks->step(hooks->user, cv_now_ms() - ts);
+        gen[n_gen++] = next;
+        cur = next;
+        if (rep && dev) {
+            cv_timeline_step *step = &rep->timeline[i];
+            step->step_index = (int64_t)P + i;
+            step->token_id = next;
+            step->is_prompt_token = 0;
+            step->token_text = cv_tokenizer_decode(s->tok, &next, 1, 0, 0);
+            if (!step->token_text) {
+                st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            if ((st = fill_logits(&step->logits_summary, cv_stats_logits(host, &lay), s, cfg, err))) goto done;
+            fill_layers(step->layers, L, host, &lay, s, cfg, err);
+        }
+        if (is_eos(s, next)) break;
+    }
+    if (G > 1 || seq2seq) hook_end(hooks, "decode_loop");
+    double elapsed = cv_now_ms() - t0;
+    if (elapsed_ms) *elapsed_ms = elapsed;
+
+    if (rep) {
+        if (instrumented) rep->n_timeline = (size_t)n_gen; /* stopped at EOS: drop unused steps */
+        int64_t *ids64 = malloc(sizeof(int64_t) * (size_t)(n_gen ? n_gen : 1));
+        char *text = cv_tokenizer_decode(s->tok, gen, (size_t)n_gen, 1, 1);
+        if (!ids64 || !text) {
+            free(ids64);
+            free(text);
+            st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n_gen; i++) ids64[i] = gen[i];
+        st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64, (size_t)n_gen, err);
+        free(ids64);
+        free(rep->generated.output_text);
+        rep->generated.output_text = text;
+        rep->summary.prompt_tokens = (int64_t)P;
+        rep->summary.generated_tokens = n_gen;
+        rep->summary.total_steps = (int64_t)P + n_gen;
+        rep->summary.elapsed_ms = (int64_t)elapsed;
+    }
+    if (out_ids) {
+        *out_ids = gen;
+        gen = NULL;
+    }
+    if (out_n) *out_n = (size_t)n_gen;
+done:
+    cv_sampler_free(&sampler);
+    free(host);
+    if (dev) be->free(be, dev);
+    free(row);
+    free(gen);
+    return st;
+}
+
+cv_status cv_run(const cv_config *cfg, const char *prompt, cv_report *out, cv_error *err) {
+    cv_session *s = NULL;
+    int32_t *ids = NULL;
+    size_t P = 0;
+    cv_status st = cv_report_init(out, err);
+    if (st == CV_OK) st = cv_session_open(cfg, &s, NULL, err);
+    if (st == CV_OK) st = cv_session_tokenize(s, prompt, &ids, &P, err);
+    if (st == CV_OK) st = cv_session_fill_report(s, cfg, prompt, ids, P, out, err);
+    if (st == CV_OK) st = cv_session_generate(s, cfg, ids, P, 1, out, NULL, NULL, NULL, NULL, err);
+    free(ids);
+    cv_session_close(s);
+    return st;
+}

@@ -1,0 +1,230 @@
+/* model.c — cv_model_load: config.json -> family -> safetensors -> the family binds its weights.
+ * Also the binding helpers family files use: tensor lookup with the usual name prefixes, shape
+ * checks, Conv1D transposition, fp32 conversion of vectors, and ownership of every allocation. */
+#include "corevital/model.h"
+#include "corevital/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int push_ptr(void ***arr, size_t *n, void *p) {
+    void **na = realloc(*arr, (*n + 1) * sizeof *na);
+    if (!na) return -1;
+    na[(*n)++] = p;
+    *arr = na;
+    return 0;
+}
+
+static const cv_family_ops *family_ops(cv_family f) {
+    switch (f) {
+    case CV_FAMILY_GPT2: return &cv_gpt2_ops;
+    case CV_FAMILY_LLAMA: return &cv_llama_ops;
+    case CV_FAMILY_T5: return &cv_t5_ops;
+    }
+    return NULL;
+}
+
+cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err) {
+    return cv_model_load_quant(dir, be, CV_WFMT_DENSE, out, err);
+}
+
+cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
+                              cv_model **out, cv_error *err) {
+    *out = NULL;
+    cv_model *m = calloc(1, sizeof *m);
+    if (!m) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    m->quant = quant;
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    m->be = be;
+    cv_status s = cv_model_config_load(dir, &m->cfg, err);
+    if (s == CV_OK) {
+        m->ops = family_ops(m->cfg.family);
+        if (!m->ops) s = cv_fail(err, CV_ERR_UNSUPPORTED, "%s: no implementation for this family", dir);
+    }
+    if (s == CV_OK) s = cv_st_open(dir, &m->st, err);
+    if (s == CV_OK) s = m->ops->load(m, err);
+    if (s != CV_OK) {
+        cv_model_free(m);
+        return s;
+    }
+    CV_DEBUG("loaded %s (%s, %d layers, hidden %d) on %s", dir, m->cfg.architecture,
+             m->cfg.num_layers, m->cfg.hidden_size, be->name);
+    *out = m;
+    return CV_OK;
+}
+
+void cv_model_free(cv_model *m) {
+    if (!m) return;
+    if (m->ops && m->ops->free) m->ops->free(m);
+    for (size_t i = 0; i < m->n_weights; i++) {
+        m->be->weight_free(m->be, m->weights[i]);
+        free(m->weights[i]);
+    }
+    for (size_t i = 0; i < m->n_be_bufs; i++) m->be->free(m->be, m->be_bufs[i]);
+    for (size_t i = 0; i < m->n_host_bufs; i++) free(m->host_bufs[i]);
+    free(m->weights);
+    free(m->be_bufs);
+    free(m->host_bufs);
+    cv_st_close(m->st);
+    free(m);
+}
+
+int cv_model_num_layers(const cv_model *m) {
+    return m->cfg.family == CV_FAMILY_T5 ? m->cfg.num_decoder_layers : m->cfg.num_layers;
+}
+
+int cv_model_vocab(const cv_model *m) { return m->cfg.vocab_size; }
+
+const cv_st_tensor *cv_model_tensor(const cv_model *m, const char *name) {
+    static const char *prefixes[] = {"transformer.", "model."};
+    const cv_st_tensor *t = cv_st_find(m->st, name);
+    if (t) return t;
+    char buf[512];
+    for (size_t i = 0; i < 2; i++) {
+        size_t pl = strlen(prefixes[i]);
+        if (strncmp(name, prefixes[i], pl) == 0) {
+            t = cv_st_find(m->st, name + pl);
+        } else {
+            snprintf(buf, sizeof buf, "%s%s", prefixes[i], name);
+            t = cv_st_find(m->st, buf);
+        }
+        if (t) return t;
+    }
+    return NULL;
+}
+
+static cv_status find_checked(const cv_model *m, const char *name, int64_t d0, int64_t d1,
+                              const cv_st_tensor **out, cv_error *err) {
+    const cv_st_tensor *t = cv_model_tensor(m, name);
+    if (!t) return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' not found in the checkpoint", m->dir, name);
+    int ok = d1 < 0 ? (t->ndim == 1 && t->shape[0] == d0)
+                    : (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1);
+    if (!ok) {
+        char shape[128] = "";
+        size_t off = 0;
+        for (int i = 0; i < t->ndim && off < sizeof shape - 24; i++)
+            off += (size_t)snprintf(shape + off, sizeof shape - off, "%s%lld", i ? ", " : "",
+                                    (long long)t->shape[i]);
+        if (d1 < 0)
+            return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%lld]",
+                           m->dir, name, shape, (long long)d0);
+        return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%lld, %lld]",
+                       m->dir, name, shape, (long long)d0, (long long)d1);
+    }
+    if (t->dtype != CV_DT_F32 && t->dtype != CV_DT_F16 && t->dtype != CV_DT_BF16)
+        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)",
+                       m->dir, name, cv_dtype_name(t->dtype));
+    *out = t;
+    return CV_OK;
+}
+
+cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int64_t cols,
+                               int transpose, const void **host, cv_dtype *dtype, cv_error *err) {
+    const cv_st_tensor *t;
+    cv_status s = find_checked(m, name, transpose ? cols : rows, transpose ? rows : cols, &t, err);
+    if (s != CV_OK) return s;
+    *dtype = t->dtype;
+    size_t es = cv_dtype_size(t->dtype);
+    int aligned = ((uintptr_t)t->data % es) == 0;
+    if (!transpose && aligned) {
+        *host = t->data;
+        return CV_OK;
+    }
+    char *buf = malloc((size_t)rows * (size_t)cols * es);
+    if (!buf || push_ptr(&m->host_bufs, &m->n_host_bufs, buf)) {
+        free(buf);
+        return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    }
+    if (!transpose) {
+        memcpy(buf, t->data, (size_t)rows * (size_t)cols * es);
+    } else { /* stored (cols, rows): element [c][r] -> [r][c] */
+        const char *src = t->data;
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t r = 0; r < rows; r++)
+                memcpy(buf + ((size_t)r * cols + c) * es, src + ((size_t)c * rows + r) * es, es);
+    }
+    *host = buf;
+    return CV_OK;
+}
+
+cv_status cv_model_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype dtype, int64_t rows,
+                          int64_t cols, cv_error *err) {
+    cv_weight *owned = calloc(1, sizeof *owned);
+    if (!owned || push_ptr((void ***)&m->weights, &m->n_weights, owned)) {
+        free(owned);
+        return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    }
+    cv_status s = m->be->weight_upload(m->be, owned, host, dtype, rows, cols, err);
+    if (s != CV_OK) return s;
+    if (m->n_weights == 1) m->weight_dtype = owned->dtype;
+    *w = *owned; /* the family keeps a copy by value; the model frees the original */
+    return CV_OK;
+}
+
+cv_status cv_model_matrix(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
+                          int transpose, cv_error *err) {
+    const void *host;
+    cv_dtype dt;
+    cv_status s = cv_model_host_matrix(m, name, rows, cols, transpose, &host, &dt, err);
+    if (s != CV_OK) return s;
+    s = cv_model_upload(m, w, host, dt, rows, cols, err);
+    if (s != CV_OK) cv_error_prefix(err, "tensor '%s'", name);
+    return s;
+}
+
+/* Quantize a host matrix (src/quant) and upload it; defined in src/quant/quantize.c. */
+cv_status cv_quantize_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype dtype,
+                             int64_t rows, int64_t cols, cv_error *err);
+
+cv_status cv_model_upload_linear(cv_model *m, cv_weight *w, const void *host, cv_dtype dtype,
+                                 int64_t rows, int64_t cols, cv_error *err) {
+    if (m->quant == CV_WFMT_DENSE) return cv_model_upload(m, w, host, dtype, rows, cols, err);
+    cv_status s = cv_quantize_upload(m, w, host, dtype, rows, cols, err);
+    if (s == CV_OK) m->n_quantized++;
+    return s;
+}
+
+cv_status cv_model_linear(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
+                          int transpose, cv_error *err) {
+    const void *host;
+    cv_dtype dt;
+    cv_status s = cv_model_host_matrix(m, name, rows, cols, transpose, &host, &dt, err);
+    if (s != CV_OK) return s;
+    s = cv_model_upload_linear(m, w, host, dt, rows, cols, err);
+    if (s != CV_OK) cv_error_prefix(err, "tensor '%s'", name);
+    return s;
+}
+
+void *cv_model_alloc(cv_model *m, size_t bytes, cv_error *err) {
+    void *p = m->be->alloc(m->be, bytes);
+    if (!p || push_ptr(&m->be_bufs, &m->n_be_bufs, p)) {
+        if (p) m->be->free(m->be, p);
+        cv_fail(err, CV_ERR_NOMEM, "out of %s memory allocating %zu bytes", m->be->name, bytes);
+        return NULL;
+    }
+    return p;
+}
+
+cv_status cv_model_vector(cv_model *m, float **dst, const char *name, int64_t n, cv_error *err) {
+    const cv_st_tensor *t;
+    cv_status s = find_checked(m, name, n, -1, &t, err);
+    if (s != CV_OK) return s;
+    float *host = malloc(sizeof(float) * (size_t)n);
+    if (!host) return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    cv_convert_to_f32(host, t->data, t->dtype, (size_t)n);
+    *dst = cv_model_alloc(m, sizeof(float) * (size_t)n, err);
+    if (*dst) m->be->upload(m->be, *dst, host, sizeof(float) * (size_t)n);
+    free(host);
+    return *dst ? CV_OK : CV_ERR_NOMEM;
+}
+
+void cv_model_release(cv_model *m, void *p) {
+    if (!p) return;
+    for (size_t i = 0; i < m->n_be_bufs; i++)
+        if (m->be_bufs[i] == p) {
+            m->be->free(m->be, p);
+            m->be_bufs[i] = m->be_bufs[--m->n_be_bufs];
+            return;
+        }
+}

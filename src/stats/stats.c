@@ -1,0 +1,359 @@
+/* stats.c — statistic records (stats.h): accumulate, merge, finalize into SPEC §4 numbers; the
+ * one-pass logits statistics; and the full-tensor reference implementations used as oracles.
+ *
+ * Hidden records keep (rows, sum, M2, sum of row norms, max |x|, column sums). M2 merges with
+ * Chan et al.'s pairwise formula, so the variance is as accurate as a two-pass computation even
+ * when the mean is large (GPT-2's residual stream has a few huge dimensions). */
+#include "corevital/stats.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_cross, int topk) {
+    lay->n_layers = n_layers;
+    lay->dim = dim;
+    lay->has_cross = has_cross;
+    lay->topk = topk;
+    lay->hidden_off = 0;
+    lay->attn_off = (size_t)n_layers * cv_hidden_record_size(dim);
+    lay->cross_off = lay->attn_off + (size_t)n_layers * CV_AS_SIZE;
+    lay->logits_off = lay->cross_off + (has_cross ? (size_t)n_layers * CV_AS_SIZE : 0);
+    lay->total = lay->logits_off + cv_logits_record_size(topk);
+}
+
+void cv_hidden_record_reset(double *rec, int D) {
+    memset(rec, 0, cv_hidden_record_size(D) * sizeof *rec);
+}
+
+void cv_attn_record_reset(double *rec) {
+    rec[CV_AS_ROWS] = 0.0;
+    rec[CV_AS_ESUM] = 0.0;
+    rec[CV_AS_EMIN] = INFINITY;
+    rec[CV_AS_WMAX] = 0.0;
+}
+
+void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
+    for (int i = 0; i < l->n_layers; i++) {
+        cv_hidden_record_reset(cv_stats_hidden(base, l, i), l->dim);
+        cv_attn_record_reset(cv_stats_attn(base, l, i));
+        if (l->has_cross) cv_attn_record_reset(cv_stats_cross(base, l, i));
+    }
+    memset(cv_stats_logits(base, l), 0, cv_logits_record_size(l->topk) * sizeof(double));
+}
+
+void cv_hidden_record_add_rows(double *rec, const float *X, int S, int D) {
+    double *colsum = rec + CV_HS_FIXED;
+    for (int s = 0; s < S; s++) {
+        const float *x = X + (size_t)s * D;
+        double sum = 0.0, sq = 0.0, mx = rec[CV_HS_MAXABS];
+        for (int d = 0; d < D; d++) {
+            double v = x[d];
+            sum += v;
+            sq += v * v;
+            colsum[d] += v;
+            double a = fabs(v);
+            if (a > mx || isnan(v)) mx = isnan(v) ? NAN : (isnan(mx) ? mx : a);
+        }
+        double mean_b = sum / D, m2_b = 0.0;
+        for (int d = 0; d < D; d++) {
+            double dv = x[d] - mean_b;
+            m2_b += dv * dv;
+        }
+        double n_a = rec[CV_HS_ROWS] * D, n_b = D;
+        if (n_a > 0) {
+            double delta = mean_b - rec[CV_HS_SUM] / n_a;
+            m2_b += delta * delta * n_a * n_b / (n_a + n_b);
+        }
+        rec[CV_HS_M2] += m2_b;
+        rec[CV_HS_SUM] += sum;
+        rec[CV_HS_ROWS] += 1.0;
+        rec[CV_HS_L2SUM] += sqrt(sq);
+        rec[CV_HS_MAXABS] = mx;
+    }
+}
+
+void cv_hidden_record_merge(double *dst, const double *src, int D) {
+    double rows_b = src[CV_HS_ROWS];
+    if (rows_b <= 0) return;
+    double n_a = dst[CV_HS_ROWS] * D, n_b = rows_b * D;
+    double m2 = src[CV_HS_M2];
+    if (n_a > 0) {
+        double delta = src[CV_HS_SUM] / n_b - dst[CV_HS_SUM] / n_a;
+        m2 += delta * delta * n_a * n_b / (n_a + n_b);
+    }
+    dst[CV_HS_M2] += m2;
+    dst[CV_HS_SUM] += src[CV_HS_SUM];
+    dst[CV_HS_ROWS] += rows_b;
+    dst[CV_HS_L2SUM] += src[CV_HS_L2SUM];
+    if (isnan(src[CV_HS_MAXABS]) || src[CV_HS_MAXABS] > dst[CV_HS_MAXABS])
+        dst[CV_HS_MAXABS] = src[CV_HS_MAXABS];
+    for (int d = 0; d < D; d++) dst[CV_HS_FIXED + d] += src[CV_HS_FIXED + d];
+}
+
+void cv_attn_record_merge(double *dst, const double *src) {
+    dst[CV_AS_ROWS] += src[CV_AS_ROWS];
+    dst[CV_AS_ESUM] += src[CV_AS_ESUM];
+    if (src[CV_AS_EMIN] < dst[CV_AS_EMIN]) dst[CV_AS_EMIN] = src[CV_AS_EMIN];
+    if (src[CV_AS_WMAX] > dst[CV_AS_WMAX]) dst[CV_AS_WMAX] = src[CV_AS_WMAX];
+}
+
+/* ---- numpy legacy RandomState ------------------------------------------------------------- */
+
+void cv_np_seed(cv_np_random *r, uint32_t seed) {
+    r->mt[0] = seed;
+    for (int i = 1; i < 624; i++)
+        r->mt[i] = 1812433253u * (r->mt[i - 1] ^ (r->mt[i - 1] >> 30)) + (uint32_t)i;
+    r->mti = 624;
+    r->has_gauss = 0;
+    r->gauss = 0.0;
+}
+
+uint32_t cv_np_genrand(cv_np_random *r) {
+    static const uint32_t mag01[2] = {0u, 0x9908b0dfu};
+    if (r->mti >= 624) {
+        int kk;
+        uint32_t y;
+        for (kk = 0; kk < 624 - 397; kk++) {
+            y = (r->mt[kk] & 0x80000000u) | (r->mt[kk + 1] & 0x7fffffffu);
+            r->mt[kk] = r->mt[kk + 397] ^ (y >> 1) ^ mag01[y & 1u];
+        }
+        for (; kk < 623; kk++) {
+            y = (r->mt[kk] & 0x80000000u) | (r->mt[kk + 1] & 0x7fffffffu);
+            r->mt[kk] = r->mt[kk + (397 - 624)] ^ (y >> 1) ^ mag01[y & 1u];
+        }
+        y = (r->mt[623] & 0x80000000u) | (r->mt[0] & 0x7fffffffu);
+        r->mt[623] = r->mt[396] ^ (y >> 1) ^ mag01[y & 1u];
+        r->mti = 0;
+    }
+    uint32_t y = r->mt[r->mti++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= y >> 18;
+    return y;
+}
+
+double cv_np_random_double(cv_np_random *r) {
+    uint32_t a = cv_np_genrand(r) >> 5, b = cv_np_genrand(r) >> 6;
+    return ((double)a * 67108864.0 + (double)b) / 9007199254740992.0;
+}
+
+double cv_np_gauss(cv_np_random *r) {
+    if (r->has_gauss) {
+        r->has_gauss = 0;
+        return r->gauss;
+    }
+    double x1, x2, r2;
+    do {
+        x1 = 2.0 * cv_np_random_double(r) - 1.0;
+        x2 = 2.0 * cv_np_random_double(r) - 1.0;
+        r2 = x1 * x1 + x2 * x2;
+    } while (r2 >= 1.0 || r2 == 0.0);
+    double f = sqrt(-2.0 * log(r2) / r2);
+    r->gauss = f * x1;
+    r->has_gauss = 1;
+    return f * x2;
+}
+
+/* ---- sketch ------------------------------------------------------------------------------- */
+
+int cv_sketch_init(cv_sketch *sk, int D, int dim, uint32_t seed) {
+    memset(sk, 0, sizeof *sk);
+    if (dim > (int)(sizeof(((cv_hidden_stats *)0)->sketch) / sizeof(double))) return -1;
+    sk->D = D;
+    sk->dim = dim;
+    sk->seed = seed;
+    if (dim == 0) return 0;
+    sk->R = malloc(sizeof(double) * (size_t)D * (size_t)dim);
+    if (!sk->R) return -1;
+    cv_np_random rng;
+    cv_np_seed(&rng, seed);
+    double inv = 1.0 / sqrt((double)D);
+    for (size_t i = 0; i < (size_t)D * (size_t)dim; i++) sk->R[i] = cv_np_gauss(&rng) * inv;
+    return 0;
+}
+
+void cv_sketch_free(cv_sketch *sk) {
+    free(sk->R);
+    sk->R = NULL;
+}
+
+/* Python's round(x, 2): correctly rounded decimal, which "%.2f" + strtod reproduces. */
+static double round2(double x) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.2f", x);
+    return strtod(buf, NULL);
+}
+
+static void sketch_project(const double *v, const cv_sketch *sk, cv_hidden_stats *out) {
+    out->sketch_dim = sk ? sk->dim : 0;
+    if (!sk || !sk->R) return;
+    for (int j = 0; j < sk->dim; j++) {
+        double acc = 0.0;
+        for (int d = 0; d < sk->D; d++) acc += v[d] * sk->R[(size_t)d * sk->dim + j];
+        out->sketch[j] = round2(acc);
+    }
+}
+
+void cv_hidden_finalize(const double *rec, int D, const cv_sketch *sk, cv_hidden_stats *out) {
+    double rows = rec[CV_HS_ROWS], n = rows * D;
+    memset(out, 0, sizeof *out);
+    out->mean = n > 0 ? rec[CV_HS_SUM] / n : NAN;
+    out->std = n > 1 ? sqrt(rec[CV_HS_M2] / (n - 1)) : NAN;
+    out->l2_norm_mean = rows > 0 ? rec[CV_HS_L2SUM] / rows : NAN;
+    out->max_abs = rows > 0 ? rec[CV_HS_MAXABS] : NAN;
+    if (sk && sk->R && sk->D == D && rows > 0) {
+        /* v = mean over rows in float32 (the reference's X.mean(0)), then the projection in double */
+        double *v = malloc(sizeof(double) * (size_t)D);
+        if (!v) return;
+        for (int d = 0; d < D; d++) v[d] = (double)(float)(rec[CV_HS_FIXED + d] / rows);
+        sketch_project(v, sk, out);
+        free(v);
+    }
+}
+
+void cv_attn_finalize(const double *rec, cv_attn_stats *out) {
+    double rows = rec[CV_AS_ROWS];
+    out->entropy_mean = rows > 0 ? rec[CV_AS_ESUM] / rows : NAN;
+    out->entropy_min = rows > 0 ? rec[CV_AS_EMIN] : NAN;
+    out->concentration_max = rows > 0 ? rec[CV_AS_WMAX] : NAN;
+}
+
+void cv_logits_finalize(const double *rec, cv_logit_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->entropy = rec[CV_LS_ENTROPY];
+    out->k = (int)rec[CV_LS_K];
+    for (int i = 0; i < out->k; i++) {
+        out->ids[i] = (int32_t)rec[CV_LS_FIXED + 2 * i];
+        out->probs[i] = rec[CV_LS_FIXED + 2 * i + 1];
+    }
+    out->margin = out->k >= 2 ? out->probs[0] - out->probs[1] : (out->k == 1 ? out->probs[0] : NAN);
+}
+
+/* ---- the logits pass ---------------------------------------------------------------------- */
+
+void cv_logits_stats_row(double *rec, const float *logits, int V, int k) {
+    if (k > CV_TOPK_MAX) k = CV_TOPK_MAX;
+    if (k > V) k = V;
+    float best[CV_TOPK_MAX];
+    int32_t best_id[CV_TOPK_MAX];
+    int nbest = 0;
+    double m = -INFINITY, z = 0.0, t = 0.0;
+    int nonfinite = 0;
+    for (int i = 0; i < V; i++) {
+        float l = logits[i];
+        if (!isfinite(l)) {
+            if (isnan(l) || l > 0) nonfinite = 1;
+            continue; /* -inf: a masked token, probability 0 */
+        }
+        if (l > m) { /* rescale the running sums to the new maximum */
+            double r = exp(m - l);
+            if (z > 0) t = r * (t + (m - l) * z), z = r * z;
+            m = l;
+        }
+        double d = l - m, e = exp(d);
+        z += e;
+        t += e * d;
+        /* insertion into the k-best list, descending; ties keep the lower id first */
+        if (k > 0 && (nbest < k || l > best[nbest - 1])) {
+            int pos = nbest < k ? nbest++ : k - 1;
+            while (pos > 0 && best[pos - 1] < l) {
+                best[pos] = best[pos - 1];
+                best_id[pos] = best_id[pos - 1];
+                pos--;
+            }
+            best[pos] = l;
+            best_id[pos] = i;
+        }
+    }
+    rec[CV_LS_V] = V;
+    rec[CV_LS_ENTROPY] = nonfinite || z <= 0 ? NAN : log(z) - t / z;
+    rec[CV_LS_K] = nbest;
+    for (int i = 0; i < nbest; i++) {
+        rec[CV_LS_FIXED + 2 * i] = best_id[i];
+        rec[CV_LS_FIXED + 2 * i + 1] = nonfinite ? NAN : exp((double)best[i] - m) / z;
+    }
+}
+
+/* ---- reference implementations over full tensors (oracles) -------------------------------- */
+
+void cv_hidden_stats_ref(const float *X, int S, int D, const cv_sketch *sk, cv_hidden_stats *out) {
+    size_t n = (size_t)S * D;
+    double sum = 0.0, mx = 0.0, l2 = 0.0;
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        sum += X[i];
+        if (fabs(X[i]) > mx) mx = fabs(X[i]);
+    }
+    double mean = sum / (double)n, ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (X[i] - mean) * (X[i] - mean);
+    for (int s = 0; s < S; s++) {
+        double r = 0.0;
+        for (int d = 0; d < D; d++) r += (double)X[(size_t)s * D + d] * X[(size_t)s * D + d];
+        l2 += sqrt(r);
+    }
+    out->mean = mean;
+    out->std = n > 1 ? sqrt(ss / (double)(n - 1)) : NAN;
+    out->l2_norm_mean = l2 / S;
+    out->max_abs = mx;
+    if (sk && sk->R) {
+        double *v = calloc((size_t)D, sizeof *v);
+        if (!v) return;
+        for (int d = 0; d < D; d++) {
+            double c = 0.0;
+            for (int s = 0; s < S; s++) c += X[(size_t)s * D + d];
+            v[d] = (double)(float)(c / S);
+        }
+        sketch_project(v, sk, out);
+        free(v);
+    }
+}
+
+void cv_attn_stats_ref(const float *A, int rows, int K, cv_attn_stats *out) {
+    double esum = 0.0, emin = INFINITY, wmax = 0.0;
+    for (int r = 0; r < rows; r++) {
+        double e = 0.0;
+        for (int k = 0; k < K; k++) {
+            double a = A[(size_t)r * K + k];
+            e -= a * log(a + CV_ATTN_EPS);
+            if (a > wmax) wmax = a;
+        }
+        esum += e;
+        if (e < emin) emin = e;
+    }
+    out->entropy_mean = esum / rows;
+    out->entropy_min = emin;
+    out->concentration_max = wmax;
+}
+
+void cv_logits_stats_ref(const float *logits, int V, int k, cv_logit_stats *out) {
+    memset(out, 0, sizeof *out);
+    double m = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (logits[i] > m) m = logits[i];
+    double z = 0.0;
+    for (int i = 0; i < V; i++) z += exp((double)logits[i] - m);
+    double h = 0.0;
+    for (int i = 0; i < V; i++) {
+        double p = exp((double)logits[i] - m) / z;
+        if (p > 0) h -= p * log(p);
+    }
+    out->entropy = h;
+    if (k > V) k = V;
+    if (k > CV_TOPK_MAX) k = CV_TOPK_MAX;
+    out->k = k;
+    /* selection by repeated scans: simple and obviously right */
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < V; i++) {
+            int taken = 0;
+            for (int q = 0; q < j; q++) taken |= out->ids[q] == i;
+            if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
+        }
+        out->ids[j] = best;
+        out->probs[j] = exp((double)logits[best] - m) / z;
+    }
+    out->margin = k >= 2 ? out->probs[0] - out->probs[1] : NAN;
+}

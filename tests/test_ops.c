@@ -1,0 +1,132 @@
+/* test_ops.c — each CPU op against its naive twin on random inputs of awkward sizes:
+ * the matmul for F32 / F16 / BF16 weights (vector tails, partial tiles), attention (causal and
+ * not, GQA, position bias, queries starting mid-cache), RoPE against the closed form. */
+#include "corevital/backend.h"
+#include "corevital/dtype.h"
+#include "corevital/stats.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
+}
+
+static void make_weight(cv_weight *w, void *buf, cv_dtype dt, int N, int K, unsigned *seed) {
+    for (int i = 0; i < N * K; i++) {
+        float v = frand(seed);
+        if (dt == CV_DT_F32) ((float *)buf)[i] = v;
+        if (dt == CV_DT_BF16) ((uint16_t *)buf)[i] = cv_f32_to_bf16(v);
+        if (dt == CV_DT_F16) ((uint16_t *)buf)[i] = cv_f32_to_f16(v);
+    }
+    memset(w, 0, sizeof *w);
+    w->data = buf;
+    w->dtype = dt;
+    w->rows = N;
+    w->cols = K;
+}
+
+START_TEST(test_matmul_vs_naive) {
+    cv_backend *be = cv_backend_cpu_create();
+    const int Ts[] = {1, 3, 4, 5, 17}, Ns[] = {1, 5, 8, 33}, Ks[] = {1, 15, 16, 17, 100};
+    const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16, CV_DT_F16};
+    unsigned seed = 1;
+    for (size_t di = 0; di < 3; di++)
+        for (size_t a = 0; a < 5; a++)
+            for (size_t b = 0; b < 4; b++)
+                for (size_t c = 0; c < 5; c++) {
+                    int T = Ts[a], N = Ns[b], K = Ks[c];
+                    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
+                    float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
+                    void *wb = malloc(4 * (size_t)N * K);
+                    cv_weight w;
+                    make_weight(&w, wb, dts[di], N, K, &seed);
+                    for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+                    for (int i = 0; i < N; i++) bias[i] = frand(&seed);
+                    be->matmul(be, o1, x, &w, (b & 1) ? bias : NULL, T);
+                    cv_matmul_naive(o2, x, &w, (b & 1) ? bias : NULL, T);
+                    char what[96];
+                    snprintf(what, sizeof what, "matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]), T, N, K);
+                    ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s", what);
+                    free(x), free(bias), free(o1), free(o2), free(wb);
+                }
+    be->destroy(be);
+}
+END_TEST
+
+START_TEST(test_attention_vs_naive) {
+    cv_backend *be = cv_backend_cpu_create();
+    unsigned seed = 9;
+    struct {
+        int H, KVH, hd, T, pos0, causal, bias;
+    } cases[] = {{4, 4, 16, 7, 0, 1, 0}, {4, 2, 16, 1, 12, 1, 0}, {6, 3, 20, 5, 3, 1, 1},
+                 {4, 1, 8, 9, 0, 0, 1},  {2, 2, 33, 3, 0, 0, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int H = cases[ci].H, KVH = cases[ci].KVH, hd = cases[ci].hd, T = cases[ci].T;
+        int NK = cases[ci].pos0 + T;
+        int qs = H * hd + 3, ks = KVH * hd + 5; /* strides wider than the heads */
+        float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
+        float *v = malloc(sizeof(float) * NK * ks), *bias = malloc(sizeof(float) * H * T * NK);
+        float *o1 = calloc((size_t)T * qs, sizeof(float)), *o2 = calloc((size_t)T * qs, sizeof(float));
+        float *p1 = malloc(sizeof(float) * H * T * NK), *p2 = malloc(sizeof(float) * H * T * NK);
+        for (int i = 0; i < T * qs; i++) q[i] = 2 * frand(&seed);
+        for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
+        for (int i = 0; i < H * T * NK; i++) bias[i] = frand(&seed);
+        double r1[CV_AS_SIZE] = {0, 0, INFINITY, 0}, r2[CV_AS_SIZE] = {0, 0, INFINITY, 0};
+        cv_attn_args a = {.out = o1, .q = q, .k = k, .v = v, .q_stride = qs, .kv_stride = ks,
+                          .out_stride = qs, .T = T, .n_keys = NK, .q_pos0 = cases[ci].pos0,
+                          .n_heads = H, .n_kv_heads = KVH, .head_dim = hd, .causal = cases[ci].causal,
+                          .scale = 1.0f / sqrtf((float)hd), .bias = cases[ci].bias ? bias : NULL,
+                          .stats = r1, .probs = p1};
+        be->attention(be, &a);
+        a.out = o2, a.stats = r2, a.probs = p2;
+        cv_attention_naive(&a);
+        ck_assert(tu_check_close("attention out", o1, o2, (size_t)T * qs, 1e-5));
+        ck_assert(tu_check_close("attention probs", p1, p2, (size_t)H * T * NK, 1e-6));
+        for (int i = 0; i < CV_AS_SIZE; i++) ck_assert_double_eq_tol(r1[i], r2[i], 1e-5 * fmax(1, fabs(r2[i])));
+        free(q), free(k), free(v), free(bias), free(o1), free(o2), free(p1), free(p2);
+    }
+    be->destroy(be);
+}
+END_TEST
+
+START_TEST(test_rope_closed_form) {
+    cv_backend *be = cv_backend_cpu_create();
+    int T = 3, H = 2, hd = 8, stride = H * hd;
+    float x[3 * 16], y[3 * 16], inv[4];
+    unsigned seed = 4;
+    for (int i = 0; i < T * stride; i++) x[i] = y[i] = frand(&seed);
+    for (int j = 0; j < hd / 2; j++) inv[j] = 1.0f / powf(10000.0f, (float)(2 * j) / hd);
+    be->rope(be, y, T, stride, H, hd, inv, 5);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < hd / 2; j++) {
+                double ang = (5.0 + t) * inv[j];
+                const float *xv = x + t * stride + h * hd;
+                const float *yv = y + t * stride + h * hd;
+                ck_assert_double_eq_tol(yv[j], xv[j] * cos(ang) - xv[j + hd / 2] * sin(ang), 1e-5);
+                ck_assert_double_eq_tol(yv[j + hd / 2], xv[j + hd / 2] * cos(ang) + xv[j] * sin(ang), 1e-5);
+            }
+    be->destroy(be);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("ops");
+    TCase *tc = tcase_create("cpu_vs_naive");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_matmul_vs_naive);
+    tcase_add_test(tc, test_attention_vs_naive);
+    tcase_add_test(tc, test_rope_closed_form);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
