@@ -1,0 +1,126 @@
+/* backend.h — the op table every model family is written against.
+ *
+ * A family file (src/model/gpt2.c, llama.c, t5.c) never touches a backend directly: it calls
+ * these ops through a cv_backend, so the same forward pass runs on the CPU (src/backend/cpu*.c,
+ * OpenMP) and on CUDA (kernels/ *.cu files). Pointers passed to ops (activations, weights, KV cache,
+ * statistic records) are backend memory: host memory on the CPU, device memory on CUDA.
+ *
+ * Conventions: activations are fp32, row-major, one row per position: (T, C). Matrix weights are
+ * stored as nn.Linear does, (out, in) row-major, in the checkpoint's dtype (F32, F16, BF16) or
+ * quantized (int8 rows, NF4 blocks); y = x . W^T + b. Statistic records are described in stats.h;
+ * a NULL record pointer means "not summarized". */
+#ifndef COREVITAL_BACKEND_H
+#define COREVITAL_BACKEND_H
+
+#include "corevital/common.h"
+#include "corevital/dtype.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { CV_WFMT_DENSE = 0, CV_WFMT_INT8, CV_WFMT_NF4 } cv_weight_format;
+
+/* A matrix weight (out, in). Dense: `data` holds rows*cols elements of `dtype`.
+ * INT8: `data` int8 (rows, cols), `scales` one fp32 absmax/127 per row.
+ * NF4: `data` packed codes, two per byte (first in the high nibble), `scales` one fp32 absmax per
+ * block of `block` consecutive weights of a row. */
+typedef struct {
+    const void *data;
+    const float *scales;
+    cv_dtype dtype;
+    cv_weight_format format;
+    int64_t rows, cols;
+    int block;
+    void *owned; /* backend memory to release with the weight, or NULL (e.g. mmap-backed) */
+} cv_weight;
+
+/* Arguments of one attention call: T query rows against the keys/values held in a cache.
+ * Query t sits at position q_pos0 + t; when causal it sees keys 0..q_pos0+t, otherwise all
+ * n_keys. Query head h reads kv head h / (n_heads / n_kv_heads) (GQA, repeat-interleave). */
+typedef struct {
+    float *out;           /* (T, out_stride): head h written at h*head_dim */
+    const float *q;       /* (T, q_stride): head h at h*head_dim */
+    const float *k, *v;   /* (n_keys, kv_stride): kv head g at g*head_dim */
+    int q_stride, kv_stride, out_stride;
+    int T, n_keys, q_pos0;
+    int n_heads, n_kv_heads, head_dim;
+    int causal;
+    float scale;          /* multiplies q.k (1/sqrt(head_dim); 1 for T5) */
+    const float *bias;    /* (n_heads, T, n_keys) added to the scores (T5 position bias), or NULL */
+    double *stats;        /* attention record (stats.h) or NULL */
+    float *probs;         /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
+} cv_attn_args;
+
+typedef struct cv_backend cv_backend;
+struct cv_backend {
+    const char *name; /* "cpu" or "cuda" */
+    void *ctx;
+
+    /* memory */
+    void *(*alloc)(cv_backend *b, size_t bytes); /* zero-filled; NULL on failure */
+    void (*free)(cv_backend *b, void *p);
+    void (*upload)(cv_backend *b, void *dst, const void *src, size_t bytes);
+    void (*download)(cv_backend *b, void *dst, const void *src, size_t bytes);
+    void (*memset0)(cv_backend *b, void *dst, size_t bytes);
+    void (*copy)(cv_backend *b, void *dst, const void *src, size_t bytes); /* within the backend */
+    /* Make a host matrix (out, in) of dtype F32/F16/BF16 resident. `host` may be used in place when
+     * the backend can (CPU and mmap), so it must outlive the weight. */
+    cv_status (*weight_upload)(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
+                               int64_t rows, int64_t cols, cv_error *err);
+    /* Make an already quantized matrix resident: INT8 (data int8 (rows, cols), scales (rows)) or
+     * NF4 (data (rows * cols / 2) packed bytes, scales (rows * cols / block)). Copies. */
+    cv_status (*weight_upload_quant)(cv_backend *b, cv_weight *w, const void *data,
+                                     const float *scales, cv_weight_format format, int64_t rows,
+                                     int64_t cols, int block, cv_error *err);
+    void (*weight_free)(cv_backend *b, cv_weight *w);
+    void (*sync)(cv_backend *b);
+
+    /* out (T, C) = wte[tokens[t]] * scale (+ wpe[pos0 + t] when wpe) — embeddings dense (V, C) */
+    void (*embedding)(cv_backend *b, float *out, const int32_t *tokens, int T, const cv_weight *wte,
+                      const cv_weight *wpe, int pos0, float scale);
+    /* out (T, N) = x (T, K) . W^T (+ bias (N)); W (N, K) */
+    void (*matmul)(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
+                   int T);
+    /* out (T, C) = layernorm(x) * w + bias (biased variance, eps inside sqrt); hidden stats of out */
+    void (*layernorm)(cv_backend *b, float *out, const float *x, const float *w, const float *bias,
+                      int T, int C, float eps, double *hstats);
+    /* out (T, C) = x * rsqrt(mean(x^2) + eps) * w; hidden stats of out */
+    void (*rmsnorm)(cv_backend *b, float *out, const float *x, const float *w, int T, int C,
+                    float eps, double *hstats);
+    /* x (T, C) += y (T, C); hidden stats of the sum */
+    void (*residual_add)(cv_backend *b, float *x, const float *y, int T, int C, double *hstats);
+    /* in place over n values */
+    void (*gelu_tanh)(cv_backend *b, float *x, size_t n);
+    void (*relu)(cv_backend *b, float *x, size_t n);
+    /* gate (T, N) = act(gate) * up, act = silu or gelu_tanh; strides in floats */
+    void (*silu_mul)(cv_backend *b, float *gate, const float *up, size_t n);
+    void (*gelu_mul)(cv_backend *b, float *gate, const float *up, size_t n);
+    /* Rotate-half RoPE in place on x (T, stride), heads n_heads of head_dim at h*head_dim, for
+     * positions pos0..pos0+T-1; inv_freq (head_dim/2) in backend memory. */
+    void (*rope)(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
+                 const float *inv_freq, int pos0);
+    /* T5 relative position bias: out (H, T, K) from table (num_buckets, H) for query positions
+     * q_pos0.. and key positions 0..K-1. */
+    void (*t5_position_bias)(cv_backend *b, float *out, const float *table, int H, int T, int K,
+                             int q_pos0, int bidirectional, int num_buckets, int max_distance);
+    void (*attention)(cv_backend *b, const cv_attn_args *a);
+    /* One-pass logits statistics over the row (V) into a logits record (stats.h). */
+    void (*logits_stats)(cv_backend *b, double *rec, const float *logits, int V, int topk);
+    /* index of the largest logit (first on ties) — greedy decoding without copying the row back */
+    int32_t (*argmax)(cv_backend *b, const float *logits, int V);
+
+    void (*destroy)(cv_backend *b);
+};
+
+/* The CPU backend (OpenMP; threads from OMP_NUM_THREADS / omp_set_num_threads). */
+cv_backend *cv_backend_cpu_create(void);
+/* The CUDA backend on device `device` (NULL with err set when CUDA is not built or no GPU). */
+cv_backend *cv_backend_cuda_create(int device, cv_error *err);
+/* 1 when this build has CUDA and a usable GPU is present. */
+int cv_cuda_available(void);
+
+/* Naive twins (tests and bench oracles): plain loops, no threads, double accumulation. */
+void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float *bias, int T);
+void cv_attention_naive(const cv_attn_args *a);
+
+#endif

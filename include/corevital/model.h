@@ -1,0 +1,109 @@
+/* model.h — a loaded model: config, weights bound by name, the backend it runs on, and the
+ * family's forward pass. One family file per architecture (src/model/gpt2.c, llama.c, t5.c)
+ * implements cv_family_ops using only the op table (backend.h).
+ *
+ * The forward pass processes T tokens at positions pos0..pos0+T-1 against the KV cache and, on
+ * request, fills one step's statistic records (stats.h) and copies full tensors out for parity
+ * tests (cv_capture). Seq2seq models run encode() once, then forward() on decoder tokens. */
+#ifndef COREVITAL_MODEL_H
+#define COREVITAL_MODEL_H
+
+#include "corevital/backend.h"
+#include "corevital/common.h"
+#include "corevital/model_config.h"
+#include "corevital/safetensors.h"
+#include "corevital/stats.h"
+
+/* Full tensors copied to host buffers for tests (every pointer may be NULL). Layer indices follow
+ * Hugging Face: hidden[0] is the embedding output, hidden[j] (1 <= j <= L) the output of block
+ * j-1, with the final norm applied to hidden[L]. */
+typedef struct {
+    float **hidden; /* [L + 1] each (T, C) */
+    float **attn;   /* [L] each (H, T, n_keys) self-attention probabilities */
+    float **cross;  /* [L] each (H, T, P) cross-attention probabilities (seq2seq decoder) */
+} cv_capture;
+
+typedef struct cv_model cv_model;
+
+typedef struct {
+    const char *name;
+    cv_status (*load)(cv_model *m, cv_error *err);
+    void (*free)(cv_model *m);
+    /* Allocate activations for up to max_T tokens per call, a KV cache of n_ctx positions and
+     * logits for `logit_rows` rows (1 for generation; max_T to get every position). */
+    cv_status (*reserve)(cv_model *m, int max_T, int n_ctx, int logit_rows, cv_error *err);
+    /* Seq2seq only: run the encoder over P tokens; records for encoder layers (layout with
+     * has_cross 0) when `stats` is not NULL. */
+    cv_status (*encode)(cv_model *m, const int32_t *tokens, int P, double *stats,
+                        const cv_stats_layout *lay, cv_capture *cap, cv_error *err);
+    /* Decoder tokens at pos0..; *logits receives a backend pointer to (rows, V): the last row, or
+     * all T rows when all_logits (requires logit_rows >= T). */
+    cv_status (*forward)(cv_model *m, const int32_t *tokens, int T, int pos0, double *stats,
+                         const cv_stats_layout *lay, cv_capture *cap, int all_logits,
+                         float **logits, cv_error *err);
+} cv_family_ops;
+
+struct cv_model {
+    cv_model_config cfg;
+    cv_backend *be;
+    cv_st *st;
+    const cv_family_ops *ops;
+    void *impl;       /* the family's weights and state */
+    int n_ctx;        /* KV cache capacity, positions */
+    int max_T;        /* activation capacity, tokens per call */
+    int logit_rows;   /* logits capacity, rows */
+    int enc_len;      /* seq2seq: encoder positions held */
+    cv_dtype weight_dtype; /* dtype the matrix weights are held in (reported as model.dtype) */
+    cv_weight_format quant; /* CV_WFMT_DENSE (none), CV_WFMT_INT8 or CV_WFMT_NF4: set before load */
+    int n_quantized;        /* linear layers actually quantized */
+    void **host_bufs; /* host allocations weights point into (transposed / converted) */
+    size_t n_host_bufs;
+    void **be_bufs; /* backend allocations (vectors, activations, caches) */
+    size_t n_be_bufs;
+    cv_weight **weights; /* uploaded matrices */
+    size_t n_weights;
+    char dir[4096];
+};
+
+/* Load config.json + safetensors from `dir` onto backend `be` (not owned). quant selects
+ * quantization at load of the blocks' linear layers (CV_WFMT_DENSE = none). */
+cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err);
+cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
+                              cv_model **out, cv_error *err);
+void cv_model_free(cv_model *m);
+/* Number of layers summarized per decoder step, and the decoder hidden size. */
+int cv_model_num_layers(const cv_model *m);
+int cv_model_vocab(const cv_model *m);
+
+/* Helpers for family files: bind tensors by name (trying the family's name prefixes). */
+const cv_st_tensor *cv_model_tensor(const cv_model *m, const char *name);
+/* A matrix (rows, cols) in nn.Linear layout; `transpose` for checkpoints stored (cols, rows)
+ * (GPT-2 Conv1D). Keeps F32/F16/BF16 as stored. */
+cv_status cv_model_matrix(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
+                          int transpose, cv_error *err);
+/* A linear layer inside a block: like cv_model_matrix, but quantized at load when the model was
+ * opened with a quantization mode (transformers quantizes these and keeps embeddings, norms and
+ * lm_head in full precision). */
+cv_status cv_model_linear(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
+                          int transpose, cv_error *err);
+/* Upload a host matrix as a block linear layer (quantized when the mode asks). */
+cv_status cv_model_upload_linear(cv_model *m, cv_weight *w, const void *host, cv_dtype dtype,
+                                 int64_t rows, int64_t cols, cv_error *err);
+
+/* The host data of a matrix in nn.Linear layout (transposed into a model-owned buffer when
+ * needed), for callers that upload parts of it (GPT-2 c_attn -> q, k, v). */
+cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int64_t cols,
+                               int transpose, const void **host, cv_dtype *dtype, cv_error *err);
+/* Upload host rows as a weight the model owns (freed with the model). */
+cv_status cv_model_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype dtype, int64_t rows,
+                          int64_t cols, cv_error *err);
+/* A vector of n values converted to fp32 in backend memory. */
+cv_status cv_model_vector(cv_model *m, float **dst, const char *name, int64_t n, cv_error *err);
+void *cv_model_alloc(cv_model *m, size_t bytes, cv_error *err); /* backend memory, zeroed, owned */
+void cv_model_release(cv_model *m, void *p);                      /* free one cv_model_alloc block */
+
+extern const cv_family_ops cv_gpt2_ops;
+extern const cv_family_ops cv_llama_ops;
+extern const cv_family_ops cv_t5_ops;
+
+#endif
