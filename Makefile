@@ -101,7 +101,7 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(LIB)
 # Each suite runs from the repository root (fixtures are found by relative path).
 test: $(BIN) $(TEST_BINS)
 	@fail=0; for t in $(TEST_BINS); do \
-	  echo "== $$t"; CK_FORK=no ./$$t || fail=1; \
+	  echo "== $$t"; CV_TEST_BIN=./$(BIN) CK_FORK=no ./$$t || fail=1; \
 	done; \
 	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
 

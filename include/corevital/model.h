@@ -55,6 +55,7 @@ struct cv_model {
     int enc_len;      /* seq2seq: encoder positions held */
     cv_dtype weight_dtype; /* dtype the matrix weights are held in (reported as model.dtype) */
     cv_weight_format quant; /* CV_WFMT_DENSE (none), CV_WFMT_INT8 or CV_WFMT_NF4: set before load */
+    cv_dtype want_dtype;    /* CV_DT_COUNT: keep the checkpoint's dtype; else convert matrices */
     int n_quantized;        /* linear layers actually quantized */
     void **host_bufs; /* host allocations weights point into (transposed / converted) */
     size_t n_host_bufs;
@@ -70,6 +71,14 @@ struct cv_model {
 cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err);
 cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
                               cv_model **out, cv_error *err);
+/* Full control: quantization mode and the dtype matrices are held in (CV_DT_COUNT = as stored in
+ * the checkpoint; CV_DT_F32 / CV_DT_F16 / CV_DT_BF16 convert at load: config model.dtype). */
+typedef struct {
+    cv_weight_format quant;
+    cv_dtype dtype;
+} cv_model_opts;
+cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opts *opts,
+                             cv_model **out, cv_error *err);
 void cv_model_free(cv_model *m);
 /* Number of layers summarized per decoder step, and the decoder hidden size. */
 int cv_model_num_layers(const cv_model *m);

@@ -67,8 +67,22 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     st = cv_tokenizer_load_dir(s->hub.dir, &s->tok, err);
     hook_end(hooks, "tokenizer_load");
     if (st != CV_OK) goto fail;
+    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT};
+    if (cfg->model.load_in_4bit) {
+        if (cfg->model.load_in_8bit) CV_WARN("both 4-bit and 8-bit quantization requested: using 4-bit (NF4)");
+        mo.quant = CV_WFMT_NF4;
+    } else if (cfg->model.load_in_8bit) {
+        mo.quant = CV_WFMT_INT8;
+    }
+    if (cfg->model.dtype && strcmp(cfg->model.dtype, "auto") != 0 &&
+        (cv_dtype_parse_torch(cfg->model.dtype, &mo.dtype) != 0 ||
+         (mo.dtype != CV_DT_F32 && mo.dtype != CV_DT_F16 && mo.dtype != CV_DT_BF16))) {
+        st = cv_fail(err, CV_ERR_CONFIG, "model.dtype '%s' is not one of auto, float32, float16, bfloat16",
+                     cfg->model.dtype);
+        goto fail;
+    }
     hook_begin(hooks, "weights_load");
-    st = cv_model_load(s->hub.dir, s->be, &s->m, err);
+    st = cv_model_load_opts(s->hub.dir, s->be, &mo, &s->m, err);
     hook_end(hooks, "weights_load");
     if (st != CV_OK) goto fail;
     int dim = cfg->summaries.hidden.sketch.method && strcmp(cfg->summaries.hidden.sketch.method, "randproj") == 0
@@ -193,18 +207,26 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
     cv_model_info *mi = &rep->model;
     cv_status st;
     const char *rev = s->hub.commit[0] ? s->hub.commit : cfg->model.revision;
+    /* what was actually applied: packed NF4 is reported as uint8 and int8 as int8, like
+     * transformers + bitsandbytes; otherwise the dtype the matrices are held in */
+    int quantized = s->m->n_quantized > 0;
+    const char *dtype_name = !quantized ? cv_dtype_torch_name(s->m->weight_dtype)
+                             : s->m->quant == CV_WFMT_NF4 ? "uint8" : "int8";
     if ((st = cv_report_set_str(&mi->hf_id, cfg->model.hf_id, err)) ||
         (st = cv_report_set_str(&mi->revision, rev, err)) ||
         (st = cv_report_set_str(&mi->architecture, c->architecture, err)) ||
         (st = cv_report_set_str(&mi->tokenizer_hf_id, cfg->model.hf_id, err)) ||
-        (st = cv_report_set_str(&mi->dtype, cv_dtype_torch_name(s->m->weight_dtype), err)) ||
+        (st = cv_report_set_str(&mi->dtype, dtype_name, err)) ||
         (st = cv_report_set_str(&mi->device, s->device, err)) ||
         (st = cv_report_set_str(&rep->prompt.text, prompt, err)))
         return st;
     mi->num_layers = c->num_layers;
     mi->hidden_size = c->hidden_size;
     mi->num_attention_heads = c->num_heads;
-    mi->quantization.enabled = 0;
+    mi->quantization.enabled = quantized;
+    if (quantized &&
+        (st = cv_report_set_str(&mi->quantization.method, s->m->quant == CV_WFMT_NF4 ? "4-bit" : "8-bit", err)))
+        return st;
     int64_t *ids64 = malloc(sizeof(int64_t) * (P ? P : 1));
     if (!ids64) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < P; i++) ids64[i] = ids[i];

@@ -16,6 +16,13 @@ static int push_ptr(void ***arr, size_t *n, void *p) {
     return 0;
 }
 
+/* One element of an F32 / F16 / BF16 buffer as fp32. */
+static float cv_elem_f32_any(const void *p, cv_dtype dt, size_t i) {
+    if (dt == CV_DT_BF16) return cv_bf16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == CV_DT_F16) return cv_f16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
 static const cv_family_ops *family_ops(cv_family f) {
     switch (f) {
     case CV_FAMILY_GPT2: return &cv_gpt2_ops;
@@ -26,15 +33,23 @@ static const cv_family_ops *family_ops(cv_family f) {
 }
 
 cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err) {
-    return cv_model_load_quant(dir, be, CV_WFMT_DENSE, out, err);
+    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT};
+    return cv_model_load_opts(dir, be, &o, out, err);
 }
 
 cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
                               cv_model **out, cv_error *err) {
+    cv_model_opts o = {quant, CV_DT_COUNT};
+    return cv_model_load_opts(dir, be, &o, out, err);
+}
+
+cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opts *opts,
+                             cv_model **out, cv_error *err) {
     *out = NULL;
     cv_model *m = calloc(1, sizeof *m);
     if (!m) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
-    m->quant = quant;
+    m->quant = opts->quant;
+    m->want_dtype = opts->dtype;
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     m->be = be;
     cv_status s = cv_model_config_load(dir, &m->cfg, err);
@@ -124,25 +139,39 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
     const cv_st_tensor *t;
     cv_status s = find_checked(m, name, transpose ? cols : rows, transpose ? rows : cols, &t, err);
     if (s != CV_OK) return s;
-    *dtype = t->dtype;
-    size_t es = cv_dtype_size(t->dtype);
+    cv_dtype want = m->want_dtype == CV_DT_COUNT ? t->dtype : m->want_dtype;
+    *dtype = want;
+    size_t es = cv_dtype_size(t->dtype), n = (size_t)rows * (size_t)cols;
     int aligned = ((uintptr_t)t->data % es) == 0;
-    if (!transpose && aligned) {
-        *host = t->data;
+    if (!transpose && aligned && want == t->dtype) {
+        *host = t->data; /* used in place, straight from the mmap */
         return CV_OK;
     }
-    char *buf = malloc((size_t)rows * (size_t)cols * es);
+    char *buf = malloc(n * cv_dtype_size(want));
     if (!buf || push_ptr(&m->host_bufs, &m->n_host_bufs, buf)) {
         free(buf);
         return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
     }
+    /* stage 1: the stored layout (transposed when stored (cols, rows)), in the stored dtype */
+    char *stage = want == t->dtype ? buf : malloc(n * es);
+    if (!stage) return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
     if (!transpose) {
-        memcpy(buf, t->data, (size_t)rows * (size_t)cols * es);
-    } else { /* stored (cols, rows): element [c][r] -> [r][c] */
+        memcpy(stage, t->data, n * es);
+    } else {
         const char *src = t->data;
         for (int64_t c = 0; c < cols; c++)
             for (int64_t r = 0; r < rows; r++)
-                memcpy(buf + ((size_t)r * cols + c) * es, src + ((size_t)c * rows + r) * es, es);
+                memcpy(stage + ((size_t)r * cols + c) * es, src + ((size_t)c * rows + r) * es, es);
+    }
+    /* stage 2: the requested dtype (round to nearest even when narrowing) */
+    if (want != t->dtype) {
+        for (size_t i = 0; i < n; i++) {
+            float v = cv_elem_f32_any(stage, t->dtype, i);
+            if (want == CV_DT_F32) ((float *)buf)[i] = v;
+            else if (want == CV_DT_BF16) ((uint16_t *)buf)[i] = cv_f32_to_bf16(v);
+            else ((uint16_t *)buf)[i] = cv_f32_to_f16(v);
+        }
+        free(stage);
     }
     *host = buf;
     return CV_OK;

@@ -1,0 +1,227 @@
+/* test_e2e.c — the `corevital run` binary end to end: a valid trace (every key, type and order,
+ * checked by cv_trace_validate) from GPT-2 and Llama fixtures, greedy tokens identical to
+ * Hugging Face's greedy continuation, the Llama 2 and Llama 3 tokenizers of ../shared attached to
+ * tiny random Llama models, reproducible sampling per seed, and the --out forms.
+ * The binary is $CV_TEST_BIN (set by make test) or ./corevital. */
+#define _DEFAULT_SOURCE
+#include "corevital/report.h"
+#include "corevital/safetensors.h"
+#include "corevital/synth.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *bin(void) {
+    const char *b = getenv("CV_TEST_BIN");
+    return b && *b ? b : "./corevital";
+}
+
+/* Run the binary with args (NULL-terminated), stdout/stderr to /dev/null; return exit code. */
+static int run(const char *const *args) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *argv[64];
+        int n = 0;
+        argv[n++] = bin();
+        for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
+        argv[n] = NULL;
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static cJSON *load_valid_trace(const char *path) {
+    char *text;
+    size_t n;
+    cv_error err = {0};
+    ck_assert_msg(cv_read_file(path, &text, &n, &err) == CV_OK, "%s", err.msg);
+    cv_status s = cv_trace_validate(text, &err);
+    ck_assert_msg(s == CV_OK, "%s: %s", path, err.msg);
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(doc);
+    return doc;
+}
+
+static const cJSON *get(const cJSON *o, const char *path) { /* "a.b.c" */
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    const cJSON *cur = o;
+    for (char *tok = strtok(buf, "."); tok && cur; tok = strtok(NULL, "."))
+        cur = cJSON_GetObjectItemCaseSensitive(cur, tok);
+    return cur;
+}
+
+/* Greedy run of prompt p0 of a fixture: tokens equal HF's greedy ids. */
+static void greedy_matches_hf(const char *fixture, int n_tokens) {
+    char dir[256], refp[300], out[600];
+    snprintf(dir, sizeof dir, "tests/fixtures/%s", fixture);
+    snprintf(refp, sizeof refp, "%s/ref.safetensors", dir);
+    cv_st *ref;
+    cv_error err = {0};
+    ck_assert_int_eq(cv_st_open(refp, &ref, &err), CV_OK);
+    const char *text = cv_st_metadata(ref, "p0.text");
+    size_t G;
+    int32_t *want = tu_ref_ids(ref, "p0.greedy_ids", &G);
+    size_t P;
+    int32_t *want_prompt = tu_ref_ids(ref, "p0.input_ids", &P);
+    const char *tmp = tu_tmpdir("e2e");
+    snprintf(out, sizeof out, "%s/trace.json", tmp);
+    char nt[16];
+    snprintf(nt, sizeof nt, "%d", n_tokens);
+    const char *args[] = {"run", "--model", dir, "--prompt", text, "--temperature", "0",
+                          "--max_new_tokens", nt, "--out", out, NULL};
+    ck_assert_int_eq(run(args), 0);
+    cJSON *doc = load_valid_trace(out);
+    const cJSON *pids = get(doc, "prompt.token_ids");
+    ck_assert_int_eq(cJSON_GetArraySize(pids), (int)P);
+    for (size_t i = 0; i < P; i++) ck_assert_int_eq(cJSON_GetArrayItem(pids, (int)i)->valueint, want_prompt[i]);
+    const cJSON *ids = get(doc, "generated.token_ids");
+    int n = cJSON_GetArraySize(ids);
+    ck_assert_int_ge(n, 1);
+    for (int i = 0; i < n && i < (int)G; i++)
+        ck_assert_msg(cJSON_GetArrayItem(ids, i)->valueint == want[i], "%s token %d: %d vs HF %d", fixture, i,
+                      cJSON_GetArrayItem(ids, i)->valueint, want[i]);
+    const cJSON *tl = get(doc, "timeline");
+    ck_assert_int_eq(cJSON_GetArraySize(tl), n);
+    ck_assert_int_eq(get(cJSON_GetArrayItem(tl, 0), "step_index")->valueint, (int)P);
+    ck_assert_int_eq(get(doc, "summary.total_steps")->valueint, (int)P + n);
+    ck_assert(cJSON_IsNull(get(doc, "encoder_layers")));
+    cJSON_Delete(doc);
+    free(want);
+    free(want_prompt);
+    cv_st_close(ref);
+    tu_rmtree(tmp);
+}
+
+START_TEST(test_gpt2_greedy_trace) { greedy_matches_hf("gpt2-tiny", 32); }
+END_TEST
+START_TEST(test_llama_greedy_trace) { greedy_matches_hf("llama-tiny", 32); }
+END_TEST
+
+/* A tiny random Llama with a real tokenizer from ../shared attached. */
+static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_id, int expect_bos) {
+    const char *tmp = tu_tmpdir("e2e-tok");
+    char dir[700], src[800], dst[800], out[800];
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    cv_synth_shape sh = {vocab, 32, 1, 2, 1, 32, 256, 1, CV_DT_BF16, 0.5f, 3, bos_id, eos_id};
+    cv_error err = {0};
+    ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "../shared/data/tokenizers/%s/%s", tok, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        char *abs = realpath(src, NULL);
+        ck_assert_msg(abs != NULL, "missing %s", src);
+        ck_assert_int_eq(symlink(abs, dst), 0);
+        free(abs);
+    }
+    snprintf(out, sizeof out, "%s/trace.json", tmp);
+    const char *args[] = {"run", "--model", dir, "--prompt", "Hello world, this is CoreVital!",
+                          "--max_new_tokens", "6", "--seed", "7", "--out", out, NULL};
+    ck_assert_int_eq(run(args), 0);
+    cJSON *doc = load_valid_trace(out);
+    const cJSON *pids = get(doc, "prompt.token_ids");
+    /* the ids Hugging Face gives for this text (transformers 5.24 AutoTokenizer) */
+    static const int llama2[] = {1, 22557, 1526, 28725, 456, 349, 12197, 28790, 1803, 28808};
+    static const int llama3[] = {9906, 1917, 11, 420, 374, 9708, 53, 2223, 0};
+    const int *want = expect_bos ? llama2 : llama3;
+    int nwant = expect_bos ? 10 : 9;
+    ck_assert_int_eq(cJSON_GetArraySize(pids), nwant);
+    for (int i = 0; i < nwant; i++) ck_assert_int_eq(cJSON_GetArrayItem(pids, i)->valueint, want[i]);
+    ck_assert_str_eq(get(doc, "model.architecture")->valuestring, "LlamaForCausalLM");
+    ck_assert_str_eq(get(doc, "model.dtype")->valuestring, "bfloat16");
+    const cJSON *tl = get(doc, "timeline");
+    ck_assert_int_ge(cJSON_GetArraySize(tl), 1);
+    const cJSON *topk = get(cJSON_GetArrayItem(tl, 0), "logits_summary.topk");
+    ck_assert_int_eq(cJSON_GetArraySize(topk), 5);
+    cJSON_Delete(doc);
+    tu_rmtree(tmp);
+}
+
+START_TEST(test_llama2_tokenizer_run) { real_tokenizer_run("llama2", 32000, 1, 2, 1); }
+END_TEST
+START_TEST(test_llama3_tokenizer_run) { real_tokenizer_run("llama3", 128256, 128000, 128001, 0); }
+END_TEST
+
+static char *generated_ids(const char *path) {
+    cJSON *doc = load_valid_trace(path);
+    char *s = cJSON_PrintUnformatted(get(doc, "generated.token_ids"));
+    cJSON_Delete(doc);
+    return s;
+}
+
+START_TEST(test_sampling_reproducible_and_out_forms) {
+    const char *tmp = tu_tmpdir("e2e-seed");
+    char a[600], b[600], c[600], d[600];
+    snprintf(a, sizeof a, "%s/a.json", tmp);
+    snprintf(b, sizeof b, "%s/b.json", tmp);
+    snprintf(c, sizeof c, "%s/c.json", tmp);
+    snprintf(d, sizeof d, "%s/dir", tmp);
+    const char *m = "tests/fixtures/gpt2-tiny";
+    const char *r1[] = {"run", "--model", m, "--prompt", "In 1969, the moon", "--seed", "11",
+                        "--temperature", "1.5", "--max_new_tokens", "24", "--out", a, NULL};
+    const char *r2[] = {"run", "--model", m, "--prompt", "In 1969, the moon", "--seed", "11",
+                        "--temperature", "1.5", "--max_new_tokens", "24", "--out", b, NULL};
+    const char *r3[] = {"run", "--model", m, "--prompt", "In 1969, the moon", "--seed", "12",
+                        "--temperature", "1.5", "--max_new_tokens", "24", "--out", c, NULL};
+    ck_assert_int_eq(run(r1), 0);
+    ck_assert_int_eq(run(r2), 0);
+    ck_assert_int_eq(run(r3), 0);
+    char *ta = generated_ids(a), *tb = generated_ids(b), *tc = generated_ids(c);
+    ck_assert_str_eq(ta, tb);
+    ck_assert_str_ne(ta, tc); /* 24 draws at temperature 1.5: another seed diverges */
+    free(ta), free(tb), free(tc);
+    /* --out DIR: the trace is DIR/trace_<id8>.json */
+    const char *r4[] = {"run", "--model", m, "--prompt", "hi", "--max_new_tokens", "2", "--out", d, NULL};
+    ck_assert_int_eq(run(r4), 0);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls %s/trace_*.json >/dev/null 2>&1", d);
+    ck_assert_int_eq(system(cmd), 0);
+    tu_rmtree(tmp);
+}
+END_TEST
+
+START_TEST(test_runtime_errors_exit_1) {
+    const char *tmp = tu_tmpdir("e2e-err");
+    char out[600];
+    snprintf(out, sizeof out, "%s/x.json", tmp);
+    /* a missing model directory that is not a valid repo id either */
+    const char *a1[] = {"run", "--model", "./no/such/dir", "--prompt", "x", "--out", out, NULL};
+    ck_assert_int_eq(run(a1), 1);
+    /* prompt + max_new_tokens beyond the context (gpt2-tiny has n_positions 128) */
+    const char *a2[] = {"run", "--model", "tests/fixtures/gpt2-tiny", "--prompt", "x",
+                        "--max_new_tokens", "500", "--out", out, NULL};
+    ck_assert_int_eq(run(a2), 1);
+    ck_assert_int_ne(access(out, F_OK), 0); /* no partial trace */
+    tu_rmtree(tmp);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("e2e");
+    TCase *tc = tcase_create("binary");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_gpt2_greedy_trace);
+    tcase_add_test(tc, test_llama_greedy_trace);
+    tcase_add_test(tc, test_llama2_tokenizer_run);
+    tcase_add_test(tc, test_llama3_tokenizer_run);
+    tcase_add_test(tc, test_sampling_reproducible_and_out_forms);
+    tcase_add_test(tc, test_runtime_errors_exit_1);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
