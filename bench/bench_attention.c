@@ -46,10 +46,23 @@ int main(void) {
             for (int i = 0; i < qs; i++) q[i] = frand(&seed);
             for (int i = 0; i < NK * ks; i++) k[i] = frand(&seed), v[i] = frand(&seed);
             double rec[CV_AS_SIZE], rec2[CV_AS_SIZE];
-            at_arg x = {be, {.out = o, .q = q, .k = k, .v = v, .q_stride = qs, .kv_stride = ks,
-                             .out_stride = qs, .T = 1, .n_keys = NK, .q_pos0 = NK - 1, .n_heads = H,
-                             .n_kv_heads = KVH, .head_dim = hd, .causal = 1, .scale = 0.125f,
-                             .stats = rec}};
+            at_arg x = {be,
+                        {.out = o,
+                         .q = q,
+                         .k = k,
+                         .v = v,
+                         .q_stride = qs,
+                         .kv_stride = ks,
+                         .out_stride = qs,
+                         .T = 1,
+                         .n_keys = NK,
+                         .q_pos0 = NK - 1,
+                         .n_heads = H,
+                         .n_kv_heads = KVH,
+                         .head_dim = hd,
+                         .causal = 1,
+                         .scale = 0.125f,
+                         .stats = rec}};
             run_at(&x);
             cv_attn_args naive = x.a;
             naive.out = o2;
@@ -59,19 +72,22 @@ int main(void) {
             double err = 0;
             for (int i = 0; i < qs; i++) err = fmax(err, fabs(o[i] - o2[i]));
             if (err > 1e-4 || fabs(rec[CV_AS_ESUM] - rec2[CV_AS_ESUM]) > 1e-4 * rec2[CV_AS_ESUM]) {
-                fprintf(stderr, "FAILED check: attention %s keys %d err %g\n", shapes[si].model, NK, err);
+                fprintf(stderr, "FAILED check: attention %s keys %d err %g\n", shapes[si].model, NK,
+                        err);
                 return 1;
             }
             for (int st = 1; st >= 0; st--) {
                 x.a.stats = st ? rec : NULL;
                 double ms = bench_time_ms(run_at, &x, 15);
                 double gbs = 2.0 * NK * ks * sizeof(float) / (ms * 1e6);
-                printf("%-11s %6d %-6s %9.1f %8.1f %6.1f%%\n", shapes[si].model, NK, st ? "on" : "off",
-                       ms * 1e3, gbs, 100 * gbs / bw);
-                snprintf(json, sizeof json,
-                         "{\"bench\":\"attention_decode\",\"model\":\"%s\",\"keys\":%d,\"stats\":%s,"
-                         "\"threads\":%d,\"us\":%.2f,\"gbs\":%.2f,\"pct_bw\":%.1f}",
-                         shapes[si].model, NK, st ? "true" : "false", threads, ms * 1e3, gbs, 100 * gbs / bw);
+                printf("%-11s %6d %-6s %9.1f %8.1f %6.1f%%\n", shapes[si].model, NK,
+                       st ? "on" : "off", ms * 1e3, gbs, 100 * gbs / bw);
+                snprintf(
+                    json, sizeof json,
+                    "{\"bench\":\"attention_decode\",\"model\":\"%s\",\"keys\":%d,\"stats\":%s,"
+                    "\"threads\":%d,\"us\":%.2f,\"gbs\":%.2f,\"pct_bw\":%.1f}",
+                    shapes[si].model, NK, st ? "true" : "false", threads, ms * 1e3, gbs,
+                    100 * gbs / bw);
                 bench_json("attention", json);
             }
             free(q), free(k), free(v), free(o), free(o2);

@@ -15,7 +15,7 @@
 
 #define PROMPT_TOKENS 128
 #define DECODE_TOKENS 64
-#define REPS 3
+#define REPS          3
 
 typedef struct {
     const char *name, *tokenizer_src, *family;
@@ -61,9 +61,13 @@ static int link_tokenizer(const char *dir, const char *src) {
 int main(int argc, char **argv) {
     const char *work = argc > 1 ? argv[1] : "runs/bench-models";
     bench_model models[] = {
-        {"gpt2-small-124M", "../shared/data/tokenizers/gpt2", "gpt2",
+        {"gpt2-small-124M",
+         "../shared/data/tokenizers/gpt2",
+         "gpt2",
          {50257, 768, 12, 12, 12, 3072, 1024, 1, CV_DT_F32, 0.02f, 1, 50256, 50256}},
-        {"llama-100M", "../shared/data/tokenizers/llama2", "llama",
+        {"llama-100M",
+         "../shared/data/tokenizers/llama2",
+         "llama",
          {32000, 768, 12, 12, 4, 2048, 1024, 1, CV_DT_BF16, 0.02f, 2, 1, 2}},
     };
     mkdir("runs", 0755);
@@ -112,9 +116,11 @@ int main(int argc, char **argv) {
         /* weight bytes read per decoded token: every matrix once (lm_head included) */
         double bytes = 0;
         for (size_t w = 0; w < s->m->n_weights; w++)
-            bytes += (double)s->m->weights[w]->rows * s->m->weights[w]->cols * cv_dtype_size(s->m->weights[w]->dtype);
+            bytes += (double)s->m->weights[w]->rows * s->m->weights[w]->cols *
+                     cv_dtype_size(s->m->weights[w]->dtype);
         if (strcmp(bm->family, "gpt2") == 0) /* wpe rows are read once per token, not whole */
-            bytes -= (double)bm->shape.max_positions * bm->shape.hidden * cv_dtype_size(bm->shape.dtype);
+            bytes -=
+                (double)bm->shape.max_positions * bm->shape.hidden * cv_dtype_size(bm->shape.dtype);
         for (int instrumented = 1; instrumented >= 0; instrumented--) {
             double pre[REPS], dec[REPS];
             for (int r = 0; r < REPS + 1; r++) { /* first run is the warm-up */
@@ -122,8 +128,8 @@ int main(int argc, char **argv) {
                 cv_gen_hooks hooks = {&pt, on_begin, on_end, on_step};
                 int32_t *ids = NULL;
                 size_t n = 0;
-                cv_status st = cv_session_generate(s, &cfg, prompt, PROMPT_TOKENS, instrumented, NULL, &ids,
-                                                   &n, NULL, &hooks, &err);
+                cv_status st = cv_session_generate(s, &cfg, prompt, PROMPT_TOKENS, instrumented,
+                                                   NULL, &ids, &n, NULL, &hooks, &err);
                 free(ids);
                 if (st != CV_OK) {
                     fprintf(stderr, "bench_e2e: %s\n", err.msg);
@@ -135,14 +141,19 @@ int main(int argc, char **argv) {
             }
             double p = bench_median(pre, REPS), d = bench_median(dec, REPS);
             double bound = bw * 1e9 / bytes;
-            printf("%-16s %-5s %6s %12.1f %12.2f %10.1f %9.2f %7.1f%%\n", bm->name, instrumented ? "on" : "off",
-                   cv_dtype_torch_name(bm->shape.dtype), p, d, bytes / 1e6, bound, 100 * d / bound);
-            snprintf(json, sizeof json,
-                     "{\"bench\":\"e2e\",\"model\":\"%s\",\"dtype\":\"%s\",\"stats\":%s,\"threads\":%d,"
-                     "\"prompt_tokens\":%d,\"decode_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.3f,"
-                     "\"bytes_per_token\":%.0f,\"read_bw_gbs\":%.2f,\"pct_bound\":%.1f,\"peak_rss_mib\":%.1f}",
-                     bm->name, cv_dtype_torch_name(bm->shape.dtype), instrumented ? "true" : "false", threads,
-                     PROMPT_TOKENS, DECODE_TOKENS, p, d, bytes, bw, 100 * d / bound, bench_peak_rss_mib());
+            printf("%-16s %-5s %6s %12.1f %12.2f %10.1f %9.2f %7.1f%%\n", bm->name,
+                   instrumented ? "on" : "off", cv_dtype_torch_name(bm->shape.dtype), p, d,
+                   bytes / 1e6, bound, 100 * d / bound);
+            snprintf(
+                json, sizeof json,
+                "{\"bench\":\"e2e\",\"model\":\"%s\",\"dtype\":\"%s\",\"stats\":%s,\"threads\":%d,"
+                "\"prompt_tokens\":%d,\"decode_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tok_s\":"
+                "%.3f,"
+                "\"bytes_per_token\":%.0f,\"read_bw_gbs\":%.2f,\"pct_bound\":%.1f,\"peak_rss_mib\":"
+                "%.1f}",
+                bm->name, cv_dtype_torch_name(bm->shape.dtype), instrumented ? "true" : "false",
+                threads, PROMPT_TOKENS, DECODE_TOKENS, p, d, bytes, bw, 100 * d / bound,
+                bench_peak_rss_mib());
             bench_json("e2e", json);
         }
         cv_session_close(s);

@@ -43,7 +43,9 @@ int main(void) {
         double ms = bench_time_ms(run_lg, &a, 21);
         double gbs = V * sizeof(float) / (ms * 1e6);
         printf("%8d %9.1f %8.2f\n", V, ms * 1e3, gbs);
-        snprintf(json, sizeof json, "{\"bench\":\"logits_stats\",\"V\":%d,\"us\":%.2f,\"gbs\":%.3f}", V, ms * 1e3, gbs);
+        snprintf(json, sizeof json,
+                 "{\"bench\":\"logits_stats\",\"V\":%d,\"us\":%.2f,\"gbs\":%.3f}", V, ms * 1e3,
+                 gbs);
         bench_json("logits", json);
         free(l);
     }

@@ -25,8 +25,10 @@ typedef struct {
 
 static void run_mm(void *p) {
     mm_arg *a = p;
-    if (a->version == 1) cv_cpu_matmul_portable(a->out, a->x, a->w, NULL, a->T);
-    else a->be->matmul(a->be, a->out, a->x, a->w, NULL, a->T);
+    if (a->version == 1)
+        cv_cpu_matmul_portable(a->out, a->x, a->w, NULL, a->T);
+    else
+        a->be->matmul(a->be, a->out, a->x, a->w, NULL, a->T);
 }
 
 static float frand(unsigned *s) {
@@ -36,17 +38,22 @@ static float frand(unsigned *s) {
 
 int main(void) {
     const shape shapes[] = {
-        {"gpt2-small", "attn.c_attn (qkv)", 2304, 768}, {"gpt2-small", "mlp.c_fc", 3072, 768},
-        {"gpt2-small", "mlp.c_proj", 768, 3072},        {"gpt2-small", "lm_head", 50257, 768},
-        {"llama-1b", "q_proj", 2048, 2048},              {"llama-1b", "k_proj", 512, 2048},
-        {"llama-1b", "gate_proj", 8192, 2048},          {"llama-1b", "down_proj", 2048, 8192},
+        {"gpt2-small", "attn.c_attn (qkv)", 2304, 768},
+        {"gpt2-small", "mlp.c_fc", 3072, 768},
+        {"gpt2-small", "mlp.c_proj", 768, 3072},
+        {"gpt2-small", "lm_head", 50257, 768},
+        {"llama-1b", "q_proj", 2048, 2048},
+        {"llama-1b", "k_proj", 512, 2048},
+        {"llama-1b", "gate_proj", 8192, 2048},
+        {"llama-1b", "down_proj", 2048, 8192},
     };
     const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16};
     int threads = omp_get_max_threads();
     double bw = bench_read_bandwidth_gbs(), peak = bench_peak_gflops();
-    printf("machine: %d threads, read bandwidth %.1f GB/s, fp32 FMA peak %.0f GFLOP/s\n", threads, bw, peak);
-    printf("%-11s %-18s %-5s %4s %-9s %9s %9s %7s\n", "model", "op", "dtype", "T", "version", "ms", "GB/s|GF/s",
-           "%limit");
+    printf("machine: %d threads, read bandwidth %.1f GB/s, fp32 FMA peak %.0f GFLOP/s\n", threads,
+           bw, peak);
+    printf("%-11s %-18s %-5s %4s %-9s %9s %9s %7s\n", "model", "op", "dtype", "T", "version", "ms",
+           "GB/s|GF/s", "%limit");
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 1;
     char json[512];
@@ -57,8 +64,10 @@ int main(void) {
             void *wb = aligned_alloc(64, ((size_t)s->N * s->K * es + 63) / 64 * 64);
             for (size_t i = 0; i < (size_t)s->N * s->K; i++) {
                 float v = frand(&seed) * 0.05f;
-                if (dts[di] == CV_DT_F32) ((float *)wb)[i] = v;
-                else ((uint16_t *)wb)[i] = cv_f32_to_bf16(v);
+                if (dts[di] == CV_DT_F32)
+                    ((float *)wb)[i] = v;
+                else
+                    ((uint16_t *)wb)[i] = cv_f32_to_bf16(v);
             }
             cv_weight w = {.data = wb, .dtype = dts[di], .rows = s->N, .cols = s->K};
             int Ts[2] = {1, 128};
@@ -78,19 +87,23 @@ int main(void) {
                         fprintf(stderr, "FAILED check: %s v%d max err %g\n", s->name, v, maxerr);
                         return 1;
                     }
-                    if (v == 1 && T > 1 && s->N > 10000) continue; /* the slow version on the biggest shape */
+                    if (v == 1 && T > 1 && s->N > 10000)
+                        continue; /* the slow version on the biggest shape */
                     double ms = bench_time_ms(run_mm, &a, T == 1 ? 9 : 3);
                     double bytes = (double)s->N * s->K * es, flops = 2.0 * T * s->N * s->K;
                     double rate = T == 1 ? bytes / (ms * 1e6) : flops / (ms * 1e6);
                     double pct = 100.0 * rate / (T == 1 ? bw : peak);
                     printf("%-11s %-18s %-5s %4d %-9s %9.3f %9.1f %6.1f%%\n", s->model, s->name,
-                           cv_dtype_name(dts[di]), T, v == 1 ? "portable" : "avx512", ms, rate, pct);
-                    snprintf(json, sizeof json,
-                             "{\"bench\":\"matmul\",\"model\":\"%s\",\"op\":\"%s\",\"dtype\":\"%s\",\"T\":%d,"
-                             "\"version\":%d,\"threads\":%d,\"ms\":%.4f,\"rate\":%.2f,\"unit\":\"%s\","
-                             "\"pct_limit\":%.1f}",
-                             s->model, s->name, cv_dtype_name(dts[di]), T, v, threads, ms, rate,
-                             T == 1 ? "GB/s" : "GFLOP/s", pct);
+                           cv_dtype_name(dts[di]), T, v == 1 ? "portable" : "avx512", ms, rate,
+                           pct);
+                    snprintf(
+                        json, sizeof json,
+                        "{\"bench\":\"matmul\",\"model\":\"%s\",\"op\":\"%s\",\"dtype\":\"%s\","
+                        "\"T\":%d,"
+                        "\"version\":%d,\"threads\":%d,\"ms\":%.4f,\"rate\":%.2f,\"unit\":\"%s\","
+                        "\"pct_limit\":%.1f}",
+                        s->model, s->name, cv_dtype_name(dts[di]), T, v, threads, ms, rate,
+                        T == 1 ? "GB/s" : "GFLOP/s", pct);
                     bench_json("matmul", json);
                 }
                 free(x), free(o), free(ref);

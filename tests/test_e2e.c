@@ -79,19 +79,20 @@ static void greedy_matches_hf(const char *fixture, int n_tokens) {
     snprintf(out, sizeof out, "%s/trace.json", tmp);
     char nt[16];
     snprintf(nt, sizeof nt, "%d", n_tokens);
-    const char *args[] = {"run", "--model", dir, "--prompt", text, "--temperature", "0",
-                          "--max_new_tokens", nt, "--out", out, NULL};
+    const char *args[] = {"run", "--model",          dir, "--prompt", text, "--temperature",
+                          "0",   "--max_new_tokens", nt,  "--out",    out,  NULL};
     ck_assert_int_eq(run(args), 0);
     cJSON *doc = load_valid_trace(out);
     const cJSON *pids = get(doc, "prompt.token_ids");
     ck_assert_int_eq(cJSON_GetArraySize(pids), (int)P);
-    for (size_t i = 0; i < P; i++) ck_assert_int_eq(cJSON_GetArrayItem(pids, (int)i)->valueint, want_prompt[i]);
+    for (size_t i = 0; i < P; i++)
+        ck_assert_int_eq(cJSON_GetArrayItem(pids, (int)i)->valueint, want_prompt[i]);
     const cJSON *ids = get(doc, "generated.token_ids");
     int n = cJSON_GetArraySize(ids);
     ck_assert_int_ge(n, 1);
     for (int i = 0; i < n && i < (int)G; i++)
-        ck_assert_msg(cJSON_GetArrayItem(ids, i)->valueint == want[i], "%s token %d: %d vs HF %d", fixture, i,
-                      cJSON_GetArrayItem(ids, i)->valueint, want[i]);
+        ck_assert_msg(cJSON_GetArrayItem(ids, i)->valueint == want[i], "%s token %d: %d vs HF %d",
+                      fixture, i, cJSON_GetArrayItem(ids, i)->valueint, want[i]);
     const cJSON *tl = get(doc, "timeline");
     ck_assert_int_eq(cJSON_GetArraySize(tl), n);
     ck_assert_int_eq(get(cJSON_GetArrayItem(tl, 0), "step_index")->valueint, (int)P);
@@ -104,9 +105,13 @@ static void greedy_matches_hf(const char *fixture, int n_tokens) {
     tu_rmtree(tmp);
 }
 
-START_TEST(test_gpt2_greedy_trace) { greedy_matches_hf("gpt2-tiny", 32); }
+START_TEST(test_gpt2_greedy_trace) {
+    greedy_matches_hf("gpt2-tiny", 32);
+}
 END_TEST
-START_TEST(test_llama_greedy_trace) { greedy_matches_hf("llama-tiny", 32); }
+START_TEST(test_llama_greedy_trace) {
+    greedy_matches_hf("llama-tiny", 32);
+}
 END_TEST
 
 /* A tiny random Llama with a real tokenizer from ../shared attached. */
@@ -127,8 +132,18 @@ static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_i
         free(abs);
     }
     snprintf(out, sizeof out, "%s/trace.json", tmp);
-    const char *args[] = {"run", "--model", dir, "--prompt", "Hello world, this is CoreVital!",
-                          "--max_new_tokens", "6", "--seed", "7", "--out", out, NULL};
+    const char *args[] = {"run",
+                          "--model",
+                          dir,
+                          "--prompt",
+                          "Hello world, this is CoreVital!",
+                          "--max_new_tokens",
+                          "6",
+                          "--seed",
+                          "7",
+                          "--out",
+                          out,
+                          NULL};
     ck_assert_int_eq(run(args), 0);
     cJSON *doc = load_valid_trace(out);
     const cJSON *pids = get(doc, "prompt.token_ids");
@@ -138,7 +153,8 @@ static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_i
     const int *want = expect_bos ? llama2 : llama3;
     int nwant = expect_bos ? 10 : 9;
     ck_assert_int_eq(cJSON_GetArraySize(pids), nwant);
-    for (int i = 0; i < nwant; i++) ck_assert_int_eq(cJSON_GetArrayItem(pids, i)->valueint, want[i]);
+    for (int i = 0; i < nwant; i++)
+        ck_assert_int_eq(cJSON_GetArrayItem(pids, i)->valueint, want[i]);
     ck_assert_str_eq(get(doc, "model.architecture")->valuestring, "LlamaForCausalLM");
     ck_assert_str_eq(get(doc, "model.dtype")->valuestring, "bfloat16");
     const cJSON *tl = get(doc, "timeline");
@@ -149,9 +165,13 @@ static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_i
     tu_rmtree(tmp);
 }
 
-START_TEST(test_llama2_tokenizer_run) { real_tokenizer_run("llama2", 32000, 1, 2, 1); }
+START_TEST(test_llama2_tokenizer_run) {
+    real_tokenizer_run("llama2", 32000, 1, 2, 1);
+}
 END_TEST
-START_TEST(test_llama3_tokenizer_run) { real_tokenizer_run("llama3", 128256, 128000, 128001, 0); }
+START_TEST(test_llama3_tokenizer_run) {
+    real_tokenizer_run("llama3", 128256, 128000, 128001, 0);
+}
 END_TEST
 
 static char *generated_ids(const char *path) {
@@ -169,12 +189,48 @@ START_TEST(test_sampling_reproducible_and_out_forms) {
     snprintf(c, sizeof c, "%s/c.json", tmp);
     snprintf(d, sizeof d, "%s/dir", tmp);
     const char *m = "tests/fixtures/gpt2-tiny";
-    const char *r1[] = {"run", "--model", m, "--prompt", "In 1969, the moon", "--seed", "11",
-                        "--temperature", "1.5", "--max_new_tokens", "24", "--out", a, NULL};
-    const char *r2[] = {"run", "--model", m, "--prompt", "In 1969, the moon", "--seed", "11",
-                        "--temperature", "1.5", "--max_new_tokens", "24", "--out", b, NULL};
-    const char *r3[] = {"run", "--model", m, "--prompt", "In 1969, the moon", "--seed", "12",
-                        "--temperature", "1.5", "--max_new_tokens", "24", "--out", c, NULL};
+    const char *r1[] = {"run",
+                        "--model",
+                        m,
+                        "--prompt",
+                        "In 1969, the moon",
+                        "--seed",
+                        "11",
+                        "--temperature",
+                        "1.5",
+                        "--max_new_tokens",
+                        "24",
+                        "--out",
+                        a,
+                        NULL};
+    const char *r2[] = {"run",
+                        "--model",
+                        m,
+                        "--prompt",
+                        "In 1969, the moon",
+                        "--seed",
+                        "11",
+                        "--temperature",
+                        "1.5",
+                        "--max_new_tokens",
+                        "24",
+                        "--out",
+                        b,
+                        NULL};
+    const char *r3[] = {"run",
+                        "--model",
+                        m,
+                        "--prompt",
+                        "In 1969, the moon",
+                        "--seed",
+                        "12",
+                        "--temperature",
+                        "1.5",
+                        "--max_new_tokens",
+                        "24",
+                        "--out",
+                        c,
+                        NULL};
     ck_assert_int_eq(run(r1), 0);
     ck_assert_int_eq(run(r2), 0);
     ck_assert_int_eq(run(r3), 0);
@@ -183,7 +239,8 @@ START_TEST(test_sampling_reproducible_and_out_forms) {
     ck_assert_str_ne(ta, tc); /* 24 draws at temperature 1.5: another seed diverges */
     free(ta), free(tb), free(tc);
     /* --out DIR: the trace is DIR/trace_<id8>.json */
-    const char *r4[] = {"run", "--model", m, "--prompt", "hi", "--max_new_tokens", "2", "--out", d, NULL};
+    const char *r4[] = {"run", "--model", m, "--prompt", "hi", "--max_new_tokens",
+                        "2",   "--out",   d, NULL};
     ck_assert_int_eq(run(r4), 0);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "ls %s/trace_*.json >/dev/null 2>&1", d);
@@ -200,8 +257,10 @@ START_TEST(test_runtime_errors_exit_1) {
     const char *a1[] = {"run", "--model", "./no/such/dir", "--prompt", "x", "--out", out, NULL};
     ck_assert_int_eq(run(a1), 1);
     /* prompt + max_new_tokens beyond the context (gpt2-tiny has n_positions 128) */
-    const char *a2[] = {"run", "--model", "tests/fixtures/gpt2-tiny", "--prompt", "x",
-                        "--max_new_tokens", "500", "--out", out, NULL};
+    const char *a2[] = {"run",      "--model", "tests/fixtures/gpt2-tiny",
+                        "--prompt", "x",       "--max_new_tokens",
+                        "500",      "--out",   out,
+                        NULL};
     ck_assert_int_eq(run(a2), 1);
     ck_assert_int_ne(access(out, F_OK), 0); /* no partial trace */
     tu_rmtree(tmp);

@@ -51,8 +51,11 @@ START_TEST(test_matmul_vs_naive) {
                     be->matmul(be, o1, x, &w, (b & 1) ? bias : NULL, T);
                     cv_matmul_naive(o2, x, &w, (b & 1) ? bias : NULL, T);
                     char what[96];
-                    snprintf(what, sizeof what, "matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]), T, N, K);
-                    ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s", what);
+                    snprintf(what, sizeof what, "matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]),
+                             T, N, K);
+                    ck_assert_msg(
+                        tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
+                        what);
                     free(x), free(bias), free(o1), free(o2), free(wb);
                 }
     be->destroy(be);
@@ -64,31 +67,49 @@ START_TEST(test_attention_vs_naive) {
     unsigned seed = 9;
     struct {
         int H, KVH, hd, T, pos0, causal, bias;
-    } cases[] = {{4, 4, 16, 7, 0, 1, 0}, {4, 2, 16, 1, 12, 1, 0}, {6, 3, 20, 5, 3, 1, 1},
-                 {4, 1, 8, 9, 0, 0, 1},  {2, 2, 33, 3, 0, 0, 0}};
+    } cases[] = {{4, 4, 16, 7, 0, 1, 0},
+                 {4, 2, 16, 1, 12, 1, 0},
+                 {6, 3, 20, 5, 3, 1, 1},
+                 {4, 1, 8, 9, 0, 0, 1},
+                 {2, 2, 33, 3, 0, 0, 0}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int H = cases[ci].H, KVH = cases[ci].KVH, hd = cases[ci].hd, T = cases[ci].T;
         int NK = cases[ci].pos0 + T;
         int qs = H * hd + 3, ks = KVH * hd + 5; /* strides wider than the heads */
         float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
         float *v = malloc(sizeof(float) * NK * ks), *bias = malloc(sizeof(float) * H * T * NK);
-        float *o1 = calloc((size_t)T * qs, sizeof(float)), *o2 = calloc((size_t)T * qs, sizeof(float));
+        float *o1 = calloc((size_t)T * qs, sizeof(float)),
+              *o2 = calloc((size_t)T * qs, sizeof(float));
         float *p1 = malloc(sizeof(float) * H * T * NK), *p2 = malloc(sizeof(float) * H * T * NK);
         for (int i = 0; i < T * qs; i++) q[i] = 2 * frand(&seed);
         for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
         for (int i = 0; i < H * T * NK; i++) bias[i] = frand(&seed);
         double r1[CV_AS_SIZE] = {0, 0, INFINITY, 0}, r2[CV_AS_SIZE] = {0, 0, INFINITY, 0};
-        cv_attn_args a = {.out = o1, .q = q, .k = k, .v = v, .q_stride = qs, .kv_stride = ks,
-                          .out_stride = qs, .T = T, .n_keys = NK, .q_pos0 = cases[ci].pos0,
-                          .n_heads = H, .n_kv_heads = KVH, .head_dim = hd, .causal = cases[ci].causal,
-                          .scale = 1.0f / sqrtf((float)hd), .bias = cases[ci].bias ? bias : NULL,
-                          .stats = r1, .probs = p1};
+        cv_attn_args a = {.out = o1,
+                          .q = q,
+                          .k = k,
+                          .v = v,
+                          .q_stride = qs,
+                          .kv_stride = ks,
+                          .out_stride = qs,
+                          .T = T,
+                          .n_keys = NK,
+                          .q_pos0 = cases[ci].pos0,
+                          .n_heads = H,
+                          .n_kv_heads = KVH,
+                          .head_dim = hd,
+                          .causal = cases[ci].causal,
+                          .scale = 1.0f / sqrtf((float)hd),
+                          .bias = cases[ci].bias ? bias : NULL,
+                          .stats = r1,
+                          .probs = p1};
         be->attention(be, &a);
         a.out = o2, a.stats = r2, a.probs = p2;
         cv_attention_naive(&a);
         ck_assert(tu_check_close("attention out", o1, o2, (size_t)T * qs, 1e-5));
         ck_assert(tu_check_close("attention probs", p1, p2, (size_t)H * T * NK, 1e-6));
-        for (int i = 0; i < CV_AS_SIZE; i++) ck_assert_double_eq_tol(r1[i], r2[i], 1e-5 * fmax(1, fabs(r2[i])));
+        for (int i = 0; i < CV_AS_SIZE; i++)
+            ck_assert_double_eq_tol(r1[i], r2[i], 1e-5 * fmax(1, fabs(r2[i])));
         free(q), free(k), free(v), free(bias), free(o1), free(o2), free(p1), free(p2);
     }
     be->destroy(be);
@@ -110,7 +131,8 @@ START_TEST(test_rope_closed_form) {
                 const float *xv = x + t * stride + h * hd;
                 const float *yv = y + t * stride + h * hd;
                 ck_assert_double_eq_tol(yv[j], xv[j] * cos(ang) - xv[j + hd / 2] * sin(ang), 1e-5);
-                ck_assert_double_eq_tol(yv[j + hd / 2], xv[j + hd / 2] * cos(ang) + xv[j] * sin(ang), 1e-5);
+                ck_assert_double_eq_tol(yv[j + hd / 2],
+                                        xv[j + hd / 2] * cos(ang) + xv[j] * sin(ang), 1e-5);
             }
     be->destroy(be);
 }

@@ -54,13 +54,15 @@ static void check_step_stats(fixture *f, int p, double *stats, const cv_stats_la
     cv_sketch sk;
     ck_assert_int_eq(cv_sketch_init(&sk, C, 32, 0), 0);
     for (int l = 0; l < L; l++) {
-        float *hs = tu_ref_f32(f->ref, (snprintf(key, sizeof key, "p%d.hidden.%d", p, l + 1), key), NULL);
+        float *hs =
+            tu_ref_f32(f->ref, (snprintf(key, sizeof key, "p%d.hidden.%d", p, l + 1), key), NULL);
         float *at = tu_ref_f32(f->ref, (snprintf(key, sizeof key, "p%d.attn.%d", p, l), key), NULL);
         cv_hidden_stats got, want;
         cv_hidden_finalize(cv_stats_hidden(stats, lay, l), C, &sk, &got);
         cv_hidden_stats_ref(hs, T, C, &sk, &want);
-        double e = fmax(fmax(fabs(got.mean - want.mean), fabs(got.std - want.std)),
-                        fmax(fabs(got.l2_norm_mean - want.l2_norm_mean), fabs(got.max_abs - want.max_abs)));
+        double e = fmax(
+            fmax(fabs(got.mean - want.mean), fabs(got.std - want.std)),
+            fmax(fabs(got.l2_norm_mean - want.l2_norm_mean), fabs(got.max_abs - want.max_abs)));
         tu_record_max("hidden stats vs HF tensors", e);
         ck_assert_msg(e < 1e-4, "%s p%d layer %d hidden stats differ by %g", name, p, l, e);
         int sketch_diff = 0;
@@ -70,7 +72,8 @@ static void check_step_stats(fixture *f, int p, double *stats, const cv_stats_la
         cv_attn_finalize(cv_stats_attn(stats, lay, l), &ga);
         cv_attn_stats_ref(at, H * T, T, &wa);
         e = fmax(fabs(ga.entropy_mean - wa.entropy_mean),
-                 fmax(fabs(ga.entropy_min - wa.entropy_min), fabs(ga.concentration_max - wa.concentration_max)));
+                 fmax(fabs(ga.entropy_min - wa.entropy_min),
+                      fabs(ga.concentration_max - wa.concentration_max)));
         tu_record_max("attention stats vs HF tensors", e);
         ck_assert_msg(e < 1e-4, "%s p%d layer %d attention stats differ by %g", name, p, l, e);
         free(hs);
@@ -101,7 +104,8 @@ static void check_prompt_forward(fixture *f, int p, const char *name) {
     cv_error err = {0};
     ck_assert_int_eq(f->m->ops->reserve(f->m, (int)T, (int)T, (int)T, &err), CV_OK);
 
-    float **hidden = calloc((size_t)L + 1, sizeof *hidden), **attn = calloc((size_t)L, sizeof *attn);
+    float **hidden = calloc((size_t)L + 1, sizeof *hidden),
+          **attn = calloc((size_t)L, sizeof *attn);
     for (int j = 0; j <= L; j++) hidden[j] = malloc(sizeof(float) * T * C);
     for (int l = 0; l < L; l++) attn[l] = malloc(sizeof(float) * H * T * T);
     cv_capture cap = {.hidden = hidden, .attn = attn, .cross = NULL};
@@ -134,7 +138,8 @@ static void check_prompt_forward(fixture *f, int p, const char *name) {
         want = tu_ref_f32(f->ref, key, NULL);
         ck_assert_msg(want != NULL, "missing %s", key);
         snprintf(what, sizeof what, "%s %s", name, key);
-        tu_record_max("attention probabilities", tu_compare(attn[l], want, (size_t)H * T * T).max_abs);
+        tu_record_max("attention probabilities",
+                      tu_compare(attn[l], want, (size_t)H * T * T).max_abs);
         ck_assert_msg(tu_check_close(what, attn[l], want, (size_t)H * T * T, TOL_ABS), "%s", what);
         free(want);
     }
@@ -154,7 +159,8 @@ static void check_greedy(fixture *f, int p, const char *name) {
     size_t T, G;
     int32_t *ids = tu_ref_ids(f->ref, (snprintf(key, sizeof key, "p%d.input_ids", p), key), &T);
     int32_t *gref = tu_ref_ids(f->ref, (snprintf(key, sizeof key, "p%d.greedy_ids", p), key), &G);
-    float *glog = tu_ref_f32(f->ref, (snprintf(key, sizeof key, "p%d.greedy_logits", p), key), NULL);
+    float *glog =
+        tu_ref_f32(f->ref, (snprintf(key, sizeof key, "p%d.greedy_logits", p), key), NULL);
     ck_assert(ids && gref && glog);
     cv_error err = {0};
     int total = (int)(T + G);
@@ -165,11 +171,13 @@ static void check_greedy(fixture *f, int p, const char *name) {
     float *logits;
     int pos = 0, n_in = (int)T;
     for (size_t i = 0; i < G; i++) {
-        cv_status s = f->m->ops->forward(f->m, seq + pos, n_in, pos, NULL, NULL, NULL, 0, &logits, &err);
+        cv_status s =
+            f->m->ops->forward(f->m, seq + pos, n_in, pos, NULL, NULL, NULL, 0, &logits, &err);
         ck_assert_msg(s == CV_OK, "%s", err.msg);
         memcpy(step_logits + i * V, logits, sizeof(float) * V);
         int32_t next = f->m->be->argmax(f->m->be, logits, V);
-        ck_assert_msg(next == gref[i], "%s p%d greedy token %zu: got %d, want %d", name, p, i, next, gref[i]);
+        ck_assert_msg(next == gref[i], "%s p%d greedy token %zu: got %d, want %d", name, p, i, next,
+                      gref[i]);
         seq[T + i] = next;
         pos += n_in;
         n_in = 1;
@@ -182,7 +190,8 @@ static void check_greedy(fixture *f, int p, const char *name) {
     cv_status s = f->m->ops->forward(f->m, seq, total - 1, 0, NULL, NULL, NULL, 1, &logits, &err);
     ck_assert_msg(s == CV_OK, "%s", err.msg);
     snprintf(what, sizeof what, "%s p%d KV-cache decode vs full recompute", name, p);
-    tu_record_max("cache vs recompute", tu_compare(logits + (T - 1) * V, step_logits, G * V).max_abs);
+    tu_record_max("cache vs recompute",
+                  tu_compare(logits + (T - 1) * V, step_logits, G * V).max_abs);
     ck_assert_msg(tu_check_close(what, logits + (T - 1) * V, step_logits, G * V, 2e-5), "%s", what);
     free(step_logits);
     free(seq);
@@ -203,15 +212,25 @@ static void run_fixture(const char *name) {
     fixture_close(&f);
 }
 
-START_TEST(test_gpt2_tiny) { run_fixture("gpt2-tiny"); }
+START_TEST(test_gpt2_tiny) {
+    run_fixture("gpt2-tiny");
+}
 END_TEST
-START_TEST(test_llama_tiny_gqa) { run_fixture("llama-tiny"); }
+START_TEST(test_llama_tiny_gqa) {
+    run_fixture("llama-tiny");
+}
 END_TEST
-START_TEST(test_llama_tiny_tied_bf16) { run_fixture("llama-tiny-tied-bf16"); }
+START_TEST(test_llama_tiny_tied_bf16) {
+    run_fixture("llama-tiny-tied-bf16");
+}
 END_TEST
-START_TEST(test_llama_tiny_rope3) { run_fixture("llama-tiny-rope3"); }
+START_TEST(test_llama_tiny_rope3) {
+    run_fixture("llama-tiny-rope3");
+}
 END_TEST
-START_TEST(test_llama_tiny_linear) { run_fixture("llama-tiny-linear"); }
+START_TEST(test_llama_tiny_linear) {
+    run_fixture("llama-tiny-linear");
+}
 END_TEST
 
 int main(void) {

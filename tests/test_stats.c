@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REL 1e-6
+#define REL             1e-6
 #define close_rel(a, b) (fabs((a) - (b)) <= REL * fmax(1.0, fmax(fabs(a), fabs(b))))
 
 static float frand(unsigned *s) {
@@ -72,7 +72,8 @@ START_TEST(test_ops_fused_hidden_stats) {
     unsigned seed = 3;
     int T = 9, C = 80;
     float *x = malloc(sizeof(float) * T * C), *y = malloc(sizeof(float) * T * C);
-    float *w = malloc(sizeof(float) * C), *bias = malloc(sizeof(float) * C), *out = malloc(sizeof(float) * T * C);
+    float *w = malloc(sizeof(float) * C), *bias = malloc(sizeof(float) * C),
+          *out = malloc(sizeof(float) * T * C);
     for (int i = 0; i < T * C; i++) x[i] = frand(&seed), y[i] = frand(&seed);
     for (int i = 0; i < C; i++) w[i] = 1.0f + 0.1f * frand(&seed), bias[i] = 0.1f * frand(&seed);
     double *rec = calloc(cv_hidden_record_size(C), sizeof(double));
@@ -87,7 +88,8 @@ START_TEST(test_ops_fused_hidden_stats) {
         }
         cv_hidden_finalize(rec, C, NULL, &got);
         cv_hidden_stats_ref(out, T, C, NULL, &want);
-        ck_assert_msg(close_rel(got.mean, want.mean), "op %d mean %.17g vs %.17g", op, got.mean, want.mean);
+        ck_assert_msg(close_rel(got.mean, want.mean), "op %d mean %.17g vs %.17g", op, got.mean,
+                      want.mean);
         ck_assert(close_rel(got.std, want.std));
         ck_assert(close_rel(got.l2_norm_mean, want.l2_norm_mean));
         ck_assert(close_rel(got.max_abs, want.max_abs));
@@ -110,16 +112,30 @@ START_TEST(test_attention_fused_vs_ref) {
     double rec[CV_AS_SIZE];
     for (int causal = 0; causal < 2; causal++) {
         cv_attn_record_reset(rec);
-        cv_attn_args a = {.out = o, .q = q, .k = k, .v = v, .q_stride = (int)qs, .kv_stride = (int)ks,
-                          .out_stride = (int)qs, .T = T, .n_keys = NK, .q_pos0 = 0, .n_heads = H,
-                          .n_kv_heads = KVH, .head_dim = hd, .causal = causal, .scale = 0.25f,
-                          .stats = rec, .probs = probs};
+        cv_attn_args a = {.out = o,
+                          .q = q,
+                          .k = k,
+                          .v = v,
+                          .q_stride = (int)qs,
+                          .kv_stride = (int)ks,
+                          .out_stride = (int)qs,
+                          .T = T,
+                          .n_keys = NK,
+                          .q_pos0 = 0,
+                          .n_heads = H,
+                          .n_kv_heads = KVH,
+                          .head_dim = hd,
+                          .causal = causal,
+                          .scale = 0.25f,
+                          .stats = rec,
+                          .probs = probs};
         be->attention(be, &a);
         cv_attn_stats got, want;
         cv_attn_finalize(rec, &got);
         cv_attn_stats_ref(probs, H * T, NK, &want);
         /* the reference's ln(a + 1e-10) differs from ln a by at most K * 1e-10 per row */
-        ck_assert_double_eq_tol(got.entropy_mean, want.entropy_mean, 1e-6 * fmax(1, want.entropy_mean));
+        ck_assert_double_eq_tol(got.entropy_mean, want.entropy_mean,
+                                1e-6 * fmax(1, want.entropy_mean));
         ck_assert_double_eq_tol(got.entropy_min, want.entropy_min, 1e-6);
         ck_assert_double_eq_tol(got.concentration_max, want.concentration_max, 1e-6);
     }

@@ -2,8 +2,8 @@
  *
  * A family file (src/model/gpt2.c, llama.c, t5.c) never touches a backend directly: it calls
  * these ops through a cv_backend, so the same forward pass runs on the CPU (src/backend/cpu*.c,
- * OpenMP) and on CUDA (kernels/ *.cu files). Pointers passed to ops (activations, weights, KV cache,
- * statistic records) are backend memory: host memory on the CPU, device memory on CUDA.
+ * OpenMP) and on CUDA (kernels/ *.cu files). Pointers passed to ops (activations, weights, KV
+ * cache, statistic records) are backend memory: host memory on the CPU, device memory on CUDA.
  *
  * Conventions: activations are fp32, row-major, one row per position: (T, C). Matrix weights are
  * stored as nn.Linear does, (out, in) row-major, in the checkpoint's dtype (F32, F16, BF16) or
@@ -38,17 +38,17 @@ typedef struct {
  * Query t sits at position q_pos0 + t; when causal it sees keys 0..q_pos0+t, otherwise all
  * n_keys. Query head h reads kv head h / (n_heads / n_kv_heads) (GQA, repeat-interleave). */
 typedef struct {
-    float *out;           /* (T, out_stride): head h written at h*head_dim */
-    const float *q;       /* (T, q_stride): head h at h*head_dim */
-    const float *k, *v;   /* (n_keys, kv_stride): kv head g at g*head_dim */
+    float *out;         /* (T, out_stride): head h written at h*head_dim */
+    const float *q;     /* (T, q_stride): head h at h*head_dim */
+    const float *k, *v; /* (n_keys, kv_stride): kv head g at g*head_dim */
     int q_stride, kv_stride, out_stride;
     int T, n_keys, q_pos0;
     int n_heads, n_kv_heads, head_dim;
     int causal;
-    float scale;          /* multiplies q.k (1/sqrt(head_dim); 1 for T5) */
-    const float *bias;    /* (n_heads, T, n_keys) added to the scores (T5 position bias), or NULL */
-    double *stats;        /* attention record (stats.h) or NULL */
-    float *probs;         /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
+    float scale;       /* multiplies q.k (1/sqrt(head_dim); 1 for T5) */
+    const float *bias; /* (n_heads, T, n_keys) added to the scores (T5 position bias), or NULL */
+    double *stats;     /* attention record (stats.h) or NULL */
+    float *probs;      /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
 } cv_attn_args;
 
 typedef struct cv_backend cv_backend;
@@ -81,7 +81,8 @@ struct cv_backend {
     /* out (T, N) = x (T, K) . W^T (+ bias (N)); W (N, K) */
     void (*matmul)(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T);
-    /* out (T, C) = layernorm(x) * w + bias (biased variance, eps inside sqrt); hidden stats of out */
+    /* out (T, C) = layernorm(x) * w + bias (biased variance, eps inside sqrt); hidden stats of out
+     */
     void (*layernorm)(cv_backend *b, float *out, const float *x, const float *w, const float *bias,
                       int T, int C, float eps, double *hstats);
     /* out (T, C) = x * rsqrt(mean(x^2) + eps) * w; hidden stats of out */

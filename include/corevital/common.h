@@ -35,7 +35,8 @@ cv_status cv_fail(cv_error *err, cv_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Prefix an existing error message with more context: "ctx: old message". */
-cv_status cv_error_prefix(cv_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+cv_status cv_error_prefix(cv_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Human-readable name of a status code ("io error", "format error", ...). */
 const char *cv_status_name(cv_status s);

@@ -16,7 +16,7 @@ typedef struct {
     cv_model *m;
     cv_tokenizer *tok;
     cv_hub_result hub;
-    cv_sketch sketch; /* built once for the model's hidden size */
+    cv_sketch sketch;   /* built once for the model's hidden size */
     const char *device; /* "cpu" or "cuda": what actually runs */
 } cv_session;
 
@@ -39,10 +39,9 @@ cv_status cv_session_tokenize(cv_session *s, const char *prompt, int32_t **ids, 
 /* Generate from prompt ids. instrumented = 0 runs the same ops with no statistic records (the
  * baseline). When rep is not NULL the timeline, generated info and summary are filled in.
  * out_ids (optional) receives the generated ids (malloc'd), out_n their count. */
-cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t *prompt,
-                              size_t P, int instrumented, cv_report *rep, int32_t **out_ids,
-                              size_t *out_n, double *elapsed_ms, const cv_gen_hooks *hooks,
-                              cv_error *err);
+cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t *prompt, size_t P,
+                              int instrumented, cv_report *rep, int32_t **out_ids, size_t *out_n,
+                              double *elapsed_ms, const cv_gen_hooks *hooks, cv_error *err);
 
 /* Fill rep->model and rep->prompt for this session. */
 cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char *prompt,

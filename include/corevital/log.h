@@ -2,7 +2,12 @@
 #ifndef COREVITAL_LOG_H
 #define COREVITAL_LOG_H
 
-typedef enum { CV_LOG_DEBUG = 10, CV_LOG_INFO = 20, CV_LOG_WARNING = 30, CV_LOG_ERROR = 40 } cv_log_level;
+typedef enum {
+    CV_LOG_DEBUG = 10,
+    CV_LOG_INFO = 20,
+    CV_LOG_WARNING = 30,
+    CV_LOG_ERROR = 40
+} cv_log_level;
 
 void cv_log_set_level(cv_log_level level);
 cv_log_level cv_log_get_level(void);

@@ -48,16 +48,16 @@ struct cv_model {
     cv_backend *be;
     cv_st *st;
     const cv_family_ops *ops;
-    void *impl;       /* the family's weights and state */
-    int n_ctx;        /* KV cache capacity, positions */
-    int max_T;        /* activation capacity, tokens per call */
-    int logit_rows;   /* logits capacity, rows */
-    int enc_len;      /* seq2seq: encoder positions held */
-    cv_dtype weight_dtype; /* dtype the matrix weights are held in (reported as model.dtype) */
+    void *impl;             /* the family's weights and state */
+    int n_ctx;              /* KV cache capacity, positions */
+    int max_T;              /* activation capacity, tokens per call */
+    int logit_rows;         /* logits capacity, rows */
+    int enc_len;            /* seq2seq: encoder positions held */
+    cv_dtype weight_dtype;  /* dtype the matrix weights are held in (reported as model.dtype) */
     cv_weight_format quant; /* CV_WFMT_DENSE (none), CV_WFMT_INT8 or CV_WFMT_NF4: set before load */
     cv_dtype want_dtype;    /* CV_DT_COUNT: keep the checkpoint's dtype; else convert matrices */
     int n_quantized;        /* linear layers actually quantized */
-    void **host_bufs; /* host allocations weights point into (transposed / converted) */
+    void **host_bufs;       /* host allocations weights point into (transposed / converted) */
     size_t n_host_bufs;
     void **be_bufs; /* backend allocations (vectors, activations, caches) */
     size_t n_be_bufs;
@@ -109,7 +109,7 @@ cv_status cv_model_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype 
 /* A vector of n values converted to fp32 in backend memory. */
 cv_status cv_model_vector(cv_model *m, float **dst, const char *name, int64_t n, cv_error *err);
 void *cv_model_alloc(cv_model *m, size_t bytes, cv_error *err); /* backend memory, zeroed, owned */
-void cv_model_release(cv_model *m, void *p);                      /* free one cv_model_alloc block */
+void cv_model_release(cv_model *m, void *p);                    /* free one cv_model_alloc block */
 
 extern const cv_family_ops cv_gpt2_ops;
 extern const cv_family_ops cv_llama_ops;

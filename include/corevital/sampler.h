@@ -19,8 +19,8 @@ typedef struct {
     cv_sampling params;
     cv_np_random rng;
     int V;
-    float *vals;   /* (V) scratch */
-    int32_t *idx;  /* (V) scratch */
+    float *vals;  /* (V) scratch */
+    int32_t *idx; /* (V) scratch */
 } cv_sampler;
 
 int cv_sampler_init(cv_sampler *s, const cv_sampling *p, uint64_t seed, int V); /* 0 ok */

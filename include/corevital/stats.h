@@ -6,13 +6,13 @@
  * ever stored or copied back. One step's records form one contiguous arena, downloaded once.
  *
  * Record layouts (all double):
- *   hidden  [CV_HS_ROWS] rows S, [CV_HS_SUM] sum x, [CV_HS_M2] sum of squared deviations from the record mean (Chan et al. merge), [CV_HS_L2SUM] sum of row
- *           L2 norms, [CV_HS_MAXABS] max |x|, then D column sums (for the sketch).
- *   attn    [CV_AS_ROWS] rows H*Q, [CV_AS_ESUM] sum of row entropies, [CV_AS_EMIN] min row
- *           entropy, [CV_AS_WMAX] max single weight.
- *   logits  [CV_LS_V] V, [CV_LS_ENTROPY] entropy (nats), [CV_LS_K] k, then k (id, prob) pairs in
- *           descending probability (ties: lower id first).
- * Records accumulate: an op adds its rows to whatever the record already holds (zero it first). */
+ *   hidden  [CV_HS_ROWS] rows S, [CV_HS_SUM] sum x, [CV_HS_M2] sum of squared deviations from the
+ * record mean (Chan et al. merge), [CV_HS_L2SUM] sum of row L2 norms, [CV_HS_MAXABS] max |x|, then
+ * D column sums (for the sketch). attn    [CV_AS_ROWS] rows H*Q, [CV_AS_ESUM] sum of row entropies,
+ * [CV_AS_EMIN] min row entropy, [CV_AS_WMAX] max single weight. logits  [CV_LS_V] V,
+ * [CV_LS_ENTROPY] entropy (nats), [CV_LS_K] k, then k (id, prob) pairs in descending probability
+ * (ties: lower id first). Records accumulate: an op adds its rows to whatever the record already
+ * holds (zero it first). */
 #ifndef COREVITAL_STATS_H
 #define COREVITAL_STATS_H
 
@@ -25,8 +25,12 @@ enum { CV_LS_V, CV_LS_ENTROPY, CV_LS_K, CV_LS_FIXED };
 #define CV_TOPK_MAX 64
 #define CV_ATTN_EPS 1e-10 /* the reference's epsilon inside ln(a + eps) */
 
-static inline size_t cv_hidden_record_size(int D) { return CV_HS_FIXED + (size_t)D; }
-static inline size_t cv_logits_record_size(int k) { return CV_LS_FIXED + 2 * (size_t)k; }
+static inline size_t cv_hidden_record_size(int D) {
+    return CV_HS_FIXED + (size_t)D;
+}
+static inline size_t cv_logits_record_size(int k) {
+    return CV_LS_FIXED + 2 * (size_t)k;
+}
 
 /* Where one step's records sit in the arena: L hidden, L attention, L cross-attention (seq2seq
  * decoder only, else 0), then one logits record. */

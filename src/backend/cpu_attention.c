@@ -21,7 +21,8 @@ static inline float dot_f32(const float *a, const float *b, int n) {
         acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+        acc =
+            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
     }
     return _mm512_reduce_add_ps(acc);
 #else
@@ -92,7 +93,8 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
     }
     /* rows merge in a fixed order: deterministic whatever the thread count */
     if (a->stats)
-        for (int r = 0; r < rows; r++) cv_attn_record_add_row(a->stats, row_z[2 * r], row_z[2 * r + 1]);
+        for (int r = 0; r < rows; r++)
+            cv_attn_record_add_row(a->stats, row_z[2 * r], row_z[2 * r + 1]);
 }
 
 void cv_attention_naive(const cv_attn_args *a) {

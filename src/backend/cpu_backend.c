@@ -47,7 +47,9 @@ static void *cpu_alloc(cv_backend *b, size_t bytes) {
     if (p) memset(p, 0, sz ? sz : 64);
     return p;
 }
-static void cpu_free(cv_backend *b, void *p) { (void)b, free(p); }
+static void cpu_free(cv_backend *b, void *p) {
+    (void)b, free(p);
+}
 static void cpu_memcpy(cv_backend *b, void *dst, const void *src, size_t n) {
     (void)b;
     if (n) memcpy(dst, src, n);
@@ -56,13 +58,16 @@ static void cpu_memset0(cv_backend *b, void *dst, size_t n) {
     (void)b;
     if (n) memset(dst, 0, n);
 }
-static void cpu_sync(cv_backend *b) { (void)b; }
+static void cpu_sync(cv_backend *b) {
+    (void)b;
+}
 
 static cv_status cpu_weight_upload(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
                                    int64_t rows, int64_t cols, cv_error *err) {
     (void)b;
     if (dtype != CV_DT_F32 && dtype != CV_DT_F16 && dtype != CV_DT_BF16)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "cpu: matrix weights must be F32, F16 or BF16, got %s",
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "cpu: matrix weights must be F32, F16 or BF16, got %s",
                        cv_dtype_name(dtype));
     memset(w, 0, sizeof *w);
     w->data = host; /* used in place: the CPU reads weights straight from the mmap */
@@ -99,7 +104,8 @@ static void hs_merge(double *hstats, const double *parts, int nparts, int C) {
     for (int i = 0; i < nparts; i++) cv_hidden_record_merge(hstats, parts + (size_t)i * rs, C);
 }
 
-#define HS_PART(parts, C) ((parts) ? (parts) + (size_t)omp_get_thread_num() * cv_hidden_record_size(C) : NULL)
+#define HS_PART(parts, C)                                                                          \
+    ((parts) ? (parts) + (size_t)omp_get_thread_num() * cv_hidden_record_size(C) : NULL)
 #define PAR_IF(work) if ((work) > 16384)
 
 /* ---- ops -------------------------------------------------------------------------------- */
@@ -109,11 +115,13 @@ static void cpu_embedding(cv_backend *b, float *out, const int32_t *tokens, int 
     (void)b;
     int C = (int)wte->cols;
     for (int t = 0; t < T; t++) {
-        const char *row = (const char *)wte->data + (size_t)tokens[t] * C * cv_dtype_size(wte->dtype);
+        const char *row =
+            (const char *)wte->data + (size_t)tokens[t] * C * cv_dtype_size(wte->dtype);
         float *o = out + (size_t)t * C;
         for (int c = 0; c < C; c++) o[c] = cv_elem_f32(row, wte->dtype, c) * scale;
         if (wpe) {
-            const char *prow = (const char *)wpe->data + (size_t)(pos0 + t) * C * cv_dtype_size(wpe->dtype);
+            const char *prow =
+                (const char *)wpe->data + (size_t)(pos0 + t) * C * cv_dtype_size(wpe->dtype);
             for (int c = 0; c < C; c++) o[c] += cv_elem_f32(prow, wpe->dtype, c);
         }
     }
@@ -123,7 +131,7 @@ static void cpu_layernorm(cv_backend *b, float *out, const float *x, const float
                           const float *bias, int T, int C, float eps, double *hstats) {
     int np = 0;
     double *parts = hs_partials(b, hstats, C, &np);
-#pragma omp parallel PAR_IF((size_t)T * C)
+#pragma omp parallel PAR_IF((size_t)T *C)
     {
         double *part = HS_PART(parts, C);
 #pragma omp for schedule(static)
@@ -150,7 +158,7 @@ static void cpu_rmsnorm(cv_backend *b, float *out, const float *x, const float *
                         float eps, double *hstats) {
     int np = 0;
     double *parts = hs_partials(b, hstats, C, &np);
-#pragma omp parallel PAR_IF((size_t)T * C)
+#pragma omp parallel PAR_IF((size_t)T *C)
     {
         double *part = HS_PART(parts, C);
 #pragma omp for schedule(static)
@@ -171,7 +179,7 @@ static void cpu_residual_add(cv_backend *b, float *x, const float *y, int T, int
                              double *hstats) {
     int np = 0;
     double *parts = hs_partials(b, hstats, C, &np);
-#pragma omp parallel PAR_IF((size_t)T * C)
+#pragma omp parallel PAR_IF((size_t)T *C)
     {
         double *part = HS_PART(parts, C);
 #pragma omp for schedule(static)
@@ -189,7 +197,9 @@ static inline float gelu_tanh1(float x) {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
-static inline float silu1(float x) { return x / (1.0f + expf(-x)); }
+static inline float silu1(float x) {
+    return x / (1.0f + expf(-x));
+}
 
 static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
     (void)b;
@@ -230,7 +240,8 @@ static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, in
     }
 }
 
-/* T5's bucketing of (key - query) distances, in fp32 like transformers' _relative_position_bucket. */
+/* T5's bucketing of (key - query) distances, in fp32 like transformers' _relative_position_bucket.
+ */
 static int t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
     int bucket = 0;
     if (bidirectional) {
@@ -254,7 +265,8 @@ static void cpu_t5_position_bias(cv_backend *b, float *out, const float *table, 
     for (int t = 0; t < T; t++)
         for (int k = 0; k < K; k++) {
             int bk = t5_bucket(k - (q_pos0 + t), bidirectional, num_buckets, max_distance);
-            for (int h = 0; h < H; h++) out[((size_t)h * T + t) * K + k] = table[(size_t)bk * H + h];
+            for (int h = 0; h < H; h++)
+                out[((size_t)h * T + t) * K + k] = table[(size_t)bk * H + h];
         }
 }
 

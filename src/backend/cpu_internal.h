@@ -45,7 +45,8 @@ static inline __m512 cv_load16(const void *row, cv_dtype dt, size_t i) {
     }
     case CV_DT_F16:
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
-    default: return _mm512_loadu_ps((const float *)row + i);
+    default:
+        return _mm512_loadu_ps((const float *)row + i);
     }
 }
 static inline __m512 cv_load16_mask(const void *row, cv_dtype dt, size_t i, __mmask16 m) {
@@ -56,7 +57,8 @@ static inline __m512 cv_load16_mask(const void *row, cv_dtype dt, size_t i, __mm
     }
     case CV_DT_F16:
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i));
-    default: return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+    default:
+        return _mm512_maskz_loadu_ps(m, (const float *)row + i);
     }
 }
 #endif
@@ -64,9 +66,12 @@ static inline __m512 cv_load16_mask(const void *row, cv_dtype dt, size_t i, __mm
 /* One element of a dense row as fp32 (scalar paths). */
 static inline float cv_elem_f32(const void *row, cv_dtype dt, size_t i) {
     switch (dt) {
-    case CV_DT_BF16: return cv_bf16_to_f32(((const uint16_t *)row)[i]);
-    case CV_DT_F16: return cv_f16_to_f32(((const uint16_t *)row)[i]);
-    default: return ((const float *)row)[i];
+    case CV_DT_BF16:
+        return cv_bf16_to_f32(((const uint16_t *)row)[i]);
+    case CV_DT_F16:
+        return cv_f16_to_f32(((const uint16_t *)row)[i]);
+    default:
+        return ((const float *)row)[i];
     }
 }
 

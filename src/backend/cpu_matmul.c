@@ -21,7 +21,8 @@ void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float
         for (size_t n = 0; n < N; n++) {
             const void *row = (const char *)w->data + n * K * es;
             double acc = bias ? bias[n] : 0.0;
-            for (size_t k = 0; k < K; k++) acc += (double)x[(size_t)t * K + k] * cv_elem_f32(row, w->dtype, k);
+            for (size_t k = 0; k < K; k++)
+                acc += (double)x[(size_t)t * K + k] * cv_elem_f32(row, w->dtype, k);
             out[(size_t)t * N + n] = (float)acc;
         }
 }
@@ -29,36 +30,36 @@ void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float
 #ifdef CV_CPU_AVX512
 /* A TB x NB tile: rows t0.. of x against weight rows n0.. . */
 #define MM_TILE(TB, NB)                                                                            \
-    static inline void mm_tile_##TB##x##NB(float *out, const float *x, const void *W, cv_dtype dt,  \
-                                           const float *bias, size_t N, size_t K, size_t es,        \
-                                           size_t t0, size_t n0) {                                  \
-        __m512 acc[TB][NB];                                                                         \
-        for (int i = 0; i < TB; i++)                                                                \
-            for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();                           \
-        const char *wr[NB];                                                                         \
-        for (int j = 0; j < NB; j++) wr[j] = (const char *)W + (n0 + j) * K * es;                   \
-        size_t k = 0;                                                                               \
-        for (; k + 16 <= K; k += 16) {                                                              \
-            __m512 wv[NB];                                                                          \
-            for (int j = 0; j < NB; j++) wv[j] = cv_load16(wr[j], dt, k);                           \
-            for (int i = 0; i < TB; i++) {                                                          \
-                __m512 xv = _mm512_loadu_ps(x + (t0 + i) * K + k);                                  \
-                for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);     \
-            }                                                                                       \
-        }                                                                                           \
-        if (k < K) {                                                                                \
-            __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);                                        \
-            __m512 wv[NB];                                                                          \
-            for (int j = 0; j < NB; j++) wv[j] = cv_load16_mask(wr[j], dt, k, m);                   \
-            for (int i = 0; i < TB; i++) {                                                          \
-                __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + i) * K + k);                         \
-                for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);     \
-            }                                                                                       \
-        }                                                                                           \
-        for (int i = 0; i < TB; i++)                                                                \
-            for (int j = 0; j < NB; j++)                                                            \
-                out[(t0 + i) * N + n0 + j] =                                                        \
-                    _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[n0 + j] : 0.0f);                 \
+    static inline void mm_tile_##TB##x##NB(float *out, const float *x, const void *W, cv_dtype dt, \
+                                           const float *bias, size_t N, size_t K, size_t es,       \
+                                           size_t t0, size_t n0) {                                 \
+        __m512 acc[TB][NB];                                                                        \
+        for (int i = 0; i < TB; i++)                                                               \
+            for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();                          \
+        const char *wr[NB];                                                                        \
+        for (int j = 0; j < NB; j++) wr[j] = (const char *)W + (n0 + j) * K * es;                  \
+        size_t k = 0;                                                                              \
+        for (; k + 16 <= K; k += 16) {                                                             \
+            __m512 wv[NB];                                                                         \
+            for (int j = 0; j < NB; j++) wv[j] = cv_load16(wr[j], dt, k);                          \
+            for (int i = 0; i < TB; i++) {                                                         \
+                __m512 xv = _mm512_loadu_ps(x + (t0 + i) * K + k);                                 \
+                for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);    \
+            }                                                                                      \
+        }                                                                                          \
+        if (k < K) {                                                                               \
+            __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);                                       \
+            __m512 wv[NB];                                                                         \
+            for (int j = 0; j < NB; j++) wv[j] = cv_load16_mask(wr[j], dt, k, m);                  \
+            for (int i = 0; i < TB; i++) {                                                         \
+                __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + i) * K + k);                        \
+                for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);    \
+            }                                                                                      \
+        }                                                                                          \
+        for (int i = 0; i < TB; i++)                                                               \
+            for (int j = 0; j < NB; j++)                                                           \
+                out[(t0 + i) * N + n0 + j] =                                                       \
+                    _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[n0 + j] : 0.0f);                \
     }
 MM_TILE(4, 4)
 MM_TILE(1, 4)
@@ -78,12 +79,14 @@ static void matmul_dense_avx512(float *out, const float *x, const cv_weight *w, 
         int full_n = n0 + 4 <= N;
         size_t t0 = 0;
         for (; t0 + 4 <= Tz; t0 += 4) {
-            if (full_n) mm_tile_4x4(out, x, W, dt, bias, N, K, es, t0, n0);
+            if (full_n)
+                mm_tile_4x4(out, x, W, dt, bias, N, K, es, t0, n0);
             else
                 for (size_t n = n0; n < N; n++) mm_tile_4x1(out, x, W, dt, bias, N, K, es, t0, n);
         }
         for (; t0 < Tz; t0++) {
-            if (full_n) mm_tile_1x4(out, x, W, dt, bias, N, K, es, t0, n0);
+            if (full_n)
+                mm_tile_1x4(out, x, W, dt, bias, N, K, es, t0, n0);
             else
                 for (size_t n = n0; n < N; n++) mm_tile_1x1(out, x, W, dt, bias, N, K, es, t0, n);
         }
@@ -92,8 +95,8 @@ static void matmul_dense_avx512(float *out, const float *x, const cv_weight *w, 
 #endif
 
 /* Portable path: one output row block per thread, fp32 accumulation the compiler vectorizes. */
-static void matmul_dense_portable(float *out, const float *x, const cv_weight *w,
-                                  const float *bias, int T) {
+static void matmul_dense_portable(float *out, const float *x, const cv_weight *w, const float *bias,
+                                  int T) {
     size_t N = (size_t)w->rows, K = (size_t)w->cols, es = cv_dtype_size(w->dtype);
 #pragma omp parallel for schedule(static)
     for (size_t n = 0; n < N; n++) {

@@ -9,4 +9,6 @@ cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
     return NULL;
 }
 
-int cv_cuda_available(void) { return 0; }
+int cv_cuda_available(void) {
+    return 0;
+}

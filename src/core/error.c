@@ -43,15 +43,24 @@ cv_status cv_error_prefix(cv_error *err, const char *fmt, ...) {
 
 const char *cv_status_name(cv_status s) {
     switch (s) {
-    case CV_OK: return "ok";
-    case CV_ERR_IO: return "io error";
-    case CV_ERR_FORMAT: return "format error";
-    case CV_ERR_CONFIG: return "configuration error";
-    case CV_ERR_UNSUPPORTED: return "unsupported";
-    case CV_ERR_NOMEM: return "out of memory";
-    case CV_ERR_NET: return "network error";
-    case CV_ERR_USAGE: return "usage error";
-    case CV_ERR_RUNTIME: return "runtime error";
+    case CV_OK:
+        return "ok";
+    case CV_ERR_IO:
+        return "io error";
+    case CV_ERR_FORMAT:
+        return "format error";
+    case CV_ERR_CONFIG:
+        return "configuration error";
+    case CV_ERR_UNSUPPORTED:
+        return "unsupported";
+    case CV_ERR_NOMEM:
+        return "out of memory";
+    case CV_ERR_NET:
+        return "network error";
+    case CV_ERR_USAGE:
+        return "usage error";
+    case CV_ERR_RUNTIME:
+        return "runtime error";
     }
     return "unknown error";
 }
@@ -92,8 +101,7 @@ cv_status cv_path_join(char *out, size_t outsz, const char *a, const char *b, cv
     size_t la = strlen(a);
     int sep = la > 0 && a[la - 1] != '/';
     int n = snprintf(out, outsz, "%s%s%s", a, sep ? "/" : "", b);
-    if (n < 0 || (size_t)n >= outsz)
-        return cv_fail(err, CV_ERR_IO, "path too long: %s/%s", a, b);
+    if (n < 0 || (size_t)n >= outsz) return cv_fail(err, CV_ERR_IO, "path too long: %s/%s", a, b);
     return CV_OK;
 }
 

@@ -9,8 +9,12 @@
 
 static cv_log_level g_level = CV_LOG_INFO;
 
-void cv_log_set_level(cv_log_level level) { g_level = level; }
-cv_log_level cv_log_get_level(void) { return g_level; }
+void cv_log_set_level(cv_log_level level) {
+    g_level = level;
+}
+cv_log_level cv_log_get_level(void) {
+    return g_level;
+}
 
 int cv_log_parse_level(const char *s, cv_log_level *out) {
     static const struct {
@@ -30,10 +34,14 @@ int cv_log_parse_level(const char *s, cv_log_level *out) {
 
 static const char *level_name(cv_log_level l) {
     switch (l) {
-    case CV_LOG_DEBUG: return "DEBUG";
-    case CV_LOG_INFO: return "INFO";
-    case CV_LOG_WARNING: return "WARNING";
-    case CV_LOG_ERROR: return "ERROR";
+    case CV_LOG_DEBUG:
+        return "DEBUG";
+    case CV_LOG_INFO:
+        return "INFO";
+    case CV_LOG_WARNING:
+        return "WARNING";
+    case CV_LOG_ERROR:
+        return "ERROR";
     }
     return "?";
 }

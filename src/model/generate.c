@@ -69,7 +69,8 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     if (st != CV_OK) goto fail;
     cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT};
     if (cfg->model.load_in_4bit) {
-        if (cfg->model.load_in_8bit) CV_WARN("both 4-bit and 8-bit quantization requested: using 4-bit (NF4)");
+        if (cfg->model.load_in_8bit)
+            CV_WARN("both 4-bit and 8-bit quantization requested: using 4-bit (NF4)");
         mo.quant = CV_WFMT_NF4;
     } else if (cfg->model.load_in_8bit) {
         mo.quant = CV_WFMT_INT8;
@@ -77,7 +78,8 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     if (cfg->model.dtype && strcmp(cfg->model.dtype, "auto") != 0 &&
         (cv_dtype_parse_torch(cfg->model.dtype, &mo.dtype) != 0 ||
          (mo.dtype != CV_DT_F32 && mo.dtype != CV_DT_F16 && mo.dtype != CV_DT_BF16))) {
-        st = cv_fail(err, CV_ERR_CONFIG, "model.dtype '%s' is not one of auto, float32, float16, bfloat16",
+        st = cv_fail(err, CV_ERR_CONFIG,
+                     "model.dtype '%s' is not one of auto, float32, float16, bfloat16",
                      cfg->model.dtype);
         goto fail;
     }
@@ -85,11 +87,14 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     st = cv_model_load_opts(s->hub.dir, s->be, &mo, &s->m, err);
     hook_end(hooks, "weights_load");
     if (st != CV_OK) goto fail;
-    int dim = cfg->summaries.hidden.sketch.method && strcmp(cfg->summaries.hidden.sketch.method, "randproj") == 0
+    int dim = cfg->summaries.hidden.sketch.method &&
+                      strcmp(cfg->summaries.hidden.sketch.method, "randproj") == 0
                   ? cfg->summaries.hidden.sketch.dim
                   : 0;
-    if (cv_sketch_init(&s->sketch, s->m->cfg.hidden_size, dim, (uint32_t)cfg->summaries.hidden.sketch.seed)) {
-        st = cv_fail(err, CV_ERR_CONFIG, "summaries.hidden.sketch.dim %d is too large (at most 256)", dim);
+    if (cv_sketch_init(&s->sketch, s->m->cfg.hidden_size, dim,
+                       (uint32_t)cfg->summaries.hidden.sketch.seed)) {
+        st = cv_fail(err, CV_ERR_CONFIG,
+                     "summaries.hidden.sketch.dim %d is too large (at most 256)", dim);
         goto fail;
     }
     *out = s;
@@ -122,8 +127,10 @@ cv_status cv_session_tokenize(cv_session *s, const char *prompt, int32_t **ids, 
             int32_t bad = (*ids)[i];
             free(*ids);
             *ids = NULL;
-            return cv_fail(err, CV_ERR_RUNTIME, "token id %d from the tokenizer is outside the model's "
-                                                "vocabulary of %d", bad, s->m->cfg.vocab_size);
+            return cv_fail(err, CV_ERR_RUNTIME,
+                           "token id %d from the tokenizer is outside the model's "
+                           "vocabulary of %d",
+                           bad, s->m->cfg.vocab_size);
         }
     return CV_OK;
 }
@@ -136,8 +143,8 @@ static double round_to(double x, int decimals) {
     return strtod(buf, NULL);
 }
 
-static void fill_hidden(cv_hidden_summary *h, const double *rec, const cv_session *s, const cv_config *cfg,
-                        cv_error *err) {
+static void fill_hidden(cv_hidden_summary *h, const double *rec, const cv_session *s,
+                        const cv_config *cfg, cv_error *err) {
     const cv_stat_list *l = &cfg->summaries.hidden.stats;
     if (!cfg->summaries.hidden.enabled) return;
     cv_hidden_stats st;
@@ -157,7 +164,8 @@ static void fill_attn(cv_attention_summary *a, const double *rec, const cv_confi
     cv_attn_finalize(rec, &st);
     if (cv_config_has_stat(l, "entropy_mean")) a->entropy_mean = cv_num_of(st.entropy_mean);
     if (cv_config_has_stat(l, "entropy_min")) a->entropy_min = cv_num_of(st.entropy_min);
-    if (cv_config_has_stat(l, "concentration_max")) a->concentration_max = cv_num_of(st.concentration_max);
+    if (cv_config_has_stat(l, "concentration_max"))
+        a->concentration_max = cv_num_of(st.concentration_max);
 }
 
 static cv_status fill_logits(cv_logits_summary *o, const double *rec, const cv_session *s,
@@ -210,8 +218,9 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
     /* what was actually applied: packed NF4 is reported as uint8 and int8 as int8, like
      * transformers + bitsandbytes; otherwise the dtype the matrices are held in */
     int quantized = s->m->n_quantized > 0;
-    const char *dtype_name = !quantized ? cv_dtype_torch_name(s->m->weight_dtype)
-                             : s->m->quant == CV_WFMT_NF4 ? "uint8" : "int8";
+    const char *dtype_name = !quantized                   ? cv_dtype_torch_name(s->m->weight_dtype)
+                             : s->m->quant == CV_WFMT_NF4 ? "uint8"
+                                                          : "int8";
     if ((st = cv_report_set_str(&mi->hf_id, cfg->model.hf_id, err)) ||
         (st = cv_report_set_str(&mi->revision, rev, err)) ||
         (st = cv_report_set_str(&mi->architecture, c->architecture, err)) ||
@@ -224,8 +233,8 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
     mi->hidden_size = c->hidden_size;
     mi->num_attention_heads = c->num_heads;
     mi->quantization.enabled = quantized;
-    if (quantized &&
-        (st = cv_report_set_str(&mi->quantization.method, s->m->quant == CV_WFMT_NF4 ? "4-bit" : "8-bit", err)))
+    if (quantized && (st = cv_report_set_str(&mi->quantization.method,
+                                             s->m->quant == CV_WFMT_NF4 ? "4-bit" : "8-bit", err)))
         return st;
     int64_t *ids64 = malloc(sizeof(int64_t) * (P ? P : 1));
     if (!ids64) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
@@ -237,10 +246,9 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
 
 /* ---- the loop ----------------------------------------------------------------------------- */
 
-cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t *prompt,
-                              size_t P, int instrumented, cv_report *rep, int32_t **out_ids,
-                              size_t *out_n, double *elapsed_ms, const cv_gen_hooks *hooks,
-                              cv_error *err) {
+cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t *prompt, size_t P,
+                              int instrumented, cv_report *rep, int32_t **out_ids, size_t *out_n,
+                              double *elapsed_ms, const cv_gen_hooks *hooks, cv_error *err) {
     cv_model *m = s->m;
     cv_backend *be = s->be;
     const cv_model_config *c = &m->cfg;
@@ -249,8 +257,10 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     const int L = cv_model_num_layers(m);
     const int ctx = c->max_positions;
     if (!seq2seq && (int)P + G > ctx)
-        return cv_fail(err, CV_ERR_RUNTIME, "the prompt (%zu tokens) plus max_new_tokens (%d) exceeds the "
-                                            "model's context of %d positions", P, G, ctx);
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "the prompt (%zu tokens) plus max_new_tokens (%d) exceeds the "
+                       "model's context of %d positions",
+                       P, G, ctx);
     cv_status st = m->ops->reserve(m, seq2seq ? (int)P : (int)P, seq2seq ? G : (int)P + G, 1, err);
     if (st != CV_OK) return st;
 
@@ -268,7 +278,8 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         st = cv_fail(err, CV_ERR_NOMEM, "out of memory for the generation loop");
         goto done;
     }
-    if (rep && instrumented && (st = cv_report_alloc_timeline(rep, (size_t)G, (size_t)L, err))) goto done;
+    if (rep && instrumented && (st = cv_report_alloc_timeline(rep, (size_t)G, (size_t)L, err)))
+        goto done;
 
     double t0 = cv_now_ms();
     if (seq2seq) { /* encoder once; its layers are summarized once */
@@ -323,8 +334,10 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             next = be->argmax(be, logits, V);
         }
         if (dev) be->download(be, host, dev, bytes);
-        if (i == 0 && !seq2seq) hook_end(hooks, "prefill");
-        else if (hooks && hooks->step) hooks->step(hooks->user, cv_now_ms() - ts);
+        if (i == 0 && !seq2seq)
+            hook_end(hooks, "prefill");
+        else if (hooks && hooks->step)
+            hooks->step(hooks->user, cv_now_ms() - ts);
         gen[n_gen++] = next;
         cur = next;
         if (rep && dev) {
@@ -337,7 +350,8 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
                 st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
                 goto done;
             }
-            if ((st = fill_logits(&step->logits_summary, cv_stats_logits(host, &lay), s, cfg, err))) goto done;
+            if ((st = fill_logits(&step->logits_summary, cv_stats_logits(host, &lay), s, cfg, err)))
+                goto done;
             fill_layers(step->layers, L, host, &lay, s, cfg, err);
         }
         if (is_eos(s, next)) break;
@@ -357,7 +371,8 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             goto done;
         }
         for (int i = 0; i < n_gen; i++) ids64[i] = gen[i];
-        st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64, (size_t)n_gen, err);
+        st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
+                               (size_t)n_gen, err);
         free(ids64);
         free(rep->generated.output_text);
         rep->generated.output_text = text;

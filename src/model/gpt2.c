@@ -70,14 +70,17 @@ static cv_status gpt2_load(cv_model *m, cv_error *err) {
     if (!g) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     m->impl = g;
     if (strcmp(c->hidden_act, "gelu_new") != 0 && strcmp(c->hidden_act, "gelu_pytorch_tanh") != 0)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: GPT-2 activation_function '%s' is not supported (gelu_new only)",
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "%s: GPT-2 activation_function '%s' is not supported (gelu_new only)",
                        m->dir, c->hidden_act);
     /* reorder_and_upcast_attn only changes fp16 operation order in HF: the same in fp32 */
     g->layers = calloc((size_t)c->num_layers, sizeof *g->layers);
     if (!g->layers) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     cv_status s;
-    if ((s = cv_model_matrix(m, &g->wte, "transformer.wte.weight", c->vocab_size, c->hidden_size, 0, err)) ||
-        (s = cv_model_matrix(m, &g->wpe, "transformer.wpe.weight", c->max_positions, c->hidden_size, 0, err)) ||
+    if ((s = cv_model_matrix(m, &g->wte, "transformer.wte.weight", c->vocab_size, c->hidden_size, 0,
+                             err)) ||
+        (s = cv_model_matrix(m, &g->wpe, "transformer.wpe.weight", c->max_positions, c->hidden_size,
+                             0, err)) ||
         (s = cv_model_vector(m, &g->lnf_w, "transformer.ln_f.weight", c->hidden_size, err)) ||
         (s = cv_model_vector(m, &g->lnf_b, "transformer.ln_f.bias", c->hidden_size, err)))
         return s;
@@ -99,16 +102,19 @@ static cv_status gpt2_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows,
     const cv_model_config *c = &m->cfg;
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, L = (size_t)c->num_layers;
     if (n_ctx > c->max_positions)
-        return cv_fail(err, CV_ERR_RUNTIME, "context of %d tokens exceeds the model's n_positions %d",
-                       n_ctx, c->max_positions);
-    float **bufs[] = {&g->x, &g->ln, &g->q, &g->att, &g->proj, &g->fc, &g->logits, &g->kcache, &g->vcache};
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "context of %d tokens exceeds the model's n_positions %d", n_ctx,
+                       c->max_positions);
+    float **bufs[] = {&g->x,  &g->ln,     &g->q,      &g->att,   &g->proj,
+                      &g->fc, &g->logits, &g->kcache, &g->vcache};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
         *bufs[i] = NULL;
     }
     size_t T = (size_t)max_T;
-    size_t sizes[] = {T * C, T * C, T * C, T * C, T * C, T * F, (size_t)logit_rows * c->vocab_size,
-                      L * n_ctx * C, L * n_ctx * C};
+    size_t sizes[] = {
+        T * C,         T * C,        T * C, T * C, T * C, T * F, (size_t)logit_rows * c->vocab_size,
+        L * n_ctx * C, L * n_ctx * C};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
     m->max_T = max_T;
@@ -136,11 +142,12 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
     const int C = c->hidden_size, F = c->intermediate_size, H = c->num_heads, hd = C / H;
     const int NL = c->num_layers, V = c->vocab_size, n_keys = pos0 + T;
     if (T > m->max_T || n_keys > m->n_ctx || (all_logits && T > m->logit_rows))
-        return cv_fail(err, CV_ERR_RUNTIME, "gpt2: %d tokens at position %d exceed the reserved capacity",
-                       T, pos0);
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "gpt2: %d tokens at position %d exceed the reserved capacity", T, pos0);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
-            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)", tokens[t], V);
+            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
+                           tokens[t], V);
 
     be->embedding(be, g->x, tokens, T, &g->wte, &g->wpe, pos0, 1.0f);
     if (cap && cap->hidden && cap->hidden[0])
@@ -148,10 +155,11 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
 
     for (int l = 0; l < NL; l++) {
         gpt2_layer *L = &g->layers[l];
-        float *kc = g->kcache + (size_t)l * m->n_ctx * C, *vc = g->vcache + (size_t)l * m->n_ctx * C;
+        float *kc = g->kcache + (size_t)l * m->n_ctx * C,
+              *vc = g->vcache + (size_t)l * m->n_ctx * C;
         be->layernorm(be, g->ln, g->x, L->ln1_w, L->ln1_b, T, C, (float)c->norm_eps, NULL);
-        be->matmul(be, g->q, g->ln, &L->wq, L->bqkv, T);                        /* (T, C) */
-        be->matmul(be, kc + (size_t)pos0 * C, g->ln, &L->wk, L->bqkv + C, T);    /* cache rows */
+        be->matmul(be, g->q, g->ln, &L->wq, L->bqkv, T);                      /* (T, C) */
+        be->matmul(be, kc + (size_t)pos0 * C, g->ln, &L->wk, L->bqkv + C, T); /* cache rows */
         be->matmul(be, vc + (size_t)pos0 * C, g->ln, &L->wv, L->bqkv + 2 * C, T);
         float scale = c->scale_attn_weights ? 1.0f / sqrtf((float)hd) : 1.0f;
         if (c->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);
@@ -159,10 +167,24 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
         if (cap && cap->attn && cap->attn[l] &&
             !(probs = probs_buffer(m, g, (size_t)H * T * n_keys, err)))
             return CV_ERR_NOMEM;
-        cv_attn_args a = {.out = g->att, .q = g->q, .k = kc, .v = vc, .q_stride = C, .kv_stride = C,
-                          .out_stride = C, .T = T, .n_keys = n_keys, .q_pos0 = pos0, .n_heads = H,
-                          .n_kv_heads = H, .head_dim = hd, .causal = 1, .scale = scale,
-                          .bias = NULL, .stats = cv_stats_attn(stats, lay, l), .probs = probs};
+        cv_attn_args a = {.out = g->att,
+                          .q = g->q,
+                          .k = kc,
+                          .v = vc,
+                          .q_stride = C,
+                          .kv_stride = C,
+                          .out_stride = C,
+                          .T = T,
+                          .n_keys = n_keys,
+                          .q_pos0 = pos0,
+                          .n_heads = H,
+                          .n_kv_heads = H,
+                          .head_dim = hd,
+                          .causal = 1,
+                          .scale = scale,
+                          .bias = NULL,
+                          .stats = cv_stats_attn(stats, lay, l),
+                          .probs = probs};
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);
         be->matmul(be, g->proj, g->att, &L->wo, L->bo, T);
@@ -172,7 +194,8 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
         be->gelu_tanh(be, g->fc, (size_t)T * F);
         be->matmul(be, g->proj, g->fc, &L->wproj, L->bproj, T);
         /* the last block's summary is taken after ln_f, as HF reports hidden_states[L] */
-        be->residual_add(be, g->x, g->proj, T, C, l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
+        be->residual_add(be, g->x, g->proj, T, C,
+                         l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
         if (cap && cap->hidden && cap->hidden[l + 1] && l < NL - 1)
             be->download(be, cap->hidden[l + 1], g->x, sizeof(float) * T * C);
     }
@@ -185,7 +208,9 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
     } else {
         be->matmul(be, g->logits, g->ln + (size_t)(T - 1) * C, &g->wte, NULL, 1); /* (1, V) */
     }
-    if (stats) be->logits_stats(be, cv_stats_logits(stats, lay), g->logits + (all_logits ? (size_t)(T - 1) * V : 0), V, lay->topk);
+    if (stats)
+        be->logits_stats(be, cv_stats_logits(stats, lay),
+                         g->logits + (all_logits ? (size_t)(T - 1) * V : 0), V, lay->topk);
     *logits = g->logits;
     return CV_OK;
 }

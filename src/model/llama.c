@@ -91,30 +91,36 @@ static cv_status llama_load(cv_model *m, cv_error *err) {
     if (!g) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     m->impl = g;
     if (strcmp(c->hidden_act, "silu") != 0)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported (silu only)", m->dir,
-                       c->hidden_act);
+        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported (silu only)",
+                       m->dir, c->hidden_act);
     if (c->mlp_bias)
         return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: mlp_bias true is not supported", m->dir);
     if (c->rope_type == CV_ROPE_DYNAMIC)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: rope_scaling type 'dynamic' is not supported "
-                                                "(none, linear and llama3 are)", m->dir);
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "%s: rope_scaling type 'dynamic' is not supported "
+                       "(none, linear and llama3 are)",
+                       m->dir);
     if (c->partial_rotary_factor != 0.0 && c->partial_rotary_factor != 1.0)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g is not supported", m->dir,
-                       c->partial_rotary_factor);
+        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g is not supported",
+                       m->dir, c->partial_rotary_factor);
     g->hd = c->head_dim;
     g->qdim = c->num_heads * g->hd;
     g->kvdim = c->num_kv_heads * g->hd;
     if (g->hd % 2 || c->num_heads % c->num_kv_heads)
-        return cv_fail(err, CV_ERR_CONFIG, "%s: head_dim must be even and num_attention_heads a multiple of "
-                                           "num_key_value_heads", m->dir);
+        return cv_fail(err, CV_ERR_CONFIG,
+                       "%s: head_dim must be even and num_attention_heads a multiple of "
+                       "num_key_value_heads",
+                       m->dir);
     g->layers = calloc((size_t)c->num_layers, sizeof *g->layers);
     if (!g->layers) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     cv_status s;
-    if ((s = cv_model_matrix(m, &g->embed, "model.embed_tokens.weight", c->vocab_size, c->hidden_size, 0, err)) ||
+    if ((s = cv_model_matrix(m, &g->embed, "model.embed_tokens.weight", c->vocab_size,
+                             c->hidden_size, 0, err)) ||
         (s = cv_model_vector(m, &g->norm, "model.norm.weight", c->hidden_size, err)))
         return s;
     if (!c->tie_word_embeddings || cv_model_tensor(m, "lm_head.weight")) {
-        if ((s = cv_model_matrix(m, &g->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size, 0, err)))
+        if ((s = cv_model_matrix(m, &g->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size, 0,
+                                 err)))
             return s;
     } else {
         g->lm_head = g->embed;
@@ -143,8 +149,10 @@ static cv_status llama_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows
     const cv_model_config *c = &m->cfg;
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, L = (size_t)c->num_layers;
     size_t T = (size_t)max_T, Q = (size_t)g->qdim, KV = (size_t)g->kvdim;
-    float **bufs[] = {&g->x, &g->n, &g->q, &g->att, &g->o, &g->gate, &g->up, &g->logits, &g->kcache, &g->vcache};
-    size_t sizes[] = {T * C, T * C, T * Q, T * Q, T * C, T * F, T * F, (size_t)logit_rows * c->vocab_size,
+    float **bufs[] = {&g->x,    &g->n,  &g->q,      &g->att,    &g->o,
+                      &g->gate, &g->up, &g->logits, &g->kcache, &g->vcache};
+    size_t sizes[] = {T * C,          T * C,         T * Q, T * Q,
+                      T * C,          T * F,         T * F, (size_t)logit_rows * c->vocab_size,
                       L * n_ctx * KV, L * n_ctx * KV};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
@@ -166,14 +174,16 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
     const int hd = g->hd, NL = c->num_layers, V = c->vocab_size, n_keys = pos0 + T;
     const float eps = (float)c->norm_eps;
     if (T > m->max_T || n_keys > m->n_ctx || (all_logits && T > m->logit_rows))
-        return cv_fail(err, CV_ERR_RUNTIME, "llama: %d tokens at position %d exceed the reserved capacity",
-                       T, pos0);
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "llama: %d tokens at position %d exceed the reserved capacity", T, pos0);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
-            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)", tokens[t], V);
+            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
+                           tokens[t], V);
 
     be->embedding(be, g->x, tokens, T, &g->embed, NULL, pos0, 1.0f);
-    if (cap && cap->hidden && cap->hidden[0]) be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
+    if (cap && cap->hidden && cap->hidden[0])
+        be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
 
     for (int l = 0; l < NL; l++) {
         llama_layer *L = &g->layers[l];
@@ -181,8 +191,8 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         float *vc = g->vcache + (size_t)l * m->n_ctx * g->kvdim;
         float *knew = kc + (size_t)pos0 * g->kvdim, *vnew = vc + (size_t)pos0 * g->kvdim;
         be->rmsnorm(be, g->n, g->x, L->in_norm, T, C, eps, NULL);
-        be->matmul(be, g->q, g->n, &L->wq, L->bq, T);   /* (T, H*hd) */
-        be->matmul(be, knew, g->n, &L->wk, L->bk, T);   /* (T, KV*hd) into the cache */
+        be->matmul(be, g->q, g->n, &L->wq, L->bq, T); /* (T, H*hd) */
+        be->matmul(be, knew, g->n, &L->wk, L->bk, T); /* (T, KV*hd) into the cache */
         be->matmul(be, vnew, g->n, &L->wv, L->bv, T);
         be->rope(be, g->q, T, g->qdim, H, hd, g->inv_freq, pos0);
         be->rope(be, knew, T, g->kvdim, KVH, hd, g->inv_freq, pos0);
@@ -196,11 +206,24 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
             }
             probs = g->probs;
         }
-        cv_attn_args a = {.out = g->att, .q = g->q, .k = kc, .v = vc, .q_stride = g->qdim,
-                          .kv_stride = g->kvdim, .out_stride = g->qdim, .T = T, .n_keys = n_keys,
-                          .q_pos0 = pos0, .n_heads = H, .n_kv_heads = KVH, .head_dim = hd,
-                          .causal = 1, .scale = 1.0f / sqrtf((float)hd), .bias = NULL,
-                          .stats = cv_stats_attn(stats, lay, l), .probs = probs};
+        cv_attn_args a = {.out = g->att,
+                          .q = g->q,
+                          .k = kc,
+                          .v = vc,
+                          .q_stride = g->qdim,
+                          .kv_stride = g->kvdim,
+                          .out_stride = g->qdim,
+                          .T = T,
+                          .n_keys = n_keys,
+                          .q_pos0 = pos0,
+                          .n_heads = H,
+                          .n_kv_heads = KVH,
+                          .head_dim = hd,
+                          .causal = 1,
+                          .scale = 1.0f / sqrtf((float)hd),
+                          .bias = NULL,
+                          .stats = cv_stats_attn(stats, lay, l),
+                          .probs = probs};
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);
         be->matmul(be, g->o, g->att, &L->wo, NULL, T);
@@ -215,14 +238,15 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
             be->download(be, cap->hidden[l + 1], g->x, sizeof(float) * T * C);
     }
     be->rmsnorm(be, g->n, g->x, g->norm, T, C, eps, cv_stats_hidden(stats, lay, NL - 1));
-    if (cap && cap->hidden && cap->hidden[NL]) be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
+    if (cap && cap->hidden && cap->hidden[NL])
+        be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
     if (all_logits)
         be->matmul(be, g->logits, g->n, &g->lm_head, NULL, T);
     else
         be->matmul(be, g->logits, g->n + (size_t)(T - 1) * C, &g->lm_head, NULL, 1);
     if (stats)
-        be->logits_stats(be, cv_stats_logits(stats, lay), g->logits + (all_logits ? (size_t)(T - 1) * V : 0),
-                         V, lay->topk);
+        be->logits_stats(be, cv_stats_logits(stats, lay),
+                         g->logits + (all_logits ? (size_t)(T - 1) * V : 0), V, lay->topk);
     *logits = g->logits;
     return CV_OK;
 }

@@ -25,9 +25,12 @@ static float cv_elem_f32_any(const void *p, cv_dtype dt, size_t i) {
 
 static const cv_family_ops *family_ops(cv_family f) {
     switch (f) {
-    case CV_FAMILY_GPT2: return &cv_gpt2_ops;
-    case CV_FAMILY_LLAMA: return &cv_llama_ops;
-    case CV_FAMILY_T5: return &cv_t5_ops;
+    case CV_FAMILY_GPT2:
+        return &cv_gpt2_ops;
+    case CV_FAMILY_LLAMA:
+        return &cv_llama_ops;
+    case CV_FAMILY_T5:
+        return &cv_t5_ops;
     }
     return NULL;
 }
@@ -55,7 +58,8 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
     cv_status s = cv_model_config_load(dir, &m->cfg, err);
     if (s == CV_OK) {
         m->ops = family_ops(m->cfg.family);
-        if (!m->ops) s = cv_fail(err, CV_ERR_UNSUPPORTED, "%s: no implementation for this family", dir);
+        if (!m->ops)
+            s = cv_fail(err, CV_ERR_UNSUPPORTED, "%s: no implementation for this family", dir);
     }
     if (s == CV_OK) s = cv_st_open(dir, &m->st, err);
     if (s == CV_OK) s = m->ops->load(m, err);
@@ -89,7 +93,9 @@ int cv_model_num_layers(const cv_model *m) {
     return m->cfg.family == CV_FAMILY_T5 ? m->cfg.num_decoder_layers : m->cfg.num_layers;
 }
 
-int cv_model_vocab(const cv_model *m) { return m->cfg.vocab_size; }
+int cv_model_vocab(const cv_model *m) {
+    return m->cfg.vocab_size;
+}
 
 const cv_st_tensor *cv_model_tensor(const cv_model *m, const char *name) {
     static const char *prefixes[] = {"transformer.", "model."};
@@ -112,7 +118,9 @@ const cv_st_tensor *cv_model_tensor(const cv_model *m, const char *name) {
 static cv_status find_checked(const cv_model *m, const char *name, int64_t d0, int64_t d1,
                               const cv_st_tensor **out, cv_error *err) {
     const cv_st_tensor *t = cv_model_tensor(m, name);
-    if (!t) return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' not found in the checkpoint", m->dir, name);
+    if (!t)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' not found in the checkpoint", m->dir,
+                       name);
     int ok = d1 < 0 ? (t->ndim == 1 && t->shape[0] == d0)
                     : (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1);
     if (!ok) {
@@ -128,8 +136,9 @@ static cv_status find_checked(const cv_model *m, const char *name, int64_t d0, i
                        m->dir, name, shape, (long long)d0, (long long)d1);
     }
     if (t->dtype != CV_DT_F32 && t->dtype != CV_DT_F16 && t->dtype != CV_DT_BF16)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)",
-                       m->dir, name, cv_dtype_name(t->dtype));
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)", m->dir, name,
+                       cv_dtype_name(t->dtype));
     *out = t;
     return CV_OK;
 }
@@ -165,11 +174,17 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
     }
     /* stage 2: the requested dtype (round to nearest even when narrowing) */
     if (want != t->dtype) {
+        void *dst = buf;
+        float *d32 = dst;
+        uint16_t *d16 = dst;
         for (size_t i = 0; i < n; i++) {
             float v = cv_elem_f32_any(stage, t->dtype, i);
-            if (want == CV_DT_F32) ((float *)buf)[i] = v;
-            else if (want == CV_DT_BF16) ((uint16_t *)buf)[i] = cv_f32_to_bf16(v);
-            else ((uint16_t *)buf)[i] = cv_f32_to_f16(v);
+            if (want == CV_DT_F32)
+                d32[i] = v;
+            else if (want == CV_DT_BF16)
+                d16[i] = cv_f32_to_bf16(v);
+            else
+                d16[i] = cv_f32_to_f16(v);
         }
         free(stage);
     }

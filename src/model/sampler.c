@@ -52,9 +52,12 @@ static float kth_largest(const float *v, int n, int k, float *tmp) {
                 tmp[j--] = t;
             }
         }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else break;
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            break;
     }
     return tmp[want];
 }
@@ -81,7 +84,8 @@ int cv_sampler_candidates(cv_sampler *s, const float *logits, int32_t *out) {
         for (int i = 0; i < n; i++) z += exp((double)s->vals[out[i]] - m);
         int keep = n;
         for (int i = 0; i < n; i++) {
-            if (i > 0 && cum > p->top_p) { /* probability mass before token i already exceeds top_p */
+            if (i > 0 &&
+                cum > p->top_p) { /* probability mass before token i already exceeds top_p */
                 keep = i;
                 break;
             }

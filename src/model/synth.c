@@ -48,9 +48,12 @@ static void add(builder *b, const char *name, int64_t d0, int64_t d1, int kind) 
     }
     for (size_t i = 0; i < numel; i++) {
         float v = kind == 0 ? rnd(b) * b->s->std : (kind == 1 ? 1.0f : 0.0f);
-        if (dt == CV_DT_F32) ((float *)data)[i] = v;
-        else if (dt == CV_DT_BF16) ((uint16_t *)data)[i] = cv_f32_to_bf16(v);
-        else ((uint16_t *)data)[i] = cv_f32_to_f16(v);
+        if (dt == CV_DT_F32)
+            ((float *)data)[i] = v;
+        else if (dt == CV_DT_BF16)
+            ((uint16_t *)data)[i] = cv_f32_to_bf16(v);
+        else
+            ((uint16_t *)data)[i] = cv_f32_to_f16(v);
     }
     cv_st_write_entry *e = &b->e[b->n++];
     memset(e, 0, sizeof *e);
@@ -68,7 +71,8 @@ static cv_status finish(builder *b, const char *dir, const char *config_json, cv
     if (b->failed) st = cv_fail(err, CV_ERR_NOMEM, "out of memory building a synthetic checkpoint");
     if (st == CV_OK && mkdir(dir, 0755) != 0 && !cv_is_dir(dir))
         st = cv_fail(err, CV_ERR_IO, "%s: cannot create directory", dir);
-    if (st == CV_OK && (st = cv_path_join(path, sizeof path, dir, "model.safetensors", err)) == CV_OK) {
+    if (st == CV_OK &&
+        (st = cv_path_join(path, sizeof path, dir, "model.safetensors", err)) == CV_OK) {
         const char *meta[] = {"format", "pt", NULL};
         st = cv_st_write(path, b->e, b->n, meta, err);
     }
@@ -92,7 +96,8 @@ cv_status cv_synth_gpt2(const char *dir, const cv_synth_shape *s, cv_error *err)
     add(&b, "wte.weight", s->vocab, C, 0);
     add(&b, "wpe.weight", s->max_positions, C, 0);
     for (int l = 0; l < s->layers; l++) {
-#define A(suffix, d0, d1, kind) (snprintf(n, sizeof n, "h.%d.%s", l, suffix), add(&b, n, d0, d1, kind))
+#define A(suffix, d0, d1, kind)                                                                    \
+    (snprintf(n, sizeof n, "h.%d.%s", l, suffix), add(&b, n, d0, d1, kind))
         A("ln_1.weight", C, 0, 1);
         A("ln_1.bias", C, 0, 2);
         A("attn.c_attn.weight", C, 3 * C, 0);
@@ -110,14 +115,15 @@ cv_status cv_synth_gpt2(const char *dir, const cv_synth_shape *s, cv_error *err)
     add(&b, "ln_f.weight", C, 0, 1);
     add(&b, "ln_f.bias", C, 0, 2);
     char cfg[1024];
-    snprintf(cfg, sizeof cfg,
-             "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
-             "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n"
-             "  \"n_inner\": %d,\n  \"n_positions\": %d,\n  \"activation_function\": \"gelu_new\",\n"
-             "  \"layer_norm_epsilon\": 1e-05,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
-             "  \"torch_dtype\": \"%s\"\n}\n",
-             s->vocab, C, s->layers, s->heads, F, s->max_positions, s->bos_id, s->eos_id,
-             cv_dtype_torch_name(s->dtype));
+    snprintf(
+        cfg, sizeof cfg,
+        "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
+        "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n"
+        "  \"n_inner\": %d,\n  \"n_positions\": %d,\n  \"activation_function\": \"gelu_new\",\n"
+        "  \"layer_norm_epsilon\": 1e-05,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
+        "  \"torch_dtype\": \"%s\"\n}\n",
+        s->vocab, C, s->layers, s->heads, F, s->max_positions, s->bos_id, s->eos_id,
+        cv_dtype_torch_name(s->dtype));
     return finish(&b, dir, cfg, err);
 }
 
@@ -153,6 +159,7 @@ cv_status cv_synth_llama(const char *dir, const cv_synth_shape *s, cv_error *err
              "  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
              "  \"torch_dtype\": \"%s\"\n}\n",
              s->vocab, C, F, s->layers, s->heads, kv, s->max_positions,
-             s->tie_embeddings ? "true" : "false", s->bos_id, s->eos_id, cv_dtype_torch_name(s->dtype));
+             s->tie_embeddings ? "true" : "false", s->bos_id, s->eos_id,
+             cv_dtype_torch_name(s->dtype));
     return finish(&b, dir, cfg, err);
 }

@@ -35,9 +35,9 @@ typedef enum { T5_FF_RELU, T5_FF_GATED_GELU, T5_FF_GATED_SILU } t5_ff_kind;
 
 typedef struct {
     float *ln_self, *ln_cross, *ln_ff; /* ln_cross: decoder only */
-    cv_weight q, k, v, o;             /* self-attention (C -> inner, inner -> C) */
-    cv_weight cq, ck, cv, co;         /* cross-attention: decoder only */
-    cv_weight wi, wi1, wo;            /* wi = wi (relu) or wi_0 (gate); wi1 = wi_1 (up, gated) */
+    cv_weight q, k, v, o;              /* self-attention (C -> inner, inner -> C) */
+    cv_weight cq, ck, cv, co;          /* cross-attention: decoder only */
+    cv_weight wi, wi1, wo;             /* wi = wi (relu) or wi_0 (gate); wi1 = wi_1 (up, gated) */
 } t5_layer;
 
 typedef struct {
@@ -50,10 +50,10 @@ typedef struct {
     int inner; /* num_heads * d_kv */
     /* activations: max_T rows */
     float *x, *n, *q, *ek, *ev, *att, *o, *ff1, *ff2, *logits;
-    float *bias;      /* (H, T, n_keys) position bias */
-    size_t bias_cap;  /* floats */
-    float *probs;     /* attention probabilities for captures (tests) */
-    size_t probs_cap; /* floats */
+    float *bias;            /* (H, T, n_keys) position bias */
+    size_t bias_cap;        /* floats */
+    float *probs;           /* attention probabilities for captures (tests) */
+    size_t probs_cap;       /* floats */
     float *kcache, *vcache; /* decoder self-attention (L_dec, n_ctx, inner) */
     float *ckey, *cval;     /* cross-attention (L_dec, max_T, inner), filled by encode() */
 } t5;
@@ -102,13 +102,18 @@ static cv_status load_table(cv_model *m, float **dst, const char *stack, cv_erro
     char n[192];
     snprintf(n, sizeof n, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", stack);
     const cv_st_tensor *t = cv_model_tensor(m, n);
-    if (!t) return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' not found in the checkpoint", m->dir, n);
+    if (!t)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' not found in the checkpoint", m->dir,
+                       n);
     if (t->ndim != 2 || t->shape[0] != NB || t->shape[1] != H)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: tensor '%s' must have shape [%d, %d] "
-                                           "(relative_attention_num_buckets, num_heads)", m->dir, n, NB, H);
+        return cv_fail(err, CV_ERR_FORMAT,
+                       "%s: tensor '%s' must have shape [%d, %d] "
+                       "(relative_attention_num_buckets, num_heads)",
+                       m->dir, n, NB, H);
     if (t->dtype != CV_DT_F32 && t->dtype != CV_DT_F16 && t->dtype != CV_DT_BF16)
-        return cv_fail(err, CV_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)",
-                       m->dir, n, cv_dtype_name(t->dtype));
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)", m->dir, n,
+                       cv_dtype_name(t->dtype));
     size_t count = (size_t)NB * (size_t)H;
     float *host = malloc(sizeof(float) * count);
     if (!host) return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", n);
@@ -133,25 +138,35 @@ static cv_status t5_load(cv_model *m, cv_error *err) {
     } else if (c->is_gated_act && (strcmp(act, "silu") == 0 || strcmp(act, "swish") == 0)) {
         g->ff = T5_FF_GATED_SILU;
     } else {
-        return cv_fail(err, CV_ERR_UNSUPPORTED,
-                       "%s: T5 feed_forward_proj '%s%s' is not supported (relu, gated-gelu, gated-silu are)",
-                       m->dir, c->is_gated_act ? "gated-" : "", act);
+        return cv_fail(
+            err, CV_ERR_UNSUPPORTED,
+            "%s: T5 feed_forward_proj '%s%s' is not supported (relu, gated-gelu, gated-silu are)",
+            m->dir, c->is_gated_act ? "gated-" : "", act);
     }
     if (c->num_heads <= 0 || c->d_kv <= 0 || c->d_ff <= 0 || c->num_layers <= 0 ||
         c->num_decoder_layers <= 0 || c->rel_num_buckets <= 0 || c->rel_max_distance <= 0)
-        return cv_fail(err, CV_ERR_CONFIG, "%s: T5 config needs positive num_heads, d_kv, d_ff, num_layers, "
-                                           "num_decoder_layers and relative_attention_* values", m->dir);
+        return cv_fail(err, CV_ERR_CONFIG,
+                       "%s: T5 config needs positive num_heads, d_kv, d_ff, num_layers, "
+                       "num_decoder_layers and relative_attention_* values",
+                       m->dir);
     g->inner = c->num_heads * c->d_kv;
+    /* the reference's fallback when the config has no decoder_start_token_id: pad, else 0 */
+    if (m->cfg.decoder_start_token_id < 0)
+        m->cfg.decoder_start_token_id = c->pad_token_id >= 0 ? c->pad_token_id : 0;
     g->enc = calloc((size_t)c->num_layers, sizeof *g->enc);
     g->dec = calloc((size_t)c->num_decoder_layers, sizeof *g->dec);
     if (!g->enc || !g->dec) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
 
     cv_status s;
-    const char *emb = cv_model_tensor(m, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
+    const char *emb =
+        cv_model_tensor(m, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
     if ((s = cv_model_matrix(m, &g->shared, emb, c->vocab_size, c->hidden_size, 0, err)) ||
-        (s = cv_model_vector(m, &g->enc_norm, "encoder.final_layer_norm.weight", c->hidden_size, err)) ||
-        (s = cv_model_vector(m, &g->dec_norm, "decoder.final_layer_norm.weight", c->hidden_size, err)) ||
-        (s = load_table(m, &g->enc_table, "encoder", err)) || (s = load_table(m, &g->dec_table, "decoder", err)))
+        (s = cv_model_vector(m, &g->enc_norm, "encoder.final_layer_norm.weight", c->hidden_size,
+                             err)) ||
+        (s = cv_model_vector(m, &g->dec_norm, "decoder.final_layer_norm.weight", c->hidden_size,
+                             err)) ||
+        (s = load_table(m, &g->enc_table, "encoder", err)) ||
+        (s = load_table(m, &g->dec_table, "decoder", err)))
         return s;
     if (c->tie_word_embeddings) {
         /* HF: sequence_output * model_dim**-0.5 before the tied projection. The rescale is folded
@@ -164,17 +179,20 @@ static cv_status t5_load(cv_model *m, cv_error *err) {
         float sc = 1.0f / sqrtf((float)c->hidden_size);
         for (int i = 0; i < c->hidden_size; i++) w[i] *= sc;
         g->dec_norm_lm = cv_model_alloc(m, sizeof(float) * (size_t)c->hidden_size, err);
-        if (g->dec_norm_lm) m->be->upload(m->be, g->dec_norm_lm, w, sizeof(float) * (size_t)c->hidden_size);
+        if (g->dec_norm_lm)
+            m->be->upload(m->be, g->dec_norm_lm, w, sizeof(float) * (size_t)c->hidden_size);
         free(w);
         if (!g->dec_norm_lm) return CV_ERR_NOMEM;
-    } else if ((s = cv_model_matrix(m, &g->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size, 0, err))) {
+    } else if ((s = cv_model_matrix(m, &g->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size,
+                                    0, err))) {
         return s;
     }
     char pre[96];
     for (int l = 0; l < c->num_layers; l++) {
         t5_layer *L = &g->enc[l];
         snprintf(pre, sizeof pre, "encoder.block.%d.layer.0", l);
-        if ((s = load_attn(m, g, pre, "SelfAttention", &L->q, &L->k, &L->v, &L->o, &L->ln_self, err)))
+        if ((s = load_attn(m, g, pre, "SelfAttention", &L->q, &L->k, &L->v, &L->o, &L->ln_self,
+                           err)))
             return s;
         snprintf(pre, sizeof pre, "encoder.block.%d.layer.1", l);
         if ((s = load_ff(m, g, L, pre, err))) return s;
@@ -182,10 +200,12 @@ static cv_status t5_load(cv_model *m, cv_error *err) {
     for (int l = 0; l < c->num_decoder_layers; l++) {
         t5_layer *L = &g->dec[l];
         snprintf(pre, sizeof pre, "decoder.block.%d.layer.0", l);
-        if ((s = load_attn(m, g, pre, "SelfAttention", &L->q, &L->k, &L->v, &L->o, &L->ln_self, err)))
+        if ((s = load_attn(m, g, pre, "SelfAttention", &L->q, &L->k, &L->v, &L->o, &L->ln_self,
+                           err)))
             return s;
         snprintf(pre, sizeof pre, "decoder.block.%d.layer.1", l);
-        if ((s = load_attn(m, g, pre, "EncDecAttention", &L->cq, &L->ck, &L->cv, &L->co, &L->ln_cross, err)))
+        if ((s = load_attn(m, g, pre, "EncDecAttention", &L->cq, &L->ck, &L->cv, &L->co,
+                           &L->ln_cross, err)))
             return s;
         snprintf(pre, sizeof pre, "decoder.block.%d.layer.2", l);
         if ((s = load_ff(m, g, L, pre, err))) return s;
@@ -210,15 +230,31 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
     t5 *g = m->impl;
     const cv_model_config *c = &m->cfg;
     if (max_T < 1 || n_ctx < 1 || logit_rows < 1)
-        return cv_fail(err, CV_ERR_RUNTIME, "t5: reserve needs positive sizes (max_T %d, n_ctx %d, rows %d)",
-                       max_T, n_ctx, logit_rows);
-    size_t C = (size_t)c->hidden_size, F = (size_t)c->d_ff, I = (size_t)g->inner, H = (size_t)c->num_heads;
-    size_t LD = (size_t)c->num_decoder_layers, T = (size_t)max_T, K = (size_t)(max_T > n_ctx ? max_T : n_ctx);
-    float **bufs[] = {&g->x,  &g->n,   &g->q,      &g->ek,     &g->ev,     &g->att,  &g->o,    &g->ff1,
-                      &g->ff2, &g->bias, &g->logits, &g->kcache, &g->vcache, &g->ckey, &g->cval};
-    size_t sizes[] = {T * C,     T * C,         T * I,          T * I,  T * I,  T * I,  T * C,  T * F,
-                      T * F,     H * T * K,     (size_t)logit_rows * c->vocab_size, LD * n_ctx * I,
-                      LD * n_ctx * I, LD * T * I, LD * T * I};
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "t5: reserve needs positive sizes (max_T %d, n_ctx %d, rows %d)", max_T,
+                       n_ctx, logit_rows);
+    size_t C = (size_t)c->hidden_size, F = (size_t)c->d_ff, I = (size_t)g->inner,
+           H = (size_t)c->num_heads;
+    size_t LD = (size_t)c->num_decoder_layers, T = (size_t)max_T,
+           K = (size_t)(max_T > n_ctx ? max_T : n_ctx);
+    float **bufs[] = {&g->x,      &g->n,      &g->q,      &g->ek,   &g->ev,
+                      &g->att,    &g->o,      &g->ff1,    &g->ff2,  &g->bias,
+                      &g->logits, &g->kcache, &g->vcache, &g->ckey, &g->cval};
+    size_t sizes[] = {T * C,
+                      T * C,
+                      T * I,
+                      T * I,
+                      T * I,
+                      T * I,
+                      T * C,
+                      T * F,
+                      T * F,
+                      H * T * K,
+                      (size_t)logit_rows * c->vocab_size,
+                      LD * n_ctx * I,
+                      LD * n_ctx * I,
+                      LD * T * I,
+                      LD * T * I};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
         *bufs[i] = NULL;
@@ -243,7 +279,9 @@ static float *probs_buffer(cv_model *m, t5 *g, size_t n, cv_error *err) {
     return g->probs;
 }
 
-static int want_probs(float **arr, int l) { return arr && arr[l]; }
+static int want_probs(float **arr, int l) {
+    return arr && arr[l];
+}
 
 /* ---- shared pieces ------------------------------------------------------------------------ */
 
@@ -267,17 +305,31 @@ static void feed_forward(cv_model *m, t5 *g, const t5_layer *L, int T, double *h
 }
 
 /* One attention call of the T queries in g->q against n_keys cached keys / values. */
-static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, int T, int n_keys, int q_pos0,
-                        int causal, const float *bias, double *stats, float *capture, cv_error *err) {
+static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, int T, int n_keys,
+                        int q_pos0, int causal, const float *bias, double *stats, float *capture,
+                        cv_error *err) {
     cv_backend *be = m->be;
     const int H = m->cfg.num_heads;
     float *probs = NULL;
     if (capture && !(probs = probs_buffer(m, g, (size_t)H * T * n_keys, err))) return CV_ERR_NOMEM;
-    cv_attn_args a = {.out = g->att, .q = g->q, .k = k, .v = v, .q_stride = g->inner,
-                      .kv_stride = g->inner, .out_stride = g->inner, .T = T, .n_keys = n_keys,
-                      .q_pos0 = q_pos0, .n_heads = H, .n_kv_heads = H, .head_dim = m->cfg.d_kv,
-                      .causal = causal, .scale = 1.0f, /* T5 folds 1/sqrt(d_kv) into its init */
-                      .bias = bias, .stats = stats, .probs = probs};
+    cv_attn_args a = {.out = g->att,
+                      .q = g->q,
+                      .k = k,
+                      .v = v,
+                      .q_stride = g->inner,
+                      .kv_stride = g->inner,
+                      .out_stride = g->inner,
+                      .T = T,
+                      .n_keys = n_keys,
+                      .q_pos0 = q_pos0,
+                      .n_heads = H,
+                      .n_kv_heads = H,
+                      .head_dim = m->cfg.d_kv,
+                      .causal = causal,
+                      .scale = 1.0f, /* T5 folds 1/sqrt(d_kv) into its init */
+                      .bias = bias,
+                      .stats = stats,
+                      .probs = probs};
     be->attention(be, &a);
     if (probs) be->download(be, capture, probs, sizeof(float) * H * T * n_keys);
     return CV_OK;
@@ -290,24 +342,30 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
     t5 *g = m->impl;
     cv_backend *be = m->be;
     const cv_model_config *c = &m->cfg;
-    const int C = c->hidden_size, H = c->num_heads, I = g->inner, NL = c->num_layers, V = c->vocab_size;
+    const int C = c->hidden_size, H = c->num_heads, I = g->inner, NL = c->num_layers,
+              V = c->vocab_size;
     const float eps = (float)c->norm_eps;
     if (!g->x) return cv_fail(err, CV_ERR_RUNTIME, "t5: encode() called before reserve()");
     if (P < 1 || P > m->max_T)
-        return cv_fail(err, CV_ERR_RUNTIME, "t5: encoder input of %d tokens does not fit the reserved %d "
-                                            "(call reserve with max_T >= the prompt length)", P, m->max_T);
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "t5: encoder input of %d tokens does not fit the reserved %d "
+                       "(call reserve with max_T >= the prompt length)",
+                       P, m->max_T);
     if ((size_t)H * P * P > g->bias_cap)
         return cv_fail(err, CV_ERR_RUNTIME, "t5: position bias buffer too small for %d tokens", P);
     for (int t = 0; t < P; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
-            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)", tokens[t], V);
+            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
+                           tokens[t], V);
     m->enc_len = 0;
     cv_status s;
 
     be->embedding(be, g->x, tokens, P, &g->shared, NULL, 0, 1.0f);
-    if (cap && cap->hidden && cap->hidden[0]) be->download(be, cap->hidden[0], g->x, sizeof(float) * P * C);
+    if (cap && cap->hidden && cap->hidden[0])
+        be->download(be, cap->hidden[0], g->x, sizeof(float) * P * C);
     /* computed once from block 0's table; HF passes the same tensor to every block */
-    be->t5_position_bias(be, g->bias, g->enc_table, H, P, P, 0, 1, c->rel_num_buckets, c->rel_max_distance);
+    be->t5_position_bias(be, g->bias, g->enc_table, H, P, P, 0, 1, c->rel_num_buckets,
+                         c->rel_max_distance);
 
     for (int l = 0; l < NL; l++) {
         const t5_layer *L = &g->enc[l];
@@ -326,7 +384,8 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
             be->download(be, cap->hidden[l + 1], g->x, sizeof(float) * P * C);
     }
     be->rmsnorm(be, g->n, g->x, g->enc_norm, P, C, eps, cv_stats_hidden(stats, lay, NL - 1));
-    if (cap && cap->hidden && cap->hidden[NL]) be->download(be, cap->hidden[NL], g->n, sizeof(float) * P * C);
+    if (cap && cap->hidden && cap->hidden[NL])
+        be->download(be, cap->hidden[NL], g->n, sizeof(float) * P * C);
 
     /* cross-attention keys and values of every decoder layer, once per prompt */
     for (int l = 0; l < c->num_decoder_layers; l++) {
@@ -342,8 +401,8 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
 /* ---- decoder ------------------------------------------------------------------------------ */
 
 static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0, double *stats,
-                            const cv_stats_layout *lay, cv_capture *cap, int all_logits, float **logits,
-                            cv_error *err) {
+                            const cv_stats_layout *lay, cv_capture *cap, int all_logits,
+                            float **logits, cv_error *err) {
     t5 *g = m->impl;
     cv_backend *be = m->be;
     const cv_model_config *c = &m->cfg;
@@ -351,25 +410,31 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
     const int V = c->vocab_size, n_keys = pos0 + T, P = m->enc_len;
     const float eps = (float)c->norm_eps;
     if (!g->x) return cv_fail(err, CV_ERR_RUNTIME, "t5: forward() called before reserve()");
-    if (P <= 0) return cv_fail(err, CV_ERR_RUNTIME, "t5: forward() needs encode() first (no encoder output)");
-    if (T < 1 || pos0 < 0 || T > m->max_T || n_keys > m->n_ctx || (all_logits && T > m->logit_rows) ||
-        (size_t)H * T * n_keys > g->bias_cap)
-        return cv_fail(err, CV_ERR_RUNTIME, "t5: %d decoder tokens at position %d exceed the reserved capacity",
-                       T, pos0);
+    if (P <= 0)
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "t5: forward() needs encode() first (no encoder output)");
+    if (T < 1 || pos0 < 0 || T > m->max_T || n_keys > m->n_ctx ||
+        (all_logits && T > m->logit_rows) || (size_t)H * T * n_keys > g->bias_cap)
+        return cv_fail(err, CV_ERR_RUNTIME,
+                       "t5: %d decoder tokens at position %d exceed the reserved capacity", T,
+                       pos0);
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
-            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)", tokens[t], V);
+            return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
+                           tokens[t], V);
     cv_status s;
 
     be->embedding(be, g->x, tokens, T, &g->shared, NULL, 0, 1.0f);
-    if (cap && cap->hidden && cap->hidden[0]) be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
+    if (cap && cap->hidden && cap->hidden[0])
+        be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
     /* causal buckets; the queries sit at pos0.. (HF's cache_position) */
     be->t5_position_bias(be, g->bias, g->dec_table, H, T, n_keys, pos0, 0, c->rel_num_buckets,
                          c->rel_max_distance);
 
     for (int l = 0; l < NL; l++) {
         const t5_layer *L = &g->dec[l];
-        float *kc = g->kcache + (size_t)l * m->n_ctx * I, *vc = g->vcache + (size_t)l * m->n_ctx * I;
+        float *kc = g->kcache + (size_t)l * m->n_ctx * I,
+              *vc = g->vcache + (size_t)l * m->n_ctx * I;
         /* self-attention over the decoder prefix, new keys / values appended to the cache */
         be->rmsnorm(be, g->n, g->x, L->ln_self, T, C, eps, NULL);
         be->matmul(be, g->q, g->n, &L->q, NULL, T);
@@ -384,7 +449,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         size_t off = (size_t)l * m->max_T * I;
         be->rmsnorm(be, g->n, g->x, L->ln_cross, T, C, eps, NULL);
         be->matmul(be, g->q, g->n, &L->cq, NULL, T);
-        if ((s = attend(m, g, g->ckey + off, g->cval + off, T, P, 0, 0, NULL, cv_stats_cross(stats, lay, l),
+        if ((s = attend(m, g, g->ckey + off, g->cval + off, T, P, 0, 0, NULL,
+                        cv_stats_cross(stats, lay, l),
                         cap && want_probs(cap->cross, l) ? cap->cross[l] : NULL, err)))
             return s;
         be->matmul(be, g->o, g->att, &L->co, NULL, T);
@@ -405,7 +471,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
     } else {
         be->rmsnorm(be, g->n, g->x, g->dec_norm, T, C, eps, hs);
         if (want_hidden) be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
-        if (g->dec_norm_lm) { /* tied: hidden state times d_model^-0.5 (HF), into the free q rows */
+        if (g->dec_norm_lm) {
+            /* tied: the final norm output times d_model^-0.5 (HF), into the free o rows */
             be->rmsnorm(be, g->o, g->x + first, g->dec_norm_lm, rows, C, eps, NULL);
             be->matmul(be, g->logits, g->o, &g->lm_head, NULL, rows);
         } else {
@@ -413,8 +480,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         }
     }
     if (stats)
-        be->logits_stats(be, cv_stats_logits(stats, lay), g->logits + (all_logits ? (size_t)(T - 1) * V : 0), V,
-                         lay->topk);
+        be->logits_stats(be, cv_stats_logits(stats, lay),
+                         g->logits + (all_logits ? (size_t)(T - 1) * V : 0), V, lay->topk);
     *logits = g->logits;
     return CV_OK;
 }

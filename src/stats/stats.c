@@ -205,7 +205,8 @@ void cv_hidden_finalize(const double *rec, int D, const cv_sketch *sk, cv_hidden
     out->l2_norm_mean = rows > 0 ? rec[CV_HS_L2SUM] / rows : NAN;
     out->max_abs = rows > 0 ? rec[CV_HS_MAXABS] : NAN;
     if (sk && sk->R && sk->D == D && rows > 0) {
-        /* v = mean over rows in float32 (the reference's X.mean(0)), then the projection in double */
+        /* v = mean over rows in float32 (the reference's X.mean(0)), then the projection in double
+         */
         double *v = malloc(sizeof(double) * (size_t)D);
         if (!v) return;
         for (int d = 0; d < D; d++) v[d] = (double)(float)(rec[CV_HS_FIXED + d] / rows);

@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 typedef struct {
-    double max_abs;   /* max |a - b| */
-    size_t worst;     /* index of that element */
-    double a, b;      /* the two values there */
+    double max_abs; /* max |a - b| */
+    size_t worst;   /* index of that element */
+    double a, b;    /* the two values there */
 } tu_diff;
 
 tu_diff tu_compare(const float *a, const float *b, size_t n);
