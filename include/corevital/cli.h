@@ -1,0 +1,67 @@
+/* cli.h — the `corevital` command line (SPEC §1): the top-level dispatcher, the `run` command's
+ * option parser, the feature table and the subcommand entry points.
+ *
+ * Exit codes: 0 ok; 1 runtime failure (model load, generation, sink) and "no command given"
+ * (help is printed, like the Python reference); 2 usage or configuration error, detected before
+ * anything is loaded (unknown option, bad value, missing required option, bad YAML/env, a
+ * feature not in this build). Every error is one line `error: ...` on stderr. */
+#ifndef COREVITAL_CLI_H
+#define COREVITAL_CLI_H
+
+#include "corevital/common.h"
+#include "corevital/config.h"
+#include "corevital/report.h"
+
+#include <stdio.h>
+
+enum { CV_EXIT_OK = 0, CV_EXIT_RUNTIME = 1, CV_EXIT_USAGE = 2 };
+
+/* The whole program: `corevital <command> ...` (main.c only calls this). */
+int cv_cli_main(int argc, char **argv);
+
+/* Subcommands; argv[0] is the command name. */
+int cv_cmd_run(int argc, char **argv);
+int cv_cmd_tokenize(int argc, char **argv); /* src/cli/cmd_tokenize.c */
+
+/* Capability table: 1 if this build can do `feature`. Features: "cuda", "quantize", "http",
+ * "prometheus", "datadog", "perf". Options needing a missing feature are refused with
+ * "error: ... not available in this build yet" (exit 2) before anything loads. The table is in
+ * run_cmd.c; the issue that delivers a feature flips its entry. */
+int cv_feature_available(const char *feature);
+
+/* One setting from the command line, applied with cv_config_set in command-line order. */
+typedef struct {
+    const char *option; /* "--top_k", for messages */
+    const char *key;    /* config key */
+    const char *value;  /* text form; NULL = null */
+} cv_cli_setting;
+
+#define CV_CLI_MAX_SETTINGS 64
+
+/* The parsed `run` command line. Strings point into argv. */
+typedef struct {
+    const char *prompt;
+    const char *config_path; /* --config */
+    const char *out;         /* --out (a directory, or the trace file when it ends in .json) */
+    const char *threads;     /* --threads */
+    int help;                /* --help / -h given: print help, exit 0 */
+    cv_cli_setting settings[CV_CLI_MAX_SETTINGS];
+    size_t n_settings;
+} cv_run_args;
+
+/* Parse `run` options (argv[0] = "run"). Accepts `--opt value` and `--opt=value`; `--perf`
+ * takes an optional value (bare = summary). Checks types and choices of every value (so
+ * `--top_k abc` fails here) and the required options. CV_ERR_USAGE with a message on error. */
+cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *args, cv_error *err);
+
+/* Build the effective configuration: cv_config_load (defaults < default.yaml < --config <
+ * environment from envp, NULL = process environment), then the flags that were given, then
+ * cv_config_validate and the feature checks. On error cfg is freed and err says why
+ * (CV_ERR_CONFIG / CV_ERR_USAGE / CV_ERR_UNSUPPORTED: all exit 2). */
+cv_status cv_cli_build_config(const cv_run_args *args, char *const *envp, cv_config *cfg,
+                              cv_error *err);
+
+/* The success block printed to stdout (same text as the Python reference). */
+void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location);
+
+#endif

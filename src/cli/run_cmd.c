@@ -1,0 +1,409 @@
+/* run_cmd.c — the `corevital` command line: top-level dispatch, `run` option parsing and
+ * validation, the feature table, and the run itself (config -> cv_run -> sinks -> summary).
+ *
+ * Everything that can be checked without loading a model is checked first (SPEC §1): option
+ * syntax, value types and choices, required options, the YAML/env configuration, ranges and
+ * features missing from this build. Those are usage errors: one `error: ...` line, exit 2.
+ * Failures after that (model load, generation, sink) exit 1. */
+#define _POSIX_C_SOURCE 200809L
+#include "corevital/cli.h"
+
+#include "corevital/log.h"
+#include "corevital/run.h"
+#include "corevital/sinks.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- features ---- */
+
+int cv_feature_available(const char *feature) {
+    static const struct {
+        const char *name;
+        int available;
+    } features[] = {
+#ifdef CV_HAVE_CUDA
+        {"cuda", 1},
+#else
+        {"cuda", 0},
+#endif
+        {"quantize", 0},                                /* NF4 / int8 weights */
+        {"http", 0},                                    /* remote sinks */
+        {"prometheus", 0}, {"datadog", 0}, {"perf", 0}, /* --perf monitoring */
+    };
+    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
+        if (strcmp(features[i].name, feature) == 0) return features[i].available;
+    return 0;
+}
+
+/* ---- help ---- */
+
+static void top_help(FILE *f) {
+    fputs("usage: corevital [--help] [--version] <command> [options]\n"
+          "\n"
+          "CoreVital: run a transformer and record per-step internal statistics as a JSON "
+          "trace.\n"
+          "\n"
+          "commands:\n"
+          "  run        generate from a prompt and write the trace (corevital run --help)\n"
+          "  tokenize   print the token ids of a text (corevital tokenize --help)\n"
+          "\n"
+          "options:\n"
+          "  -h, --help   show this help and exit\n"
+          "  --version    print the version and exit\n",
+          f);
+}
+
+static void run_help(FILE *f) {
+    fputs(
+        "usage: corevital run --model ID_OR_DIR --prompt TEXT [options]\n"
+        "\n"
+        "Generate from PROMPT with fused statistics and write the trace (schema " CV_SCHEMA_VERSION
+        ").\n"
+        "\n"
+        "options:\n"
+        "  --model ID_OR_DIR        model directory (config.json, *.safetensors, tokenizer) or\n"
+        "                           Hugging Face id (required)\n"
+        "  --prompt TEXT            prompt text, UTF-8 (required)\n"
+        "  --max_new_tokens N       tokens to generate, >= 1 (default 20)\n"
+        "  --device {auto,cpu,cuda} (default auto)\n"
+        "  --seed N                 sampling seed (default 42)\n"
+        "  --temperature T          >= 0; 0 = greedy (default 0.8)\n"
+        "  --top_k K                0 disables (default 50)\n"
+        "  --top_p P                in (0, 1]; 1 disables (default 0.95)\n"
+        "  --quantize-4             NF4 weights\n"
+        "  --quantize-8             int8 weights\n"
+        "  --out PATH               output directory (default runs/); a path ending in .json\n"
+        "                           is the trace file itself\n"
+        "  --remote_sink {none,http,prometheus,datadog}\n"
+        "                           also send the trace there (default none)\n"
+        "  --remote_url URL         required with a remote sink\n"
+        "  --config FILE            YAML configuration (keys of configs/default.yaml)\n"
+        "  --log_level {DEBUG,INFO,WARNING,ERROR}\n"
+        "                           log level, logs go to stderr (default INFO)\n"
+        "  --perf [{summary,detailed,strict}]\n"
+        "                           performance monitoring (bare flag = summary)\n"
+        "  --revision REV           model revision (branch, tag or commit) for hub ids\n"
+        "  --threads N              CPU threads (OpenMP), 0 = all cores (default 0)\n"
+        "  -h, --help               show this help and exit\n"
+        "\n"
+        "Precedence: built-in defaults < configs/default.yaml < --config < COREVITAL_*\n"
+        "environment (e.g. COREVITAL_GENERATION_MAX_NEW_TOKENS=5) < options given here.\n"
+        "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n",
+        f);
+}
+
+/* ---- parsing ---- */
+
+typedef enum { O_VALUE, O_FLAG, O_OPTVALUE } opt_kind;
+
+typedef struct {
+    const char *name;
+    const char *key; /* config key, or NULL for options handled specially */
+    opt_kind kind;
+    const char *implicit; /* value of a flag / bare optional-value option */
+} opt_def;
+
+static const opt_def k_opts[] = {
+    {"--model", "model.hf_id", O_VALUE, NULL},
+    {"--prompt", NULL, O_VALUE, NULL},
+    {"--max_new_tokens", "generation.max_new_tokens", O_VALUE, NULL},
+    {"--device", "device.requested", O_VALUE, NULL},
+    {"--seed", "generation.seed", O_VALUE, NULL},
+    {"--temperature", "generation.temperature", O_VALUE, NULL},
+    {"--top_k", "generation.top_k", O_VALUE, NULL},
+    {"--top_p", "generation.top_p", O_VALUE, NULL},
+    {"--quantize-4", "model.load_in_4bit", O_FLAG, "true"},
+    {"--quantize-8", "model.load_in_8bit", O_FLAG, "true"},
+    {"--out", NULL, O_VALUE, NULL},
+    {"--remote_sink", "sink.type", O_VALUE, NULL},
+    {"--remote_url", "sink.remote_url", O_VALUE, NULL},
+    {"--config", NULL, O_VALUE, NULL},
+    {"--log_level", "logging.level", O_VALUE, NULL},
+    {"--perf", "performance.mode", O_OPTVALUE, "summary"},
+    {"--revision", "model.revision", O_VALUE, NULL},
+    {"--threads", NULL, O_VALUE, NULL},
+};
+
+static const opt_def *find_opt(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof k_opts / sizeof k_opts[0]; i++)
+        if (strlen(k_opts[i].name) == len && strncmp(k_opts[i].name, name, len) == 0)
+            return &k_opts[i];
+    return NULL;
+}
+
+/* --remote_sink choices map to sink.type values. */
+static const char *remote_sink_type(const char *v) {
+    if (strcmp(v, "none") == 0) return "local_file";
+    if (strcmp(v, "http") == 0 || strcmp(v, "prometheus") == 0 || strcmp(v, "datadog") == 0)
+        return v;
+    return NULL;
+}
+
+/* Check one value by setting it on a scratch config: the same checks YAML and env get. */
+static cv_status check_value(const char *option, const char *key, const char *value,
+                             cv_error *err) {
+    cv_config scratch;
+    cv_status st = cv_config_init(&scratch, err);
+    if (st != CV_OK) return st;
+    cv_error e;
+    st = cv_config_set(&scratch, key, value, &e);
+    cv_config_free(&scratch);
+    if (st == CV_OK) return CV_OK;
+    /* "generation.top_k: invalid int value: 'x'" -> "argument --top_k: invalid int value: 'x'" */
+    const char *msg = e.msg;
+    size_t kl = strlen(key);
+    if (strncmp(msg, key, kl) == 0 && msg[kl] == ':') msg += kl + 2;
+    return cv_fail(err, CV_ERR_USAGE, "argument %s: %s", option, msg);
+}
+
+static int parse_threads(const char *s, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > 4096) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static cv_status add_setting(cv_run_args *a, const char *option, const char *key, const char *value,
+                             cv_error *err) {
+    if (a->n_settings == CV_CLI_MAX_SETTINGS) return cv_fail(err, CV_ERR_USAGE, "too many options");
+    cv_cli_setting *s = &a->settings[a->n_settings++];
+    s->option = option;
+    s->key = key;
+    s->value = value;
+    return CV_OK;
+}
+
+cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err) {
+    memset(a, 0, sizeof *a);
+    /* --help wins wherever it is, like argparse. */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            a->help = 1;
+            return CV_OK;
+        }
+    int have_model = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+            return cv_fail(err, CV_ERR_USAGE, "unrecognized arguments: %s", arg);
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        const opt_def *o = find_opt(arg, nlen);
+        if (!o) return cv_fail(err, CV_ERR_USAGE, "unrecognized arguments: %.*s", (int)nlen, arg);
+        const char *value = NULL;
+        if (o->kind == O_FLAG) {
+            if (eq)
+                return cv_fail(err, CV_ERR_USAGE, "argument %s: ignored explicit argument '%s'",
+                               o->name, eq + 1);
+            value = o->implicit;
+        } else if (eq) {
+            value = eq + 1;
+        } else if (o->kind == O_OPTVALUE) {
+            /* A following word that is not an option is the value (argparse nargs='?'). */
+            if (i + 1 < argc && argv[i + 1][0] != '-')
+                value = argv[++i];
+            else
+                value = o->implicit;
+        } else {
+            if (i + 1 >= argc)
+                return cv_fail(err, CV_ERR_USAGE, "argument %s: expected one argument", o->name);
+            value = argv[++i];
+        }
+
+        if (strcmp(o->name, "--prompt") == 0) {
+            a->prompt = value;
+        } else if (strcmp(o->name, "--config") == 0) {
+            a->config_path = value;
+        } else if (strcmp(o->name, "--out") == 0) {
+            if (!*value) return cv_fail(err, CV_ERR_USAGE, "argument --out: empty path");
+            a->out = value;
+        } else if (strcmp(o->name, "--threads") == 0) {
+            int t;
+            if (parse_threads(value, &t) != 0)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "argument --threads: invalid value: '%s' (an integer 0..4096)",
+                               value);
+            a->threads = value;
+        } else if (strcmp(o->name, "--remote_sink") == 0) {
+            const char *type = remote_sink_type(value);
+            if (!type)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "argument --remote_sink: invalid choice: '%s' (choose from 'none', "
+                               "'http', 'prometheus', 'datadog')",
+                               value);
+            cv_status st = add_setting(a, o->name, o->key, type, err);
+            if (st != CV_OK) return st;
+        } else {
+            cv_status st = check_value(o->name, o->key, value, err);
+            if (st == CV_OK) st = add_setting(a, o->name, o->key, value, err);
+            if (st != CV_OK) return st;
+            if (strcmp(o->name, "--model") == 0) have_model = 1;
+        }
+    }
+    if (!have_model || !a->prompt)
+        return cv_fail(err, CV_ERR_USAGE, "the following arguments are required: %s%s%s",
+                       have_model ? "" : "--model", !have_model && !a->prompt ? ", " : "",
+                       a->prompt ? "" : "--prompt");
+    return CV_OK;
+}
+
+static int ends_with_json(const char *s) {
+    size_t n = strlen(s);
+    return n > 5 && strcmp(s + n - 5, ".json") == 0;
+}
+
+/* Refuse settings whose feature is not in this build (SPEC §1, exit 2). */
+static cv_status check_features(const cv_config *c, cv_error *err) {
+    if (strcmp(c->device.requested, "cuda") == 0 && !cv_feature_available("cuda"))
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "device 'cuda' (--device / device.requested) is not available in this build "
+                       "yet: built without CUDA");
+    if ((c->model.load_in_4bit || c->model.load_in_8bit) && !cv_feature_available("quantize"))
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "quantization (%s / model.load_in_%s) is not available in this build yet",
+                       c->model.load_in_4bit ? "--quantize-4" : "--quantize-8",
+                       c->model.load_in_4bit ? "4bit" : "8bit");
+    if (strcmp(c->sink.type, "local_file") != 0 && !cv_feature_available(c->sink.type))
+        return cv_fail(
+            err, CV_ERR_UNSUPPORTED,
+            "remote sink '%s' (--remote_sink / sink.type) is not available in this build "
+            "yet",
+            c->sink.type);
+    if (c->performance.mode && !cv_feature_available("perf"))
+        return cv_fail(err, CV_ERR_UNSUPPORTED,
+                       "--perf (performance.mode '%s') is not available in this build yet",
+                       c->performance.mode);
+    return CV_OK;
+}
+
+cv_status cv_cli_build_config(const cv_run_args *a, char *const *envp, cv_config *cfg,
+                              cv_error *err) {
+    cv_status st = cv_config_load(cfg, a->config_path, envp, err);
+    if (st != CV_OK) return st; /* cfg already freed */
+    for (size_t i = 0; i < a->n_settings && st == CV_OK; i++) {
+        st = cv_config_set(cfg, a->settings[i].key, a->settings[i].value, err);
+        if (st != CV_OK) cv_error_prefix(err, "argument %s", a->settings[i].option);
+    }
+    if (st == CV_OK && a->out) {
+        if (ends_with_json(a->out)) {
+            cfg->out_path = strdup(a->out);
+            if (!cfg->out_path) st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
+        } else {
+            st = cv_config_set(cfg, "sink.output_dir", a->out, err);
+        }
+    }
+    if (st == CV_OK && a->threads) cfg->threads = atoi(a->threads);
+    if (st == CV_OK) {
+        st = cv_config_validate(cfg, err);
+        /* Name the flag when the bad value came from the command line. */
+        for (size_t i = 0; st != CV_OK && err && i < a->n_settings; i++) {
+            size_t kl = strlen(a->settings[i].key);
+            if (strncmp(err->msg, a->settings[i].key, kl) == 0 && err->msg[kl] == ':') {
+                char rest[sizeof err->msg];
+                snprintf(rest, sizeof rest, "%s", err->msg + kl + 1);
+                cv_fail(err, st, "argument %s:%s", a->settings[i].option, rest);
+                break;
+            }
+        }
+    }
+    if (st == CV_OK) st = check_features(cfg, err);
+    if (st != CV_OK) cv_config_free(cfg);
+    return st;
+}
+
+/* ---- output ---- */
+
+void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location) {
+    static const char rule[] = "============================================================";
+    fprintf(out, "\n%s\n\xE2\x9C\x93 Monitoring Complete\n%s\n", rule, rule);
+    fprintf(out, "Model:           %s\n", rep->model.hf_id ? rep->model.hf_id : "");
+    fprintf(out, "Total steps:     %lld\n", (long long)rep->summary.total_steps);
+    fprintf(out, "Elapsed time:    %lldms\n", (long long)rep->summary.elapsed_ms);
+    fprintf(out, "Output file:     %s\n", location);
+    if (rep->n_warnings) {
+        fprintf(out, "\nWarnings (%zu):\n", rep->n_warnings);
+        for (size_t i = 0; i < rep->n_warnings; i++)
+            fprintf(out, "  - [%s] %s\n", rep->warnings[i].code, rep->warnings[i].message);
+    }
+    fprintf(out, "%s\n\n", rule);
+}
+
+/* ---- commands ---- */
+
+int cv_cmd_run(int argc, char **argv) {
+    cv_run_args args;
+    cv_error err = {CV_OK, ""};
+    if (cv_cli_parse_run(argc, argv, &args, &err) != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CV_EXIT_USAGE;
+    }
+    if (args.help) {
+        run_help(stdout);
+        return CV_EXIT_OK;
+    }
+    cv_config cfg;
+    if (cv_cli_build_config(&args, NULL, &cfg, &err) != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CV_EXIT_USAGE;
+    }
+    cv_log_level level;
+    if (cv_log_parse_level(cfg.logging.level, &level) == 0) cv_log_set_level(level);
+    if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
+    CV_INFO("Starting CoreVital v%s", COREVITAL_VERSION);
+    CV_INFO("Model: %s", cfg.model.hf_id);
+    CV_INFO("Device: %s", cfg.device.requested);
+
+    cv_report rep;
+    memset(&rep, 0, sizeof rep);
+    int rc = CV_EXIT_OK;
+    char location[4096];
+    cv_status st = cv_run(&cfg, args.prompt, &rep, &err);
+    if (st == CV_OK && !rep.trace_id[0]) {
+        /* cv_run is expected to cv_report_init its output; cover a producer that did not. */
+        snprintf(rep.schema_version, sizeof rep.schema_version, "%s", CV_SCHEMA_VERSION);
+        cv_utc_timestamp(rep.created_at_utc);
+        st = cv_uuid_v4(rep.trace_id, &err);
+    }
+    /* run_config mirrors the effective configuration, whoever produced the rest. */
+    if (st == CV_OK) st = cv_report_fill_run_config(&rep, &cfg, &err);
+    if (st != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        rc = CV_EXIT_RUNTIME;
+    } else if (cv_sinks_write(&cfg, &rep, location, sizeof location, &err) != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        rc = CV_EXIT_RUNTIME;
+    } else {
+        cv_cli_print_summary(stdout, &rep, location);
+        fflush(stdout);
+    }
+    cv_report_free(&rep);
+    cv_config_free(&cfg);
+    return rc;
+}
+
+int cv_cli_main(int argc, char **argv) {
+    if (argc < 2) {
+        top_help(stdout);
+        return CV_EXIT_RUNTIME; /* like the reference: help, exit 1 */
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0) {
+        printf("corevital %s\n", COREVITAL_VERSION);
+        return CV_EXIT_OK;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        top_help(stdout);
+        return CV_EXIT_OK;
+    }
+    if (strcmp(cmd, "run") == 0) return cv_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0) return cv_cmd_tokenize(argc - 1, argv + 1);
+    if (cmd[0] == '-')
+        fprintf(stderr, "error: unrecognized arguments: %s (see corevital --help)\n", cmd);
+    else
+        fprintf(stderr, "error: invalid choice: '%s' (choose from 'run', 'tokenize')\n", cmd);
+    return CV_EXIT_USAGE;
+}
