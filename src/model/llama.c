@@ -20,7 +20,7 @@
 #include <string.h>
 
 typedef struct {
-    float *in_norm, *post_norm, *bq, *bk, *bv;
+    float *in_norm, *post_norm, *bq, *bk, *bv, *bo;
     cv_weight wq, wk, wv, wo, wg, wu, wd;
 } llama_layer;
 
@@ -80,6 +80,10 @@ static cv_status load_layer(cv_model *m, llama *g, llama_layer *L, int l, cv_err
         ((s = cv_model_vector(m, &L->bq, NAME("self_attn.q_proj.bias"), g->qdim, err)) ||
          (s = cv_model_vector(m, &L->bk, NAME("self_attn.k_proj.bias"), g->kvdim, err)) ||
          (s = cv_model_vector(m, &L->bv, NAME("self_attn.v_proj.bias"), g->kvdim, err))))
+        return s;
+    /* Llama's attention_bias also biases o_proj; Qwen2's q/k/v biases do not */
+    if (c->attention_out_bias &&
+        (s = cv_model_vector(m, &L->bo, NAME("self_attn.o_proj.bias"), C, err)))
         return s;
 #undef NAME
     return CV_OK;
@@ -226,7 +230,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
                           .probs = probs};
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);
-        be->matmul(be, g->o, g->att, &L->wo, NULL, T);
+        be->matmul(be, g->o, g->att, &L->wo, L->bo, T);
         be->residual_add(be, g->x, g->o, T, C, NULL);
         be->rmsnorm(be, g->n, g->x, L->post_norm, T, C, eps, NULL);
         be->matmul(be, g->gate, g->n, &L->wg, NULL, T); /* (T, F) */
