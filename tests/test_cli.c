@@ -185,8 +185,12 @@ END_TEST
 
 START_TEST(cross_field_and_features) {
     expect_usage(run_cli(NULL, 8, "run", M, P, "--remote_sink", "http"), "--remote_url");
-    expect_usage(run_cli(NULL, 8, "run", M, P, "--quantize-4", "--quantize-8"),
-                 "mutually exclusive");
+    /* both quantize flags are accepted: 4-bit wins with a warning at load (issue 11) */
+    expect_usage(run_cli(NULL, 8, "run", M, P, "--remote_sink", "prometheus"), "--remote_url");
+    {
+        const char *env[] = {"DD_API_KEY=", NULL};
+        expect_usage(run_cli(env, 8, "run", M, P, "--remote_sink", "datadog"), "DD_API_KEY");
+    }
     if (!cv_feature_available("http"))
         expect_usage(run_cli(NULL, 10, "run", M, P, "--remote_sink", "http", "--remote_url",
                              "http://127.0.0.1:9/x"),

@@ -267,6 +267,37 @@ START_TEST(test_runtime_errors_exit_1) {
 }
 END_TEST
 
+/* A remote sink that cannot be reached: exit 0, the local trace written, SINK_FAILED in it. */
+START_TEST(test_remote_failure_keeps_local_trace) {
+    const char *tmp = tu_tmpdir("e2e-sink");
+    char out[600];
+    snprintf(out, sizeof out, "%s/t.json", tmp);
+    const char *args[] = {"run",
+                          "--model",
+                          "tests/fixtures/gpt2-tiny",
+                          "--prompt",
+                          "hi",
+                          "--max_new_tokens",
+                          "2",
+                          "--remote_sink",
+                          "http",
+                          "--remote_url",
+                          "http://127.0.0.1:9/traces",
+                          "--out",
+                          out,
+                          NULL};
+    ck_assert_int_eq(run(args), 0);
+    cJSON *doc = load_valid_trace(out);
+    const cJSON *w = get(doc, "warnings");
+    int found = 0;
+    for (int i = 0; i < cJSON_GetArraySize(w); i++)
+        found |= strcmp(get(cJSON_GetArrayItem(w, i), "code")->valuestring, "SINK_FAILED") == 0;
+    ck_assert_msg(found, "no SINK_FAILED warning in the local trace");
+    cJSON_Delete(doc);
+    tu_rmtree(tmp);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("e2e");
     TCase *tc = tcase_create("binary");
@@ -277,6 +308,7 @@ int main(void) {
     tcase_add_test(tc, test_llama3_tokenizer_run);
     tcase_add_test(tc, test_sampling_reproducible_and_out_forms);
     tcase_add_test(tc, test_runtime_errors_exit_1);
+    tcase_add_test(tc, test_remote_failure_keeps_local_trace);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -62,9 +62,11 @@ struct cv_config {
         } logits;
     } summaries;
     struct {
-        char *type;       /* local_file, http, datadog, prometheus */
-        char *output_dir; /* "runs" */
-        char *remote_url; /* NULL unless a remote sink is used */
+        char *type;                /* local_file, http, datadog, prometheus */
+        char *output_dir;          /* "runs" */
+        char *remote_url;          /* NULL unless a remote sink is used */
+        char *prometheus_textfile; /* prometheus: textfile-collector output path, or NULL */
+        int http_gzip;             /* http: gzip the request body */
     } sink;
     struct {
         char *level;  /* DEBUG, INFO, WARNING, ERROR */

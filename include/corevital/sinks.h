@@ -11,6 +11,7 @@
 
 #include "corevital/common.h"
 #include "corevital/config.h"
+#include "corevital/remote_sinks.h"
 #include "corevital/report.h"
 
 /* Write the trace. Exactly one of output_dir / out_file is used: out_file when non-NULL, else
@@ -27,5 +28,8 @@ cv_status cv_mkdir_p(const char *path, cv_error *err);
  * (CV_ERR_UNSUPPORTED); the CLI rejects them before the run. */
 cv_status cv_sinks_write(const cv_config *cfg, cv_report *rep, char *location, size_t location_size,
                          cv_error *err);
+
+/* The remote sink settings of a config (sink.type, remote_url, prometheus_textfile, http_gzip). */
+cv_status cv_remote_opts_from_config(const cv_config *cfg, cv_remote_opts *ro, cv_error *err);
 
 #endif

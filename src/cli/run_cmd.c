@@ -7,6 +7,8 @@
  * Failures after that (model load, generation, sink) exit 1. */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/cli.h"
+#include "corevital/remote_sinks.h"
+#include "corevital/sinks.h"
 
 #include "corevital/log.h"
 #include "corevital/run.h"
@@ -29,9 +31,9 @@ int cv_feature_available(const char *feature) {
 #else
         {"cuda", 0},
 #endif
-        {"quantize", 0},                                /* NF4 / int8 weights */
-        {"http", 0},                                    /* remote sinks */
-        {"prometheus", 0}, {"datadog", 0}, {"perf", 0}, /* --perf monitoring */
+        {"quantize", 1},                                /* NF4 / int8 weights */
+        {"http", 1},                                    /* remote sinks */
+        {"prometheus", 1}, {"datadog", 1}, {"perf", 0}, /* --perf monitoring */
     };
     for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
         if (strcmp(features[i].name, feature) == 0) return features[i].available;
@@ -273,6 +275,12 @@ static cv_status check_features(const cv_config *c, cv_error *err) {
             "remote sink '%s' (--remote_sink / sink.type) is not available in this build "
             "yet",
             c->sink.type);
+    if (strcmp(c->sink.type, "local_file") != 0) { /* the remote sink is checked before loading */
+        cv_remote_opts ro;
+        cv_status st = cv_remote_opts_from_config(c, &ro, err);
+        if (st == CV_OK) st = cv_remote_validate(&ro, err);
+        if (st != CV_OK) return st;
+    }
     if (c->performance.mode && !cv_feature_available("perf"))
         return cv_fail(err, CV_ERR_UNSUPPORTED,
                        "--perf (performance.mode '%s') is not available in this build yet",

@@ -68,6 +68,8 @@ static const key_def k_keys[] = {
     {"sink.type", KT_STR, OFF(sink.type), k_sinks},
     {"sink.output_dir", KT_STR, OFF(sink.output_dir), NULL},
     {"sink.remote_url", KT_NSTR, OFF(sink.remote_url), NULL},
+    {"sink.prometheus_textfile", KT_NSTR, OFF(sink.prometheus_textfile), NULL},
+    {"sink.http_gzip", KT_BOOL, OFF(sink.http_gzip), NULL},
     {"logging.level", KT_STR, OFF(logging.level), k_levels},
     {"logging.format", KT_STR, OFF(logging.format), NULL},
     {"performance.mode", KT_NSTR, OFF(performance.mode), k_perf},
@@ -582,18 +584,19 @@ cv_status cv_config_validate(cv_config *c, cv_error *err) {
         {!(c->generation.top_p > 0 && c->generation.top_p <= 1),
          "generation.top_p: must be in (0, 1]"},
         {c->summaries.hidden.sketch.dim < 0, "summaries.hidden.sketch.dim: must be >= 0"},
-        {c->summaries.hidden.sketch.dim > 65536, "summaries.hidden.sketch.dim: must be <= 65536"},
+        {c->summaries.hidden.sketch.dim > 256, "summaries.hidden.sketch.dim: must be <= 256"},
         {c->summaries.hidden.sketch.seed < 0 || c->summaries.hidden.sketch.seed > 4294967295LL,
          "summaries.hidden.sketch.seed: must be in [0, 2^32-1] (numpy seed)"},
         {c->summaries.logits.topk < 1, "summaries.logits.topk: must be >= 1"},
         {c->threads < 0, "--threads: must be >= 0 (0 = OpenMP default)"},
         {!c->model.hf_id || !*c->model.hf_id, "model.hf_id: must not be empty"},
         {!c->sink.output_dir || !*c->sink.output_dir, "sink.output_dir: must not be empty"},
-        {c->model.load_in_4bit && c->model.load_in_8bit,
-         "model.load_in_4bit and model.load_in_8bit (--quantize-4, --quantize-8) are mutually "
-         "exclusive"},
-        {strcmp(c->sink.type, "local_file") != 0 && (!c->sink.remote_url || !*c->sink.remote_url),
-         "sink.remote_url: required when the sink type is not local_file (--remote_url)"},
+        {strcmp(c->sink.type, "http") == 0 && (!c->sink.remote_url || !*c->sink.remote_url),
+         "sink.remote_url: required when the sink type is http (--remote_url)"},
+        {strcmp(c->sink.type, "prometheus") == 0 && (!c->sink.remote_url || !*c->sink.remote_url) &&
+             (!c->sink.prometheus_textfile || !*c->sink.prometheus_textfile),
+         "sink.remote_url: the prometheus sink needs a Pushgateway URL (--remote_url) or "
+         "sink.prometheus_textfile"},
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].bad) return cv_fail(err, CV_ERR_CONFIG, "%s", checks[i].msg);

@@ -8,6 +8,8 @@
  * plus rename(). An explicit --out FILE.json is replaced with rename(). */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/sinks.h"
+#include "corevital/log.h"
+#include "corevital/remote_sinks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -179,9 +181,35 @@ cv_status cv_sinks_write(const cv_config *cfg, cv_report *rep, char *location, s
     cv_status st =
         cv_local_sink_write(cfg->sink.output_dir, cfg->out_path, rep, location, location_size, err);
     if (st != CV_OK) return st;
-    if (cfg->sink.type && strcmp(cfg->sink.type, "local_file") != 0)
-        return cv_fail(err, CV_ERR_UNSUPPORTED,
-                       "sink '%s' is not available in this build yet (the trace was written to %s)",
-                       cfg->sink.type, location ? location : "the local file");
+    if (!cfg->sink.type || strcmp(cfg->sink.type, "local_file") == 0) return CV_OK;
+    /* The local trace is safe on disk; a remote failure only adds a warning to it. */
+    cv_remote_opts ro;
+    cv_error rerr = {0};
+    char *json = NULL, remote[2048];
+    cv_status rs = cv_remote_opts_from_config(cfg, &ro, &rerr);
+    if (rs == CV_OK) rs = cv_read_file(location, &json, NULL, &rerr);
+    if (rs == CV_OK) rs = cv_remote_send(&ro, json, NULL, remote, sizeof remote, &rerr);
+    free(json);
+    if (rs == CV_OK) {
+        CV_INFO("Remote sink %s: delivered to %s", cfg->sink.type, remote);
+        return CV_OK;
+    }
+    CV_WARN("remote sink %s failed: %s (the local trace is kept)", cfg->sink.type, rerr.msg);
+    if (cv_report_add_warning(rep, "SINK_FAILED", "remote sink %s failed: %s", cfg->sink.type,
+                              rerr.msg) == CV_OK) {
+        char again[4096];
+        snprintf(again, sizeof again, "%s", location);
+        cv_local_sink_write(NULL, again, rep, location, location_size, err);
+    }
+    return CV_OK;
+}
+
+cv_status cv_remote_opts_from_config(const cv_config *cfg, cv_remote_opts *ro, cv_error *err) {
+    memset(ro, 0, sizeof *ro);
+    if (cv_remote_kind_parse(cfg->sink.type, &ro->kind) != 0)
+        return cv_fail(err, CV_ERR_USAGE, "unknown sink type '%s'", cfg->sink.type);
+    ro->url = cfg->sink.remote_url;
+    ro->textfile_path = cfg->sink.prometheus_textfile;
+    ro->gzip = cfg->sink.http_gzip;
     return CV_OK;
 }
