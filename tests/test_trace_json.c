@@ -624,10 +624,14 @@ START_TEST(dispatcher_uses_config) {
     ck_assert_int_eq(cv_sinks_write(&cfg, &r, loc, sizeof loc, &e), CV_OK);
     snprintf(want, sizeof want, "%s/trace_%.8s.json", g_tmp, r.trace_id);
     ck_assert_str_eq(loc, want);
-    /* A remote sink type is not dispatched yet: the local file is still written first. */
+    /* A remote sink that fails (here: no URL to reach) never loses the local file: it is written
+     * first, the failure becomes a SINK_FAILED warning inside it, and the call succeeds. */
     ck_assert_int_eq(cv_config_set(&cfg, "sink.type", "http", &e), CV_OK);
-    ck_assert_int_eq(cv_sinks_write(&cfg, &r, loc, sizeof loc, &e), CV_ERR_UNSUPPORTED);
+    size_t warnings_before = r.n_warnings;
+    ck_assert_int_eq(cv_sinks_write(&cfg, &r, loc, sizeof loc, &e), CV_OK);
     ck_assert_int_eq(count_entries(g_tmp), 2);
+    ck_assert_uint_eq(r.n_warnings, warnings_before + 1);
+    ck_assert_str_eq(r.warnings[r.n_warnings - 1].code, "SINK_FAILED");
     cv_report_free(&r);
     cv_config_free(&cfg);
     rm_tree(g_tmp);
