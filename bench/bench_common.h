@@ -7,7 +7,7 @@
 #ifndef COREVITAL_BENCH_COMMON_H
 #define COREVITAL_BENCH_COMMON_H
 
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* realpath, symlink, mkdir */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -38,7 +38,7 @@ static inline double bench_median(double *v, int n) {
 
 /* Median wall time (ms) of fn(arg) over reps runs after one warm-up. */
 static inline double bench_time_ms(void (*fn)(void *), void *arg, int reps) {
-    double t[64];
+    double t[64] = {0};
     if (reps > 64) reps = 64;
     fn(arg);
     for (int i = 0; i < reps; i++) {
