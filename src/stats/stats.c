@@ -190,11 +190,13 @@ static double round2(double x) {
 static void sketch_project(const double *v, const cv_sketch *sk, cv_hidden_stats *out) {
     out->sketch_dim = sk ? sk->dim : 0;
     if (!sk || !sk->R) return;
-    for (int j = 0; j < sk->dim; j++) {
-        double acc = 0.0;
-        for (int d = 0; d < sk->D; d++) acc += v[d] * sk->R[(size_t)d * sk->dim + j];
-        out->sketch[j] = round2(acc);
+    /* rows of R in order (contiguous): each output keeps the d-ascending summation order */
+    double acc[256] = {0};
+    for (int d = 0; d < sk->D; d++) {
+        const double *r = sk->R + (size_t)d * sk->dim;
+        for (int j = 0; j < sk->dim; j++) acc[j] += v[d] * r[j];
     }
+    for (int j = 0; j < sk->dim; j++) out->sketch[j] = round2(acc[j]);
 }
 
 void cv_hidden_finalize(const double *rec, int D, const cv_sketch *sk, cv_hidden_stats *out) {
