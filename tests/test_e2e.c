@@ -63,7 +63,7 @@ static const cJSON *get(const cJSON *o, const char *path) { /* "a.b.c" */
 }
 
 /* Greedy run of prompt p0 of a fixture: tokens equal HF's greedy ids. */
-static void greedy_matches_hf(const char *fixture, int n_tokens) {
+static void greedy_matches_hf(const char *fixture, int n_tokens, int seq2seq) {
     char dir[256], refp[300], out[600];
     snprintf(dir, sizeof dir, "tests/fixtures/%s", fixture);
     snprintf(refp, sizeof refp, "%s/ref.safetensors", dir);
@@ -97,7 +97,23 @@ static void greedy_matches_hf(const char *fixture, int n_tokens) {
     ck_assert_int_eq(cJSON_GetArraySize(tl), n);
     ck_assert_int_eq(get(cJSON_GetArrayItem(tl, 0), "step_index")->valueint, (int)P);
     ck_assert_int_eq(get(doc, "summary.total_steps")->valueint, (int)P + n);
-    ck_assert(cJSON_IsNull(get(doc, "encoder_layers")));
+    if (!seq2seq) {
+        ck_assert(cJSON_IsNull(get(doc, "encoder_layers")));
+        ck_assert(cJSON_IsNull(get(cJSON_GetArrayItem(get(cJSON_GetArrayItem(tl, 0), "layers"), 0),
+                                   "cross_attention")));
+    } else { /* one summary per encoder layer; every decoder layer has cross-attention */
+        const cJSON *enc = get(doc, "encoder_layers");
+        ck_assert_int_eq(cJSON_GetArraySize(enc), get(doc, "model.num_layers")->valueint);
+        ck_assert(cJSON_IsNull(get(cJSON_GetArrayItem(enc, 0), "cross_attention")));
+        for (int i = 0; i < n; i++) {
+            const cJSON *layers = get(cJSON_GetArrayItem(tl, i), "layers");
+            for (int j = 0; j < cJSON_GetArraySize(layers); j++) {
+                const cJSON *x = get(cJSON_GetArrayItem(layers, j), "cross_attention");
+                ck_assert(cJSON_IsObject(x));
+                ck_assert(cJSON_IsNumber(get(x, "entropy_mean")));
+            }
+        }
+    }
     cJSON_Delete(doc);
     free(want);
     free(want_prompt);
@@ -106,11 +122,19 @@ static void greedy_matches_hf(const char *fixture, int n_tokens) {
 }
 
 START_TEST(test_gpt2_greedy_trace) {
-    greedy_matches_hf("gpt2-tiny", 32);
+    greedy_matches_hf("gpt2-tiny", 32, 0);
 }
 END_TEST
 START_TEST(test_llama_greedy_trace) {
-    greedy_matches_hf("llama-tiny", 32);
+    greedy_matches_hf("llama-tiny", 32, 0);
+}
+END_TEST
+START_TEST(test_t5_greedy_trace) {
+    greedy_matches_hf("t5-tiny", 16, 1);
+}
+END_TEST
+START_TEST(test_t5v11_greedy_trace) {
+    greedy_matches_hf("t5v11-tiny", 16, 1);
 }
 END_TEST
 
@@ -304,6 +328,8 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_gpt2_greedy_trace);
     tcase_add_test(tc, test_llama_greedy_trace);
+    tcase_add_test(tc, test_t5_greedy_trace);
+    tcase_add_test(tc, test_t5v11_greedy_trace);
     tcase_add_test(tc, test_llama2_tokenizer_run);
     tcase_add_test(tc, test_llama3_tokenizer_run);
     tcase_add_test(tc, test_sampling_reproducible_and_out_forms);
