@@ -40,6 +40,7 @@ static inline double bench_median(double *v, int n) {
 static inline double bench_time_ms(void (*fn)(void *), void *arg, int reps) {
     double t[64] = {0};
     if (reps > 64) reps = 64;
+    if (reps < 1) reps = 1;
     fn(arg);
     for (int i = 0; i < reps; i++) {
         double t0 = bench_now_ms();

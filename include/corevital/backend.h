@@ -23,7 +23,8 @@ typedef enum { CV_WFMT_DENSE = 0, CV_WFMT_INT8, CV_WFMT_NF4 } cv_weight_format;
 /* A matrix weight (out, in). Dense: `data` holds rows*cols elements of `dtype`.
  * INT8: `data` int8 (rows, cols), `scales` one fp32 absmax/127 per row.
  * NF4: `data` packed codes, two per byte (first in the high nibble), `scales` one fp32 absmax per
- * block of `block` consecutive weights of a row. */
+ * block of `block` consecutive weights of the row-major flattened matrix (bitsandbytes'
+ * layout; blocks align with rows when cols % block == 0). */
 typedef struct {
     const void *data;
     const float *scales;
@@ -68,7 +69,7 @@ struct cv_backend {
     cv_status (*weight_upload)(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
                                int64_t rows, int64_t cols, cv_error *err);
     /* Make an already quantized matrix resident: INT8 (data int8 (rows, cols), scales (rows)) or
-     * NF4 (data (rows * cols / 2) packed bytes, scales (rows * cols / block)). Copies. */
+     * NF4 (data ((rows * cols + 1) / 2) packed bytes, scales (ceil(rows * cols / block))). Copies. */
     cv_status (*weight_upload_quant)(cv_backend *b, cv_weight *w, const void *data,
                                      const float *scales, cv_weight_format format, int64_t rows,
                                      int64_t cols, int block, cv_error *err);

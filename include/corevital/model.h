@@ -103,6 +103,9 @@ cv_status cv_model_upload_linear(cv_model *m, cv_weight *w, const void *host, cv
  * needed), for callers that upload parts of it (GPT-2 c_attn -> q, k, v). */
 cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int64_t cols,
                                int transpose, const void **host, cv_dtype *dtype, cv_error *err);
+/* Free a host buffer returned by cv_model_host_matrix once nothing points into it any more
+ * (quantized uploads copy; mmap-backed data is left alone). */
+void cv_model_release_host(cv_model *m, const void *host);
 /* Upload host rows as a weight the model owns (freed with the model). */
 cv_status cv_model_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype dtype, int64_t rows,
                           int64_t cols, cv_error *err);

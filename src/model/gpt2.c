@@ -61,6 +61,7 @@ static cv_status load_layer(cv_model *m, gpt2_layer *L, int l, cv_error *err) {
         (s = cv_model_upload_linear(m, &L->wk, (const char *)host + rowb * C, dt, C, C, err)) ||
         (s = cv_model_upload_linear(m, &L->wv, (const char *)host + 2 * rowb * C, dt, C, C, err)))
         return s;
+    if (m->quant != CV_WFMT_DENSE) cv_model_release_host(m, host); /* q, k, v were copied */
     return CV_OK;
 }
 

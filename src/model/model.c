@@ -237,7 +237,17 @@ cv_status cv_model_linear(cv_model *m, cv_weight *w, const char *name, int64_t r
     if (s != CV_OK) return s;
     s = cv_model_upload_linear(m, w, host, dt, rows, cols, err);
     if (s != CV_OK) cv_error_prefix(err, "tensor '%s'", name);
+    if (m->quant != CV_WFMT_DENSE) cv_model_release_host(m, host); /* the quantized copy is kept */
     return s;
+}
+
+void cv_model_release_host(cv_model *m, const void *host) {
+    for (size_t i = 0; i < m->n_host_bufs; i++)
+        if (m->host_bufs[i] == host) {
+            free(m->host_bufs[i]);
+            m->host_bufs[i] = m->host_bufs[--m->n_host_bufs];
+            return;
+        }
 }
 
 void *cv_model_alloc(cv_model *m, size_t bytes, cv_error *err) {
