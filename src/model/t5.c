@@ -19,6 +19,7 @@
  *       x = x + ff(rmsnorm(x))            hidden stats of block l
  *   h = rmsnorm(x)                         decoder.final_layer_norm: stats of the last block
  *   logits = (h * d_model^-0.5) . shared^T when tie_word_embeddings, else h . lm_head^T
+ *            (the rescale follows "scale_decoder_outputs" instead when config.json has it)
  *
  * ff: relu (DenseReluDense.wi, wo) or gated (wi_0, wi_1, wo: act(wi_0 x) * wi_1 x, act gelu_new
  * or silu). The inner attention width H * d_kv may differ from d_model (flan-t5-small). Tensor
@@ -26,6 +27,7 @@
  * encoder.embed_tokens.weight instead. Every linear layer has no bias. */
 #include "corevital/model.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +46,7 @@ typedef struct {
     cv_weight shared, lm_head;
     float *enc_table, *dec_table; /* relative_attention_bias (num_buckets, H), backend memory */
     float *enc_norm, *dec_norm;
-    float *dec_norm_lm; /* dec_norm * d_model^-0.5 (tied lm_head only): the rescaled output */
+    float *dec_norm_lm; /* dec_norm * d_model^-0.5 when the output is rescaled, else NULL */
     t5_layer *enc, *dec;
     t5_ff_kind ff;
     int inner; /* num_heads * d_kv */
@@ -124,6 +126,27 @@ static cv_status load_table(cv_model *m, float **dst, const char *stack, cv_erro
     return *dst ? CV_OK : CV_ERR_NOMEM;
 }
 
+/* transformers >= 5.17 saves "scale_decoder_outputs", which decides the d_model^-0.5 rescale
+ * before the lm_head when present; older configs derive it from tie_word_embeddings (the
+ * default passed in *scale). Read here because cv_model_config does not carry the key. */
+static cv_status read_scale_flag(const cv_model *m, int *scale, cv_error *err) {
+    char path[4200], *text = NULL;
+    size_t len = 0;
+    cv_status s = cv_path_join(path, sizeof path, m->dir, "config.json", err);
+    if (s == CV_OK) s = cv_read_file(path, &text, &len, err);
+    if (s != CV_OK) return s;
+    cJSON *root = cJSON_Parse(text);
+    const cJSON *v = root ? cJSON_GetObjectItemCaseSensitive(root, "scale_decoder_outputs") : NULL;
+    if (v && !cJSON_IsBool(v) && !cJSON_IsNull(v))
+        s = cv_fail(err, CV_ERR_CONFIG, "%s: key 'scale_decoder_outputs' must be true or false",
+                    path);
+    else if (cJSON_IsBool(v))
+        *scale = cJSON_IsTrue(v);
+    cJSON_Delete(root);
+    free(text);
+    return s;
+}
+
 static cv_status t5_load(cv_model *m, cv_error *err) {
     const cv_model_config *c = &m->cfg;
     t5 *g = calloc(1, sizeof *g);
@@ -168,24 +191,28 @@ static cv_status t5_load(cv_model *m, cv_error *err) {
         (s = load_table(m, &g->enc_table, "encoder", err)) ||
         (s = load_table(m, &g->dec_table, "decoder", err)))
         return s;
+    int scale = c->tie_word_embeddings;
+    if ((s = read_scale_flag(m, &scale, err))) return s;
     if (c->tie_word_embeddings) {
-        /* HF: sequence_output * model_dim**-0.5 before the tied projection. The rescale is folded
-         * into a second copy of the final norm weight, so the hidden statistics (of the unscaled
-         * norm output, as HF reports them) and the logits come from one pass each. */
         g->lm_head = g->shared;
+    } else if ((s = cv_model_matrix(m, &g->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size,
+                                    0, err))) {
+        return s;
+    }
+    if (scale) {
+        /* HF: sequence_output * model_dim**-0.5 before the lm_head. The rescale is folded into a
+         * second copy of the final norm weight, so the hidden statistics (of the unscaled norm
+         * output, as HF reports them) and the logits come from one pass each. */
         float *w = malloc(sizeof(float) * (size_t)c->hidden_size);
         if (!w) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
         m->be->download(m->be, w, g->dec_norm, sizeof(float) * (size_t)c->hidden_size);
-        float sc = 1.0f / sqrtf((float)c->hidden_size);
+        float sc = (float)pow((double)c->hidden_size, -0.5); /* Python float, then fp32 */
         for (int i = 0; i < c->hidden_size; i++) w[i] *= sc;
         g->dec_norm_lm = cv_model_alloc(m, sizeof(float) * (size_t)c->hidden_size, err);
         if (g->dec_norm_lm)
             m->be->upload(m->be, g->dec_norm_lm, w, sizeof(float) * (size_t)c->hidden_size);
         free(w);
         if (!g->dec_norm_lm) return CV_ERR_NOMEM;
-    } else if ((s = cv_model_matrix(m, &g->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size,
-                                    0, err))) {
-        return s;
     }
     char pre[96];
     for (int l = 0; l < c->num_layers; l++) {
@@ -237,30 +264,33 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
            H = (size_t)c->num_heads;
     size_t LD = (size_t)c->num_decoder_layers, T = (size_t)max_T,
            K = (size_t)(max_T > n_ctx ? max_T : n_ctx);
-    float **bufs[] = {&g->x,      &g->n,      &g->q,      &g->ek,   &g->ev,
-                      &g->att,    &g->o,      &g->ff1,    &g->ff2,  &g->bias,
-                      &g->logits, &g->kcache, &g->vcache, &g->ckey, &g->cval};
-    size_t sizes[] = {T * C,
-                      T * C,
-                      T * I,
-                      T * I,
-                      T * I,
-                      T * I,
-                      T * C,
-                      T * F,
-                      T * F,
-                      H * T * K,
-                      (size_t)logit_rows * c->vocab_size,
-                      LD * n_ctx * I,
-                      LD * n_ctx * I,
-                      LD * T * I,
-                      LD * T * I};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        cv_model_release(m, *bufs[i]);
-        *bufs[i] = NULL;
+    struct {
+        float **p;
+        size_t n; /* floats */
+    } bufs[] = {
+        {&g->x, T * C},
+        {&g->n, T * C},
+        {&g->q, T * I},
+        {&g->ek, T * I},
+        {&g->ev, T * I},
+        {&g->att, T * I},
+        {&g->o, T * C},
+        {&g->ff1, T * F},
+        {&g->ff2, T * F},
+        {&g->bias, H * T * K}, /* encoder (H, P, P), decoder (H, T, n_keys) */
+        {&g->logits, (size_t)logit_rows * c->vocab_size},
+        {&g->kcache, LD * n_ctx * I}, /* decoder self-attention K, V */
+        {&g->vcache, LD * n_ctx * I},
+        {&g->ckey, LD * T * I}, /* cross-attention K, V from encode() */
+        {&g->cval, LD * T * I},
+    };
+    const size_t nb = sizeof bufs / sizeof bufs[0];
+    for (size_t i = 0; i < nb; i++) {
+        cv_model_release(m, *bufs[i].p);
+        *bufs[i].p = NULL;
     }
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
+    for (size_t i = 0; i < nb; i++)
+        if (!(*bufs[i].p = cv_model_alloc(m, bufs[i].n * sizeof(float), err))) return CV_ERR_NOMEM;
     g->bias_cap = H * T * K;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
@@ -465,14 +495,14 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
     int want_hidden = cap && cap->hidden && cap->hidden[NL];
     double *hs = cv_stats_hidden(stats, lay, NL - 1);
     if (g->dec_norm_lm && !hs && !want_hidden) {
-        /* tied, nothing to summarize: only the rescaled rows are needed */
+        /* rescaled output, nothing to summarize: only the rescaled rows are needed */
         be->rmsnorm(be, g->n, g->x + first, g->dec_norm_lm, rows, C, eps, NULL);
         be->matmul(be, g->logits, g->n, &g->lm_head, NULL, rows);
     } else {
         be->rmsnorm(be, g->n, g->x, g->dec_norm, T, C, eps, hs);
         if (want_hidden) be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
         if (g->dec_norm_lm) {
-            /* tied: the final norm output times d_model^-0.5 (HF), into the free o rows */
+            /* the final norm output times d_model^-0.5 (HF), into the free o rows */
             be->rmsnorm(be, g->o, g->x + first, g->dec_norm_lm, rows, C, eps, NULL);
             be->matmul(be, g->logits, g->o, &g->lm_head, NULL, rows);
         } else {
