@@ -28,11 +28,14 @@ void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float
 }
 
 #ifdef CV_CPU_AVX512
-/* A TB x NB tile: rows t0.. of x against weight rows n0.. . */
-#define MM_TILE(TB, NB)                                                                            \
-    static inline void mm_tile_##TB##x##NB(float *out, const float *x, const void *W, cv_dtype dt, \
-                                           const float *bias, size_t N, size_t K, size_t es,       \
-                                           size_t t0, size_t n0) {                                 \
+/* A TB x NB tile: rows t0.. of x against weight rows n0.. . One copy per weight dtype (DT is a
+ * constant, so the widening in cv_load16 is resolved at compile time). */
+#define MM_TILE(TB, NB, SUF, DT)                                                                   \
+    static inline void mm_tile_##TB##x##NB##_##SUF(float *out, const float *x, const void *W,      \
+                                                   const float *bias, size_t N, size_t K,          \
+                                                   size_t t0, size_t n0) {                         \
+        const cv_dtype dt = DT;                                                                    \
+        const size_t es = DT == CV_DT_F32 ? 4 : 2;                                                 \
         __m512 acc[TB][NB];                                                                        \
         for (int i = 0; i < TB; i++)                                                               \
             for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();                          \
@@ -61,35 +64,88 @@ void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float
                 out[(t0 + i) * N + n0 + j] =                                                       \
                     _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[n0 + j] : 0.0f);                \
     }
-MM_TILE(4, 4)
-MM_TILE(1, 4)
-MM_TILE(4, 1)
-MM_TILE(1, 1)
+
+/* One weight row against one activation row, four independent accumulators over k: a single
+ * sequential stream through the row, which the hardware prefetcher follows best (decode). */
+#define MM_ROW(SUF, DT)                                                                            \
+    static inline float mm_row_##SUF(const float *x, const char *wr, size_t K) {                   \
+        const cv_dtype dt = DT;                                                                    \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                \
+        size_t k = 0;                                                                              \
+        for (; k + 64 <= K; k += 64) {                                                             \
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), cv_load16(wr, dt, k), a0);                \
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), cv_load16(wr, dt, k + 16), a1);      \
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 32), cv_load16(wr, dt, k + 32), a2);      \
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 48), cv_load16(wr, dt, k + 48), a3);      \
+        }                                                                                          \
+        for (; k + 16 <= K; k += 16)                                                               \
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), cv_load16(wr, dt, k), a0);                \
+        if (k < K) {                                                                               \
+            __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);                                       \
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + k), cv_load16_mask(wr, dt, k, m),    \
+                                 a1);                                                              \
+        }                                                                                          \
+        return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));  \
+    }
+
+/* The driver: threads split the weight rows in blocks of 4; each block runs over all T rows in
+ * tiles of 4 (weights reused 4x from registers), then the T % 4 leftover rows. */
+#define MM_DRIVER(SUF, DT)                                                                         \
+    MM_TILE(4, 4, SUF, DT)                                                                         \
+    MM_TILE(1, 4, SUF, DT)                                                                         \
+    MM_TILE(4, 1, SUF, DT)                                                                         \
+    MM_TILE(1, 1, SUF, DT)                                                                         \
+    MM_ROW(SUF, DT)                                                                                \
+    static void matmul_avx512_##SUF(float *out, const float *x, const void *W, const float *bias,  \
+                                    size_t N, size_t K, size_t T) {                                \
+        if (T == 1 && K <= 4096) { /* short rows: one stream each; long rows: 4 streams below */   \
+            const size_t es = DT == CV_DT_F32 ? 4 : 2;                                             \
+            _Pragma("omp parallel for schedule(static) if (N * K > 32768)") for (size_t n = 0;     \
+                                                                                 n < N; n++)       \
+                out[n] =                                                                           \
+                    mm_row_##SUF(x, (const char *)W + n * K * es, K) + (bias ? bias[n] : 0.0f);    \
+            return;                                                                                \
+        }                                                                                          \
+        size_t nblocks = (N + 3) / 4;                                                              \
+        _Pragma("omp parallel for schedule(static) if (N * K * T > 32768)") for (size_t nb = 0;    \
+                                                                                 nb < nblocks;     \
+                                                                                 nb++) {           \
+            size_t n0 = nb * 4;                                                                    \
+            int full_n = n0 + 4 <= N;                                                              \
+            size_t t0 = 0;                                                                         \
+            for (; t0 + 4 <= T; t0 += 4) {                                                         \
+                if (full_n)                                                                        \
+                    mm_tile_4x4_##SUF(out, x, W, bias, N, K, t0, n0);                              \
+                else                                                                               \
+                    for (size_t n = n0; n < N; n++)                                                \
+                        mm_tile_4x1_##SUF(out, x, W, bias, N, K, t0, n);                           \
+            }                                                                                      \
+            for (; t0 < T; t0++) {                                                                 \
+                if (full_n)                                                                        \
+                    mm_tile_1x4_##SUF(out, x, W, bias, N, K, t0, n0);                              \
+                else                                                                               \
+                    for (size_t n = n0; n < N; n++)                                                \
+                        mm_tile_1x1_##SUF(out, x, W, bias, N, K, t0, n);                           \
+            }                                                                                      \
+        }                                                                                          \
+    }
+MM_DRIVER(f32, CV_DT_F32)
+MM_DRIVER(bf16, CV_DT_BF16)
+MM_DRIVER(f16, CV_DT_F16)
 
 static void matmul_dense_avx512(float *out, const float *x, const cv_weight *w, const float *bias,
                                 int T) {
-    size_t N = (size_t)w->rows, K = (size_t)w->cols, es = cv_dtype_size(w->dtype);
-    size_t nblocks = (N + 3) / 4;
-    cv_dtype dt = w->dtype;
-    const void *W = w->data;
-    size_t Tz = (size_t)T;
-#pragma omp parallel for schedule(static) if (N * K * Tz > 32768)
-    for (size_t nb = 0; nb < nblocks; nb++) {
-        size_t n0 = nb * 4;
-        int full_n = n0 + 4 <= N;
-        size_t t0 = 0;
-        for (; t0 + 4 <= Tz; t0 += 4) {
-            if (full_n)
-                mm_tile_4x4(out, x, W, dt, bias, N, K, es, t0, n0);
-            else
-                for (size_t n = n0; n < N; n++) mm_tile_4x1(out, x, W, dt, bias, N, K, es, t0, n);
-        }
-        for (; t0 < Tz; t0++) {
-            if (full_n)
-                mm_tile_1x4(out, x, W, dt, bias, N, K, es, t0, n0);
-            else
-                for (size_t n = n0; n < N; n++) mm_tile_1x1(out, x, W, dt, bias, N, K, es, t0, n);
-        }
+    size_t N = (size_t)w->rows, K = (size_t)w->cols;
+    switch (w->dtype) {
+    case CV_DT_BF16:
+        matmul_avx512_bf16(out, x, w->data, bias, N, K, (size_t)T);
+        break;
+    case CV_DT_F16:
+        matmul_avx512_f16(out, x, w->data, bias, N, K, (size_t)T);
+        break;
+    default:
+        matmul_avx512_f32(out, x, w->data, bias, N, K, (size_t)T);
+        break;
     }
 }
 #endif
