@@ -21,6 +21,7 @@
  * than the fp32 one; "weights MiB" is what the quantized model itself needs. */
 #include "bench_common.h"
 #include "corevital/model.h"
+#include "corevital/synth.h"
 #include "corevital/quant.h"
 
 #include <sys/wait.h>
@@ -39,94 +40,16 @@ static float frand(unsigned *s) {
     return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
 }
 
-typedef struct {
-    cv_st_write_entry e[16 * N_LAYER + 8];
-    float *data[16 * N_LAYER + 8];
-    size_t n;
-} ckpt;
-
-/* A tensor of shape (rows, cols) — cols 0 for a vector — uniform in offset +- scale. */
-static int add(ckpt *c, const char *name, int64_t rows, int64_t cols, float scale, float offset,
-               unsigned *seed) {
-    size_t count = (size_t)rows * (size_t)(cols ? cols : 1);
-    float *d = malloc(count * sizeof(float));
-    char *nm = strdup(name);
-    if (!d || !nm) {
-        free(d);
-        free(nm);
+/* The GPT-2 small shape with random weights (std 0.02, like GPT-2's initializer). */
+static int write_checkpoint(const char *dir) {
+    cv_synth_shape sh = {VOCAB,     C_EMBD, N_LAYER, N_HEAD, N_HEAD, 4 * C_EMBD, N_POS, 1,
+                         CV_DT_F32, 0.02f,  11,      50256,  50256,  0,          0};
+    cv_error err = {0};
+    if (cv_synth_gpt2(dir, &sh, &err) != CV_OK) {
+        fprintf(stderr, "bench_quant: %s\n", err.msg);
         return -1;
     }
-    for (size_t i = 0; i < count; i++) d[i] = offset + scale * frand(seed);
-    cv_st_write_entry *w = &c->e[c->n];
-    memset(w, 0, sizeof *w);
-    w->name = nm;
-    w->dtype = CV_DT_F32;
-    w->ndim = cols ? 2 : 1;
-    w->shape[0] = rows;
-    w->shape[1] = cols;
-    w->data = d;
-    c->data[c->n++] = d;
     return 0;
-}
-
-static int write_checkpoint(const char *dir) {
-    ckpt *c = calloc(1, sizeof *c);
-    if (!c) return -1;
-    unsigned seed = 11;
-    const float ws = 0.035f; /* uniform +-0.035: std 0.02 like GPT-2's initializer */
-    char n[160];
-    int rc = add(c, "wte.weight", VOCAB, C_EMBD, ws, 0, &seed);
-    rc |= add(c, "wpe.weight", N_POS, C_EMBD, 0.01f, 0, &seed);
-    for (int l = 0; l < N_LAYER && rc == 0; l++) {
-        struct {
-            const char *name;
-            int64_t rows, cols;
-            float scale, offset;
-        } t[] = {
-            {"ln_1.weight", C_EMBD, 0, 0.1f, 1.0f},
-            {"ln_1.bias", C_EMBD, 0, 0.01f, 0},
-            {"attn.c_attn.weight", C_EMBD, 3 * C_EMBD, ws, 0},
-            {"attn.c_attn.bias", 3 * C_EMBD, 0, 0.01f, 0},
-            {"attn.c_proj.weight", C_EMBD, C_EMBD, ws, 0},
-            {"attn.c_proj.bias", C_EMBD, 0, 0.01f, 0},
-            {"ln_2.weight", C_EMBD, 0, 0.1f, 1.0f},
-            {"ln_2.bias", C_EMBD, 0, 0.01f, 0},
-            {"mlp.c_fc.weight", C_EMBD, 4 * C_EMBD, ws, 0},
-            {"mlp.c_fc.bias", 4 * C_EMBD, 0, 0.01f, 0},
-            {"mlp.c_proj.weight", 4 * C_EMBD, C_EMBD, ws, 0},
-            {"mlp.c_proj.bias", C_EMBD, 0, 0.01f, 0},
-        };
-        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-            snprintf(n, sizeof n, "h.%d.%s", l, t[i].name);
-            rc |= add(c, n, t[i].rows, t[i].cols, t[i].scale, t[i].offset, &seed);
-        }
-    }
-    rc |= add(c, "ln_f.weight", C_EMBD, 0, 0.1f, 1.0f, &seed);
-    rc |= add(c, "ln_f.bias", C_EMBD, 0, 0.01f, 0, &seed);
-    char path[1024];
-    cv_error err = {0};
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (rc == 0 && cv_st_write(path, c->e, c->n, NULL, &err) != CV_OK) {
-        fprintf(stderr, "bench_quant: %s\n", err.msg);
-        rc = -1;
-    }
-    for (size_t i = 0; i < c->n; i++) {
-        free((void *)c->e[i].name);
-        free(c->data[i]);
-    }
-    free(c);
-    if (rc) return rc;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(f,
-            "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"gpt2\",\n"
-            " \"n_embd\": %d, \"n_layer\": %d, \"n_head\": %d, \"vocab_size\": %d,\n"
-            " \"n_positions\": %d, \"n_inner\": null, \"activation_function\": \"gelu_new\",\n"
-            " \"layer_norm_epsilon\": 1e-05, \"bos_token_id\": 50256, \"eos_token_id\": 50256,\n"
-            " \"tie_word_embeddings\": true, \"dtype\": \"float32\"}\n",
-            C_EMBD, N_LAYER, N_HEAD, VOCAB, N_POS);
-    return fclose(f) ? -1 : 0;
 }
 
 typedef struct {

@@ -16,6 +16,7 @@
  * also appended to runs/bench_t5_decode.jsonl. */
 #include "bench_common.h"
 #include "corevital/model.h"
+#include "corevital/synth.h"
 
 #include <unistd.h>
 
@@ -34,130 +35,16 @@ static float frand(unsigned *s) {
     return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
 }
 
-typedef struct {
-    cv_st_write_entry *e;
-    float **data;
-    size_t n, cap;
-} ckpt;
-
-/* Add a random tensor (rows, cols) — cols 0 for a vector — with values in [-scale, scale]. */
-static int add(ckpt *c, const char *name, int64_t rows, int64_t cols, float scale, float offset,
-               unsigned *seed) {
-    if (c->n == c->cap) {
-        size_t nc = c->cap ? 2 * c->cap : 256;
-        cv_st_write_entry *ne = realloc(c->e, nc * sizeof *ne);
-        if (!ne) return -1;
-        c->e = ne;
-        float **nd = realloc(c->data, nc * sizeof *nd);
-        if (!nd) return -1;
-        c->data = nd;
-        c->cap = nc;
-    }
-    size_t count = (size_t)rows * (size_t)(cols ? cols : 1);
-    float *d = malloc(count * sizeof(float));
-    char *nm = strdup(name);
-    if (!d || !nm) {
-        free(d);
-        free(nm);
+/* Write model.safetensors + config.json (flan-t5-small block shape) into dir. */
+static int write_checkpoint(const char *dir) {
+    cv_synth_shape sh = {VOCAB,     D_MODEL, N_LAYERS, N_HEADS, N_HEADS, D_FF, 0,       0,
+                         CV_DT_F32, 0.05f,   7,        0,       1,       D_KV, N_LAYERS};
+    cv_error err = {0};
+    if (cv_synth_t5(dir, &sh, &err) != CV_OK) {
+        fprintf(stderr, "bench_t5_decode: %s\n", err.msg);
         return -1;
     }
-    for (size_t i = 0; i < count; i++) d[i] = offset + scale * frand(seed);
-    cv_st_write_entry *w = &c->e[c->n];
-    memset(w, 0, sizeof *w);
-    w->name = nm;
-    w->dtype = CV_DT_F32;
-    w->ndim = cols ? 2 : 1;
-    w->shape[0] = rows;
-    w->shape[1] = cols;
-    w->data = d;
-    c->data[c->n++] = d;
     return 0;
-}
-
-static int add_block_attn(ckpt *c, const char *pre, unsigned *seed) {
-    const char *names[] = {"q", "k", "v", "o"};
-    char n[160];
-    int rc = 0;
-    for (int i = 0; i < 4; i++) {
-        snprintf(n, sizeof n, "%s.%s.weight", pre, names[i]);
-        rc |= i < 3 ? add(c, n, N_HEADS * D_KV, D_MODEL, 0.05f, 0, seed)
-                    : add(c, n, D_MODEL, N_HEADS * D_KV, 0.05f, 0, seed);
-    }
-    return rc;
-}
-
-static int add_ff(ckpt *c, const char *pre, unsigned *seed) {
-    char n[160];
-    int rc = 0;
-    snprintf(n, sizeof n, "%s.DenseReluDense.wi_0.weight", pre);
-    rc |= add(c, n, D_FF, D_MODEL, 0.05f, 0, seed);
-    snprintf(n, sizeof n, "%s.DenseReluDense.wi_1.weight", pre);
-    rc |= add(c, n, D_FF, D_MODEL, 0.05f, 0, seed);
-    snprintf(n, sizeof n, "%s.DenseReluDense.wo.weight", pre);
-    rc |= add(c, n, D_MODEL, D_FF, 0.05f, 0, seed);
-    snprintf(n, sizeof n, "%s.layer_norm.weight", pre);
-    rc |= add(c, n, D_MODEL, 0, 0.1f, 1.0f, seed);
-    return rc;
-}
-
-/* Write model.safetensors + config.json into dir. */
-static int write_checkpoint(const char *dir) {
-    ckpt c = {0};
-    unsigned seed = 7;
-    char n[160], pre[96];
-    int rc = add(&c, "shared.weight", VOCAB, D_MODEL, 0.5f, 0, &seed);
-    rc |= add(&c, "lm_head.weight", VOCAB, D_MODEL, 0.05f, 0, &seed);
-    rc |= add(&c, "encoder.final_layer_norm.weight", D_MODEL, 0, 0.1f, 1.0f, &seed);
-    rc |= add(&c, "decoder.final_layer_norm.weight", D_MODEL, 0, 0.1f, 1.0f, &seed);
-    for (int s = 0; s < 2; s++) {
-        const char *stack = s ? "decoder" : "encoder";
-        snprintf(n, sizeof n, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                 stack);
-        rc |= add(&c, n, 32, N_HEADS, 0.5f, 0, &seed);
-        for (int l = 0; l < N_LAYERS; l++) {
-            snprintf(pre, sizeof pre, "%s.block.%d.layer.0.SelfAttention", stack, l);
-            rc |= add_block_attn(&c, pre, &seed);
-            snprintf(n, sizeof n, "%s.block.%d.layer.0.layer_norm.weight", stack, l);
-            rc |= add(&c, n, D_MODEL, 0, 0.1f, 1.0f, &seed);
-            if (s) {
-                snprintf(pre, sizeof pre, "decoder.block.%d.layer.1.EncDecAttention", l);
-                rc |= add_block_attn(&c, pre, &seed);
-                snprintf(n, sizeof n, "decoder.block.%d.layer.1.layer_norm.weight", l);
-                rc |= add(&c, n, D_MODEL, 0, 0.1f, 1.0f, &seed);
-            }
-            snprintf(pre, sizeof pre, "%s.block.%d.layer.%d", stack, l, s ? 2 : 1);
-            rc |= add_ff(&c, pre, &seed);
-        }
-    }
-    char path[1024];
-    cv_error err = {0};
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (rc == 0 && cv_st_write(path, c.e, c.n, NULL, &err) != CV_OK) {
-        fprintf(stderr, "bench_t5_decode: %s\n", err.msg);
-        rc = -1;
-    }
-    for (size_t i = 0; i < c.n; i++) {
-        free((void *)c.e[i].name);
-        free(c.data[i]);
-    }
-    free(c.e);
-    free(c.data);
-    if (rc) return rc;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(
-        f,
-        "{\"architectures\": [\"T5ForConditionalGeneration\"], \"model_type\": \"t5\",\n"
-        " \"d_model\": %d, \"d_kv\": %d, \"d_ff\": %d, \"num_heads\": %d, \"num_layers\": %d,\n"
-        " \"num_decoder_layers\": %d, \"vocab_size\": %d, \"relative_attention_num_buckets\": 32,\n"
-        " \"relative_attention_max_distance\": 128, \"layer_norm_epsilon\": 1e-06,\n"
-        " \"feed_forward_proj\": \"gated-gelu\", \"dense_act_fn\": \"gelu_new\", \"is_gated_act\": "
-        "true,\n"
-        " \"tie_word_embeddings\": false, \"decoder_start_token_id\": 0, \"pad_token_id\": 0,\n"
-        " \"eos_token_id\": 1, \"is_encoder_decoder\": true, \"dtype\": \"float32\"}\n",
-        D_MODEL, D_KV, D_FF, N_HEADS, N_LAYERS, N_LAYERS, VOCAB);
-    return fclose(f) ? -1 : 0;
 }
 
 /* Decode n tokens greedily from the start token; per-step wall times into ms[]. */

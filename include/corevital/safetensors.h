@@ -55,6 +55,11 @@ const char *cv_st_metadata(const cv_st *st, const char *key);
 /* Number of files mapped (1 for a single file). */
 size_t cv_st_file_count(const cv_st *st);
 
+/* Tell the kernel the whole pages inside a tensor's data will not be read again (after it was
+ * copied: transposed, converted or quantized), so they leave the resident set. Re-reading them
+ * stays valid (they come back from the file). */
+void cv_st_drop_pages(const cv_st_tensor *t);
+
 /* Writer (tests and bench generate checkpoints with it). The header is padded with spaces so that
  * the data section starts at a multiple of 8; tensors are laid out contiguously, larger element
  * sizes first (stable), so every tensor is naturally aligned in an mmap. Names must be unique and

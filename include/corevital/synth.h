@@ -16,9 +16,12 @@ typedef struct {
     float std;      /* weight scale, e.g. 0.02 */
     uint32_t seed;
     int bos_id, eos_id;
+    int d_kv, decoder_layers; /* T5 only: per-head width and decoder depth (0 = layers) */
 } cv_synth_shape;
 
 cv_status cv_synth_gpt2(const char *dir, const cv_synth_shape *s, cv_error *err);
 cv_status cv_synth_llama(const char *dir, const cv_synth_shape *s, cv_error *err);
+/* T5 v1.1 / flan-t5 style: gated-gelu MLP, untied lm_head, 32 relative-position buckets. */
+cv_status cv_synth_t5(const char *dir, const cv_synth_shape *s, cv_error *err);
 
 #endif

@@ -9,7 +9,7 @@
  * records the exact text of every number, in document order. cJSON keeps children in document
  * order too, which lets the k-th number node of the tree be matched to the k-th number token and
  * shapes/offsets be read as exact unsigned 64-bit integers from their text. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include "corevital/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -961,4 +961,12 @@ done:
     free(items);
     free(names);
     return s;
+}
+
+void cv_st_drop_pages(const cv_st_tensor *t) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (!t || pg <= 0 || t->nbytes == 0) return;
+    uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~((uintptr_t)pg - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: failure is harmless */
 }

@@ -188,6 +188,7 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
         }
         free(stage);
     }
+    cv_st_drop_pages(t); /* the checkpoint's copy is not read again */
     *host = buf;
     return CV_OK;
 }
@@ -237,7 +238,10 @@ cv_status cv_model_linear(cv_model *m, cv_weight *w, const char *name, int64_t r
     if (s != CV_OK) return s;
     s = cv_model_upload_linear(m, w, host, dt, rows, cols, err);
     if (s != CV_OK) cv_error_prefix(err, "tensor '%s'", name);
-    if (m->quant != CV_WFMT_DENSE) cv_model_release_host(m, host); /* the quantized copy is kept */
+    if (m->quant != CV_WFMT_DENSE) { /* only the quantized copy is kept */
+        cv_model_release_host(m, host);
+        cv_st_drop_pages(cv_model_tensor(m, name));
+    }
     return s;
 }
 

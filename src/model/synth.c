@@ -163,3 +163,61 @@ cv_status cv_synth_llama(const char *dir, const cv_synth_shape *s, cv_error *err
              cv_dtype_torch_name(s->dtype));
     return finish(&b, dir, cfg, err);
 }
+
+cv_status cv_synth_t5(const char *dir, const cv_synth_shape *s, cv_error *err) {
+    builder b = {.rng = s->seed * 2654435761ull + 13, .s = s};
+    int C = s->hidden, F = s->intermediate, inner = s->heads * s->d_kv;
+    int dec_layers = s->decoder_layers ? s->decoder_layers : s->layers;
+    char n[160];
+    add(&b, "shared.weight", s->vocab, C, 0);
+    add(&b, "lm_head.weight", s->vocab, C, 0);
+    add(&b, "encoder.final_layer_norm.weight", C, 0, 1);
+    add(&b, "decoder.final_layer_norm.weight", C, 0, 1);
+    for (int dec = 0; dec < 2; dec++) {
+        const char *stack = dec ? "decoder" : "encoder";
+        int L = dec ? dec_layers : s->layers;
+        snprintf(n, sizeof n, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                 stack);
+        add(&b, n, 32, s->heads, 0);
+        for (int l = 0; l < L; l++) {
+            /* layer.0 self-attention, (decoder) layer.1 cross-attention, then the MLP */
+            for (int part = 0; part < (dec ? 2 : 1); part++) {
+                const char *kind = part ? "EncDecAttention" : "SelfAttention";
+                const char *proj[] = {"q", "k", "v", "o"};
+                for (int p = 0; p < 4; p++) {
+                    snprintf(n, sizeof n, "%s.block.%d.layer.%d.%s.%s.weight", stack, l, part, kind,
+                             proj[p]);
+                    if (p < 3)
+                        add(&b, n, inner, C, 0);
+                    else
+                        add(&b, n, C, inner, 0);
+                }
+                snprintf(n, sizeof n, "%s.block.%d.layer.%d.layer_norm.weight", stack, l, part);
+                add(&b, n, C, 0, 1);
+            }
+            int ff = dec ? 2 : 1;
+            snprintf(n, sizeof n, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", stack, l, ff);
+            add(&b, n, F, C, 0);
+            snprintf(n, sizeof n, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", stack, l, ff);
+            add(&b, n, F, C, 0);
+            snprintf(n, sizeof n, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", stack, l, ff);
+            add(&b, n, C, F, 0);
+            snprintf(n, sizeof n, "%s.block.%d.layer.%d.layer_norm.weight", stack, l, ff);
+            add(&b, n, C, 0, 1);
+        }
+    }
+    char cfg[1024];
+    snprintf(
+        cfg, sizeof cfg,
+        "{\n  \"architectures\": [\"T5ForConditionalGeneration\"],\n  \"model_type\": \"t5\",\n"
+        "  \"d_model\": %d,\n  \"d_kv\": %d,\n  \"d_ff\": %d,\n  \"num_heads\": %d,\n"
+        "  \"num_layers\": %d,\n  \"num_decoder_layers\": %d,\n  \"vocab_size\": %d,\n"
+        "  \"relative_attention_num_buckets\": 32,\n  \"relative_attention_max_distance\": 128,\n"
+        "  \"layer_norm_epsilon\": 1e-06,\n  \"feed_forward_proj\": \"gated-gelu\",\n"
+        "  \"tie_word_embeddings\": false,\n  \"decoder_start_token_id\": 0,\n"
+        "  \"pad_token_id\": 0,\n  \"eos_token_id\": %d,\n  \"is_encoder_decoder\": true,\n"
+        "  \"torch_dtype\": \"%s\"\n}\n",
+        C, s->d_kv, F, s->heads, s->layers, dec_layers, s->vocab, s->eos_id,
+        cv_dtype_torch_name(s->dtype));
+    return finish(&b, dir, cfg, err);
+}
