@@ -42,7 +42,7 @@ static void on_step(void *u, double ms) {
 
 static int link_tokenizer(const char *dir, const char *src) {
     const char *files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"};
-    char from[1024], to[1024];
+    char from[1100], to[1100];
     for (size_t i = 0; i < 4; i++) {
         snprintf(from, sizeof from, "%s/%s", src, files[i]);
         snprintf(to, sizeof to, "%s/%s", dir, files[i]);
@@ -64,11 +64,11 @@ int main(int argc, char **argv) {
         {"gpt2-small-124M",
          "../shared/data/tokenizers/gpt2",
          "gpt2",
-         {50257, 768, 12, 12, 12, 3072, 1024, 1, CV_DT_F32, 0.02f, 1, 50256, 50256}},
+         {50257, 768, 12, 12, 12, 3072, 1024, 1, CV_DT_F32, 0.02f, 1, 50256, 50256, 0, 0}},
         {"llama-100M",
          "../shared/data/tokenizers/llama2",
          "llama",
-         {32000, 768, 12, 12, 4, 2048, 1024, 1, CV_DT_BF16, 0.02f, 2, 1, 2}},
+         {32000, 768, 12, 12, 4, 2048, 1024, 1, CV_DT_BF16, 0.02f, 2, 1, 2, 0, 0}},
     };
     mkdir("runs", 0755);
     mkdir(work, 0755);
@@ -121,9 +121,11 @@ int main(int argc, char **argv) {
         if (strcmp(bm->family, "gpt2") == 0) /* wpe rows are read once per token, not whole */
             bytes -=
                 (double)bm->shape.max_positions * bm->shape.hidden * cv_dtype_size(bm->shape.dtype);
-        for (int instrumented = 1; instrumented >= 0; instrumented--) {
-            double pre[REPS], dec[REPS];
-            for (int r = 0; r < REPS + 1; r++) { /* first run is the warm-up */
+        /* statistics on and off alternate within each repetition, so drift on a shared machine
+         * hits both alike; the first repetition is the warm-up */
+        double pre_all[2][REPS], dec_all[2][REPS];
+        for (int r = 0; r < REPS + 1; r++)
+            for (int instrumented = 1; instrumented >= 0; instrumented--) {
                 phase_times pt = {0};
                 cv_gen_hooks hooks = {&pt, on_begin, on_end, on_step};
                 int32_t *ids = NULL;
@@ -136,9 +138,11 @@ int main(int argc, char **argv) {
                     return 1;
                 }
                 if (r == 0) continue;
-                pre[r - 1] = PROMPT_TOKENS / (pt.prefill_ms / 1e3);
-                dec[r - 1] = pt.steps / (pt.decode_ms / 1e3);
+                pre_all[instrumented][r - 1] = PROMPT_TOKENS / (pt.prefill_ms / 1e3);
+                dec_all[instrumented][r - 1] = pt.steps / (pt.decode_ms / 1e3);
             }
+        for (int instrumented = 1; instrumented >= 0; instrumented--) {
+            double *pre = pre_all[instrumented], *dec = dec_all[instrumented];
             double p = bench_median(pre, REPS), d = bench_median(dec, REPS);
             double bound = bw * 1e9 / bytes;
             printf("%-16s %-5s %6s %12.1f %12.2f %10.1f %9.2f %7.1f%%\n", bm->name,

@@ -143,7 +143,7 @@ static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_i
     const char *tmp = tu_tmpdir("e2e-tok");
     char dir[700], src[800], dst[800], out[800];
     snprintf(dir, sizeof dir, "%s/model", tmp);
-    cv_synth_shape sh = {vocab, 32, 1, 2, 1, 32, 256, 1, CV_DT_BF16, 0.5f, 3, bos_id, eos_id};
+    cv_synth_shape sh = {vocab, 32, 1, 2, 1, 32, 256, 1, CV_DT_BF16, 0.5f, 3, bos_id, eos_id, 0, 0};
     cv_error err = {0};
     ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
     const char *files[] = {"tokenizer.json", "tokenizer_config.json"};

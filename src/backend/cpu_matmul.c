@@ -133,12 +133,54 @@ MM_DRIVER(f32, CV_DT_F32)
 MM_DRIVER(bf16, CV_DT_BF16)
 MM_DRIVER(f16, CV_DT_F16)
 
-static void matmul_dense_avx512(float *out, const float *x, const cv_weight *w, const float *bias,
-                                int T) {
+/* BF16 decode: a 64-byte load holds 32 weights; bf16 is the top half of an fp32, so a shift
+ * (even elements) and a mask (odd elements) widen them in place, without the cross-lane
+ * conversion. The activation row is split once into its even and odd elements to match. */
+static inline float mm_row_bf16_eo(const float *xe, const float *xo, const uint16_t *wr, size_t K) {
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    __m512 e0 = _mm512_setzero_ps(), o0 = e0, e1 = e0, o1 = e0;
+    size_t k = 0;
+    for (; k + 64 <= K; k += 64) {
+        __m512i w0 = _mm512_loadu_si512((const void *)(wr + k));
+        __m512i w1 = _mm512_loadu_si512((const void *)(wr + k + 32));
+        e0 = _mm512_fmadd_ps(_mm512_loadu_ps(xe + k / 2),
+                             _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), e0);
+        o0 = _mm512_fmadd_ps(_mm512_loadu_ps(xo + k / 2),
+                             _mm512_castsi512_ps(_mm512_and_si512(w0, hi)), o0);
+        e1 = _mm512_fmadd_ps(_mm512_loadu_ps(xe + k / 2 + 16),
+                             _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), e1);
+        o1 = _mm512_fmadd_ps(_mm512_loadu_ps(xo + k / 2 + 16),
+                             _mm512_castsi512_ps(_mm512_and_si512(w1, hi)), o1);
+    }
+    float acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(e0, o0), _mm512_add_ps(e1, o1)));
+    for (; k + 1 < K; k += 2)
+        acc += xe[k / 2] * cv_bf16_to_f32(wr[k]) + xo[k / 2] * cv_bf16_to_f32(wr[k + 1]);
+    if (k < K) acc += xe[k / 2] * cv_bf16_to_f32(wr[k]); /* odd K: the last even element */
+    return acc;
+}
+
+static void matmul_bf16_decode(cv_backend *b, float *out, const float *x, const uint16_t *W,
+                               const float *bias, size_t N, size_t K) {
+    float *xe = cv_cpu_scratch_flt(b, K + 2), *xo = xe ? xe + (K + 1) / 2 + 1 : NULL;
+    if (!xe) { /* no scratch: the generic kernel */
+        matmul_avx512_bf16(out, x, W, bias, N, K, 1);
+        return;
+    }
+    for (size_t k = 0; k < K; k++) (k % 2 ? xo : xe)[k / 2] = x[k];
+#pragma omp parallel for schedule(static) if (N * K > 32768)
+    for (size_t n = 0; n < N; n++)
+        out[n] = mm_row_bf16_eo(xe, xo, W + n * K, K) + (bias ? bias[n] : 0.0f);
+}
+
+static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                                const float *bias, int T) {
     size_t N = (size_t)w->rows, K = (size_t)w->cols;
     switch (w->dtype) {
     case CV_DT_BF16:
-        matmul_avx512_bf16(out, x, w->data, bias, N, K, (size_t)T);
+        if (T == 1 && K <= 4096 && b)
+            matmul_bf16_decode(b, out, x, w->data, bias, N, K);
+        else
+            matmul_avx512_bf16(out, x, w->data, bias, N, K, (size_t)T);
         break;
     case CV_DT_F16:
         matmul_avx512_f16(out, x, w->data, bias, N, K, (size_t)T);
@@ -168,13 +210,12 @@ static void matmul_dense_portable(float *out, const float *x, const cv_weight *w
 
 void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T) {
-    (void)b;
     if (w->format != CV_WFMT_DENSE) {
         cv_cpu_matmul_quant(out, x, w, bias, T);
         return;
     }
 #ifdef CV_CPU_AVX512
-    matmul_dense_avx512(out, x, w, bias, T);
+    matmul_dense_avx512(b, out, x, w, bias, T);
 #else
     matmul_dense_portable(out, x, w, bias, T);
 #endif
