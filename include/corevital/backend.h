@@ -120,6 +120,10 @@ cv_backend *cv_backend_cpu_create(void);
 cv_backend *cv_backend_cuda_create(int device, cv_error *err);
 /* 1 when this build has CUDA and a usable GPU is present. */
 int cv_cuda_available(void);
+/* CUDA only (stubs elsewhere): pick a kernel version for an op ("matmul": 0 auto, 1 own kernel,
+ * 2 cuBLAS; returns -1 when unknown or not CUDA), and the stream ops run on (for event timing). */
+int cv_cuda_set_variant(cv_backend *b, const char *op, int v);
+void *cv_cuda_stream(cv_backend *b);
 
 /* Naive twins (tests and bench oracles): plain loops, no threads, double accumulation. */
 void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float *bias, int T);

@@ -1,0 +1,178 @@
+/* common.cuh — shared by the CUDA backend files (kernels/ *.cu): the backend context, error
+ * bookkeeping, device scratch, dtype widening, warp/block reductions, and the entry points each
+ * op family file exports to backend_cuda.cu (which assembles the cv_backend table).
+ *
+ * Threading model: every op of one backend is enqueued on one CUDA stream, in call order, so
+ * kernels of consecutive ops never race and scratch buffers can be shared between ops. Ops are
+ * asynchronous; only download, argmax and sync wait for the stream. */
+#ifndef COREVITAL_KERNELS_COMMON_CUH
+#define COREVITAL_KERNELS_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The project headers are C: give their declarations C linkage. */
+extern "C" {
+#include "corevital/backend.h"
+#include "corevital/log.h"
+#include "corevital/stats.h"
+}
+
+/* Cached T5 relative-position bucket lookups (see elementwise.cu). */
+typedef struct {
+    int bidirectional, num_buckets, max_distance;
+    int range;      /* covers relative positions -range..range */
+    int32_t *table; /* device, 2*range+1 bucket ids, index rel + range */
+} cv_cuda_bucket_cache;
+
+#define CV_CUDA_BUCKET_SLOTS 4
+
+/* Matmul routes (cv_cuda_set_variant "matmul", or CV_CUDA_MATMUL=kernel|cublas): auto uses the
+ * fp32-activation kernel for T <= 8 and for F16/BF16 weights, cuBLAS SGEMM for F32 with T > 8. */
+enum { CV_MM_AUTO = 0, CV_MM_KERNEL = 1, CV_MM_CUBLAS = 2 };
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    int sm_count;
+    int smem_optin; /* largest dynamic shared memory a block may opt into, bytes */
+    void *scratch;  /* device scratch shared by all ops (one stream: no overlap) */
+    size_t scratch_cap;
+    int32_t *tokens;   /* device staging for token ids handed in from the host */
+    size_t tokens_cap; /* in elements */
+    int32_t *pinned;   /* pinned host word for argmax's 4-byte result */
+    cv_cuda_bucket_cache buckets[CV_CUDA_BUCKET_SLOTS];
+    int n_buckets;
+    int mm_variant;
+    int attn_smem; /* dynamic shared memory the attention kernel was opened to */
+    int failed;    /* a CUDA call failed: reported once, ops keep going */
+} cv_cuda_ctx;
+
+static inline cv_cuda_ctx *cv_cuda_ctx_of(cv_backend *b) {
+    return (cv_cuda_ctx *)b->ctx;
+}
+
+/* Report a failed CUDA / cuBLAS call once per backend (ops have no error return; the failure
+ * also surfaces as a download / sync error logged by backend_cuda.cu). */
+void cv_cuda_report(cv_cuda_ctx *c, const char *what, const char *detail);
+#define CV_CUDA_CHECK(c, call)                                                                     \
+    do {                                                                                           \
+        cudaError_t cv_e_ = (call);                                                                \
+        if (cv_e_ != cudaSuccess) cv_cuda_report((c), #call, cudaGetErrorString(cv_e_));           \
+    } while (0)
+/* After a kernel launch: a bad configuration shows up here, not at the next sync. */
+#define CV_CUDA_LAUNCHED(c, name)                                                                  \
+    do {                                                                                           \
+        cudaError_t cv_e_ = cudaGetLastError();                                                    \
+        if (cv_e_ != cudaSuccess) cv_cuda_report((c), (name), cudaGetErrorString(cv_e_));          \
+    } while (0)
+
+/* Device scratch of at least `bytes` (grown by reallocation; cudaFree waits for pending work). */
+void *cv_cuda_scratch(cv_cuda_ctx *c, size_t bytes);
+
+static inline unsigned cv_cuda_blocks(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    if (b > 65535u * 16u) b = 65535u * 16u; /* grid-stride loops cover the rest */
+    return (unsigned)(b ? b : 1);
+}
+
+/* ---- device helpers ------------------------------------------------------------------------ */
+
+/* One element of a dense row widened to fp32 (exact for F16 / BF16, like cv_elem_f32). */
+template <typename WT> __device__ __forceinline__ float cv_to_f32(WT v);
+template <> __device__ __forceinline__ float cv_to_f32<float>(float v) {
+    return v;
+}
+template <> __device__ __forceinline__ float cv_to_f32<__half>(__half v) {
+    return __half2float(v);
+}
+template <> __device__ __forceinline__ float cv_to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
+
+__device__ __forceinline__ float cv_warp_sum_f(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double cv_warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float cv_warp_max_f(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Block-wide sum of a double; every thread gets the result. `sh` holds 32 doubles. The tree
+ * shape is fixed by blockDim, so the result is deterministic for a launch configuration. */
+__device__ __forceinline__ double cv_block_sum_d(double v, double *sh) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = cv_warp_sum_d(v);
+    __syncthreads(); /* sh may still be read by a previous reduction */
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0;
+    return cv_warp_sum_d(v);
+}
+__device__ __forceinline__ float cv_block_max_f(float v, float *sh) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = cv_warp_max_f(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -3.402823466e38f;
+    return cv_warp_max_f(v);
+}
+
+/* Total order on (value, id) for top-k and argmax: larger value first, then lower id.
+ * Finite values and -inf map to a key > 0; excluded entries use key 0. */
+__device__ __forceinline__ unsigned long long cv_rank_key(float v, int id) {
+    unsigned u = __float_as_uint(v == 0.0f ? 0.0f : v); /* -0 ties with +0, as `<` sees them */
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)u << 32) | (unsigned long long)(0xffffffffu - (unsigned)id);
+}
+__device__ __forceinline__ int cv_rank_id(unsigned long long key) {
+    return (int)(0xffffffffu - (unsigned)(key & 0xffffffffu));
+}
+__device__ __forceinline__ float cv_rank_value(unsigned long long key) {
+    unsigned u = (unsigned)(key >> 32);
+    u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+    return __uint_as_float(u);
+}
+
+/* ---- op entry points (defined in the family files) ----------------------------------------- */
+
+/* matmul.cu */
+void cv_cuda_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                    const float *bias, int T);
+/* norms.cu */
+void cv_cuda_layernorm(cv_backend *b, float *out, const float *x, const float *w, const float *bias,
+                       int T, int C, float eps, double *hstats);
+void cv_cuda_rmsnorm(cv_backend *b, float *out, const float *x, const float *w, int T, int C,
+                     float eps, double *hstats);
+void cv_cuda_residual_add(cv_backend *b, float *x, const float *y, int T, int C, double *hstats);
+/* elementwise.cu */
+void cv_cuda_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
+                       const cv_weight *wte, const cv_weight *wpe, int pos0, float scale);
+void cv_cuda_gelu_tanh(cv_backend *b, float *x, size_t n);
+void cv_cuda_relu(cv_backend *b, float *x, size_t n);
+void cv_cuda_silu_mul(cv_backend *b, float *gate, const float *up, size_t n);
+void cv_cuda_gelu_mul(cv_backend *b, float *gate, const float *up, size_t n);
+void cv_cuda_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
+                  const float *inv_freq, int pos0);
+void cv_cuda_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
+                              int q_pos0, int bidirectional, int num_buckets, int max_distance);
+void cv_cuda_free_buckets(cv_cuda_ctx *c);
+/* attention.cu */
+void cv_cuda_attention(cv_backend *b, const cv_attn_args *a);
+/* logits.cu */
+void cv_cuda_logits_stats(cv_backend *b, double *rec, const float *logits, int V, int topk);
+int32_t cv_cuda_argmax(cv_backend *b, const float *logits, int V);
+
+#endif

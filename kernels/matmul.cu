@@ -1,0 +1,230 @@
+/* matmul.cu — out (T, N) = x (T, K) . W^T (+ bias) on CUDA; CPU twin: src/backend/cpu_matmul.c.
+ *
+ * Routes (auto, the default):
+ *   T <= 8, any dtype  a hand-written kernel, one warp per weight row, reading the weights in
+ *                      their dtype (16-byte vector loads), widening F16/BF16 to fp32 in registers
+ *                      and multiplying fp32 activations with fp32 accumulation — the CPU backend's
+ *                      arithmetic, so a bf16 checkpoint decodes the same tokens on both. The bias
+ *                      is fused (one launch per matmul: decode is launch-bound at small sizes).
+ *                      T = 1 is a GEMV that reads every weight byte once, which is what bounds
+ *                      decode speed; otherwise each pass over a weight row serves TB = 8 rows.
+ *   T > 8, F32         cuBLAS SGEMM in CUBLAS_PEDANTIC_MATH (no TF32: inputs are not rounded to
+ *                      10-bit mantissas), fp32 accumulation; bias by a broadcast kernel.
+ *   T > 8, F16 / BF16  the same hand-written kernel (fp32 activations: parity with the CPU).
+ * cv_cuda_set_variant("matmul", 1) sends every dtype through the kernel; 2 sends every dtype
+ * through cuBLAS (F16/BF16: cublasGemmEx on activations rounded to the weight dtype with fp32
+ * compute — faster for long prefills, but the rounding of the activations departs from the CPU,
+ * so it is not the default). */
+#include "common.cuh"
+
+extern "C" {
+#include "corevital/quant_cuda.h"
+}
+
+/* 16 bytes of weights widened to fp32: 4 F32 or 8 F16/BF16 values. */
+template <typename WT> struct cv_vec16 {
+    static constexpr int E = 16 / (int)sizeof(WT);
+    static __device__ __forceinline__ void load(const WT *p, float *o) {
+        uint4 raw = *reinterpret_cast<const uint4 *>(p);
+        const WT *e = reinterpret_cast<const WT *>(&raw);
+#pragma unroll
+        for (int i = 0; i < E; i++) o[i] = cv_to_f32<WT>(e[i]);
+    }
+};
+
+/* One warp per weight row n; query rows in chunks of TB. `vec`: K is a multiple of the vector
+ * width and every row start is 16-byte aligned (checked by the host). */
+template <typename WT, int TB>
+__global__ void mm_rows_kernel(float *__restrict__ out, const float *__restrict__ x,
+                               const WT *__restrict__ W, const float *__restrict__ bias, int T,
+                               int N, int K, int vec) {
+    const int n = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (n >= N) return; /* warp-uniform */
+    const WT *wr = W + (size_t)n * K;
+    const float b = bias ? bias[n] : 0.0f;
+    constexpr int E = cv_vec16<WT>::E;
+    for (int t0 = 0; t0 < T; t0 += TB) {
+        const int nt = min(TB, T - t0);
+        float acc[TB];
+#pragma unroll
+        for (int i = 0; i < TB; i++) acc[i] = 0.0f;
+        if (vec) {
+            for (int k = lane * E; k < K; k += 32 * E) {
+                float wv[E];
+                cv_vec16<WT>::load(wr + k, wv);
+#pragma unroll
+                for (int i = 0; i < TB; i++) {
+                    if (i < nt) {
+                        const float4 *xp =
+                            reinterpret_cast<const float4 *>(x + (size_t)(t0 + i) * K + k);
+#pragma unroll
+                        for (int j = 0; j < E / 4; j++) {
+                            float4 xv = xp[j];
+                            acc[i] += xv.x * wv[4 * j] + xv.y * wv[4 * j + 1] +
+                                      xv.z * wv[4 * j + 2] + xv.w * wv[4 * j + 3];
+                        }
+                    }
+                }
+            }
+        } else {
+            for (int k = lane; k < K; k += 32) {
+                float wv = cv_to_f32<WT>(wr[k]);
+#pragma unroll
+                for (int i = 0; i < TB; i++)
+                    if (i < nt) acc[i] += x[(size_t)(t0 + i) * K + k] * wv;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < TB; i++) {
+            if (i < nt) {
+                float s = cv_warp_sum_f(acc[i]);
+                if (lane == 0) out[(size_t)(t0 + i) * N + n] = s + b;
+            }
+        }
+    }
+}
+
+__global__ void bias_add_kernel(float *out, const float *bias, size_t T, int N) {
+    size_t total = T * (size_t)N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] += bias[i % (size_t)N];
+}
+
+template <typename WT> __global__ void to_half_kernel(WT *dst, const float *src, size_t n);
+template <> __global__ void to_half_kernel<__half>(__half *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2half_rn(src[i]);
+}
+template <>
+__global__ void to_half_kernel<__nv_bfloat16>(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+template <typename WT>
+static void launch_rows(cv_cuda_ctx *c, float *out, const float *x, const cv_weight *w,
+                        const float *bias, int T) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    constexpr int E = cv_vec16<WT>::E;
+    int vec = K % E == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w->data & 15) == 0;
+    const unsigned threads = 256, rows_per_block = threads / 32;
+    unsigned blocks = (unsigned)((N + rows_per_block - 1) / rows_per_block);
+    const WT *W = static_cast<const WT *>(w->data);
+    if (T == 1)
+        mm_rows_kernel<WT, 1><<<blocks, threads, 0, c->stream>>>(out, x, W, bias, T, N, K, vec);
+    else
+        mm_rows_kernel<WT, 8><<<blocks, threads, 0, c->stream>>>(out, x, W, bias, T, N, K, vec);
+    CV_CUDA_LAUNCHED(c, "matmul kernel");
+}
+
+static void add_bias(cv_cuda_ctx *c, float *out, const float *bias, int T, int N) {
+    if (!bias) return;
+    size_t n = (size_t)T * (size_t)N;
+    bias_add_kernel<<<cv_cuda_blocks(n, 256), 256, 0, c->stream>>>(out, bias, (size_t)T, N);
+    CV_CUDA_LAUNCHED(c, "matmul bias");
+}
+
+static void cublas_check(cv_cuda_ctx *c, cublasStatus_t s, const char *what) {
+    if (s != CUBLAS_STATUS_SUCCESS) cv_cuda_report(c, what, cublasGetStatusString(s));
+}
+
+/* Column-major view: out^T (N x T, ld N) = W^T (W stored K x N col-major, ld K) . x^T (K x T). */
+static void cublas_f32(cv_cuda_ctx *c, float *out, const float *x, const cv_weight *w,
+                       const float *bias, int T) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    const float one = 1.0f, zero = 0.0f;
+    cublas_check(c,
+                 cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one,
+                             static_cast<const float *>(w->data), K, x, K, &zero, out, N),
+                 "cublasSgemm");
+    add_bias(c, out, bias, T, N);
+}
+
+template <typename WT>
+static void cublas_16(cv_cuda_ctx *c, float *out, const float *x, const cv_weight *w,
+                      const float *bias, int T, cudaDataType_t dt) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    size_t n = (size_t)T * (size_t)K;
+    WT *xs = static_cast<WT *>(cv_cuda_scratch(c, n * sizeof(WT)));
+    if (!xs) return;
+    to_half_kernel<WT><<<cv_cuda_blocks(n, 256), 256, 0, c->stream>>>(xs, x, n);
+    CV_CUDA_LAUNCHED(c, "matmul activation rounding");
+    const float one = 1.0f, zero = 0.0f;
+    /* tensor cores welcome here: products of 16-bit inputs are exact, accumulation is fp32 */
+    cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH);
+    cublas_check(c,
+                 cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w->data, dt, K,
+                              xs, dt, K, &zero, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+    cublasSetMathMode(c->cublas, CUBLAS_PEDANTIC_MATH);
+    add_bias(c, out, bias, T, N);
+}
+
+/* INT8 / NF4 weights (kernels/quant.cu): T <= 64 the fused dequant-GEMV (fp32 accumulation,
+ * the CPU's arithmetic); longer prefills dequantize the matrix to fp32 in scratch (the exact
+ * values the CPU multiplies by) and run the cuBLAS SGEMM route. */
+static void quant_matmul(cv_cuda_ctx *c, float *out, const float *x, const cv_weight *w,
+                         const float *bias, int T) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    int rc;
+    if (T <= 64) {
+        rc = cv_cuda_quant_gemv(out, x, w->data, w->scales, bias, (int)w->format, T, N, K, w->block,
+                                c->stream);
+    } else {
+        float *wf = static_cast<float *>(cv_cuda_scratch(c, sizeof(float) * (size_t)N * K));
+        if (!wf) return;
+        if (w->format == CV_WFMT_INT8)
+            rc = cv_cuda_dequant_int8_f32(wf, static_cast<const int8_t *>(w->data), w->scales, N, K,
+                                          c->stream);
+        else
+            rc = cv_cuda_dequant_nf4_f32(wf, static_cast<const uint8_t *>(w->data), w->scales,
+                                         (int64_t)N * K, w->block, c->stream);
+        if (rc == 0) {
+            cv_weight dense = *w;
+            dense.data = wf;
+            dense.dtype = CV_DT_F32;
+            dense.format = CV_WFMT_DENSE;
+            cublas_f32(c, out, x, &dense, bias, T);
+        }
+    }
+    if (rc != 0) cv_cuda_report(c, "quantized matmul", cudaGetErrorString((cudaError_t)rc));
+}
+
+void cv_cuda_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                    const float *bias, int T) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (T <= 0 || w->rows <= 0) return;
+    if (w->format != CV_WFMT_DENSE) {
+        quant_matmul(c, out, x, w, bias, T);
+        return;
+    }
+    const int use_cublas = c->mm_variant == CV_MM_CUBLAS ||
+                           (c->mm_variant == CV_MM_AUTO && w->dtype == CV_DT_F32 && T > 8);
+    switch (w->dtype) {
+    case CV_DT_F32:
+        if (use_cublas)
+            cublas_f32(c, out, x, w, bias, T);
+        else
+            launch_rows<float>(c, out, x, w, bias, T);
+        break;
+    case CV_DT_F16:
+        if (use_cublas)
+            cublas_16<__half>(c, out, x, w, bias, T, CUDA_R_16F);
+        else
+            launch_rows<__half>(c, out, x, w, bias, T);
+        break;
+    case CV_DT_BF16:
+        if (use_cublas)
+            cublas_16<__nv_bfloat16>(c, out, x, w, bias, T, CUDA_R_16BF);
+        else
+            launch_rows<__nv_bfloat16>(c, out, x, w, bias, T);
+        break;
+    default:
+        cv_cuda_report(c, "matmul", "weight dtype must be F32, F16 or BF16");
+    }
+}
