@@ -22,6 +22,9 @@ ifeq ($(shell pkg-config --exists $(PKGS) check 2>/dev/null && echo ok),)
 endif
 
 OPT      ?= -O3 -march=native
+ifeq ($(SAN),1)
+  OPT      := -O1 -g -march=native -fno-omit-frame-pointer
+endif
 WARN     := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wvla
 CFLAGS   := -std=c11 $(OPT) -fopenmp $(WARN) -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS)) $(EXTRA_CFLAGS)
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm
@@ -30,7 +33,6 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check)
 CHECK_LIBS   := $(shell pkg-config --libs check)
 
 ifeq ($(SAN),1)
-  OPT      := -O1 -g -march=native -fno-omit-frame-pointer
   CFLAGS   += -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDFLAGS  += -fsanitize=address,undefined
   NO_CUDA  := 1

@@ -79,7 +79,8 @@ static void bw_read(void *p) {
         __m512 acc[8];
         for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
         for (size_t i = lo; i < lo + chunk; i += 128)
-            for (int j = 0; j < 8; j++) acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(a->buf + i + 16 * j));
+            for (int j = 0; j < 8; j++)
+                acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(a->buf + i + 16 * j));
         for (int j = 0; j < 8; j++) total += _mm512_reduce_add_ps(acc[j]);
 #else
         float s = 0;

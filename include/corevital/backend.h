@@ -69,7 +69,8 @@ struct cv_backend {
     cv_status (*weight_upload)(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
                                int64_t rows, int64_t cols, cv_error *err);
     /* Make an already quantized matrix resident: INT8 (data int8 (rows, cols), scales (rows)) or
-     * NF4 (data ((rows * cols + 1) / 2) packed bytes, scales (ceil(rows * cols / block))). Copies. */
+     * NF4 (data ((rows * cols + 1) / 2) packed bytes, scales (ceil(rows * cols / block))). Copies.
+     */
     cv_status (*weight_upload_quant)(cv_backend *b, cv_weight *w, const void *data,
                                      const float *scales, cv_weight_format format, int64_t rows,
                                      int64_t cols, int block, cv_error *err);
