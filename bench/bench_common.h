@@ -91,7 +91,7 @@ static void bw_read(void *p) {
     a->sink = total;
 }
 
-/* Read bandwidth in GB/s with the current OpenMP thread count (512 MiB buffer). */
+/* Read bandwidth in GB/s with the current OpenMP thread count (512 MiB buffer, best of 9). */
 static inline double bench_read_bandwidth_gbs(void) {
     bw_arg a = {0};
     a.n = (size_t)128 << 20; /* floats */
@@ -99,7 +99,15 @@ static inline double bench_read_bandwidth_gbs(void) {
     if (!a.buf) return NAN;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < a.n; i++) a.buf[i] = 1.0f;
-    double ms = bench_time_ms(bw_read, &a, 5);
+    /* the limit is the best of 9 passes (a shared host's bandwidth varies run to run) */
+    double ms = 1e300;
+    bw_read(&a);
+    for (int i = 0; i < 9; i++) {
+        double t0 = bench_now_ms();
+        bw_read(&a);
+        double t = bench_now_ms() - t0;
+        if (t < ms) ms = t;
+    }
     free(a.buf);
     return (double)a.n * sizeof(float) / (ms * 1e6);
 }
