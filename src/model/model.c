@@ -207,15 +207,27 @@ cv_status cv_model_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype 
     return CV_OK;
 }
 
-cv_status cv_model_matrix(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
-                          int transpose, cv_error *err) {
+/* Bind a matrix by name: host data (transposed / converted when needed), then an upload; block
+ * linears go through quantization when the model was opened with a quantization mode. */
+static cv_status bind_matrix(cv_model *m, cv_weight *w, const char *name, int64_t rows,
+                             int64_t cols, int transpose, int linear, cv_error *err) {
     const void *host;
     cv_dtype dt;
     cv_status s = cv_model_host_matrix(m, name, rows, cols, transpose, &host, &dt, err);
     if (s != CV_OK) return s;
-    s = cv_model_upload(m, w, host, dt, rows, cols, err);
+    s = linear ? cv_model_upload_linear(m, w, host, dt, rows, cols, err)
+               : cv_model_upload(m, w, host, dt, rows, cols, err);
     if (s != CV_OK) cv_error_prefix(err, "tensor '%s'", name);
+    if (linear && m->quant != CV_WFMT_DENSE) { /* only the quantized copy is kept */
+        cv_model_release_host(m, host);
+        cv_st_drop_pages(cv_model_tensor(m, name));
+    }
     return s;
+}
+
+cv_status cv_model_matrix(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
+                          int transpose, cv_error *err) {
+    return bind_matrix(m, w, name, rows, cols, transpose, 0, err);
 }
 
 /* Quantize a host matrix (src/quant) and upload it; defined in src/quant/quantize.c. */
@@ -232,17 +244,7 @@ cv_status cv_model_upload_linear(cv_model *m, cv_weight *w, const void *host, cv
 
 cv_status cv_model_linear(cv_model *m, cv_weight *w, const char *name, int64_t rows, int64_t cols,
                           int transpose, cv_error *err) {
-    const void *host;
-    cv_dtype dt;
-    cv_status s = cv_model_host_matrix(m, name, rows, cols, transpose, &host, &dt, err);
-    if (s != CV_OK) return s;
-    s = cv_model_upload_linear(m, w, host, dt, rows, cols, err);
-    if (s != CV_OK) cv_error_prefix(err, "tensor '%s'", name);
-    if (m->quant != CV_WFMT_DENSE) { /* only the quantized copy is kept */
-        cv_model_release_host(m, host);
-        cv_st_drop_pages(cv_model_tensor(m, name));
-    }
-    return s;
+    return bind_matrix(m, w, name, rows, cols, transpose, 1, err);
 }
 
 void cv_model_release_host(cv_model *m, const void *host) {
