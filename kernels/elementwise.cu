@@ -4,8 +4,8 @@
  *
  * Token ids for the embedding may be host memory (the families pass the caller's array): they are
  * staged into a device buffer with an asynchronous copy on the op stream. The T5 bucket of a
- * relative distance is computed on the host by the CPU backend's own routine (a copy of
- * t5_bucket, same libm) into a lookup table cached on the device per (bidirectional, buckets,
+ * relative distance is computed on the host by the CPU backend's own routine (cv_t5_bucket,
+ * src/backend/cpu_backend.c) into a lookup table cached on the device per (bidirectional, buckets,
  * max_distance), so the GPU bias is bit-identical to the CPU's and a decode step costs one gather
  * launch, no host work. */
 #include "common.cuh"
@@ -158,24 +158,6 @@ void cv_cuda_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int h
 
 /* ---- T5 relative position bias ------------------------------------------------------------- */
 
-/* Host copy of the CPU backend's t5_bucket (fp32 like transformers' _relative_position_bucket). */
-static int t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
-    int bucket = 0;
-    if (bidirectional) {
-        num_buckets /= 2;
-        if (rel > 0) bucket += num_buckets;
-        rel = rel < 0 ? -rel : rel;
-    } else {
-        rel = rel < 0 ? -rel : 0;
-    }
-    int max_exact = num_buckets / 2;
-    if (rel < max_exact) return bucket + rel;
-    float lg = logf((float)rel / (float)max_exact) / (float)log((double)max_distance / max_exact);
-    int large = max_exact + (int)(lg * (float)(num_buckets - max_exact));
-    if (large > num_buckets - 1) large = num_buckets - 1;
-    return bucket + large;
-}
-
 /* A device table of buckets for relative positions -range..range (built on the host once). */
 static const int32_t *bucket_table(cv_cuda_ctx *c, int need, int bidirectional, int num_buckets,
                                    int max_distance, int *range_out) {
@@ -214,7 +196,7 @@ static const int32_t *bucket_table(cv_cuda_ctx *c, int need, int bidirectional, 
         return NULL;
     }
     for (size_t i = 0; i < n; i++)
-        host[i] = t5_bucket((int)i - range, bidirectional, num_buckets, max_distance);
+        host[i] = cv_t5_bucket((int)i - range, bidirectional, num_buckets, max_distance);
     if (slot->table) CV_CUDA_CHECK(c, cudaFree(slot->table));
     slot->table = NULL;
     slot->range = 0;

@@ -126,6 +126,10 @@ int cv_cuda_available(void);
 int cv_cuda_set_variant(cv_backend *b, const char *op, int v);
 void *cv_cuda_stream(cv_backend *b);
 
+/* T5's bucket for a (key - query) distance, in fp32 like transformers' _relative_position_bucket.
+ * One definition (src/backend/cpu_backend.c) serves the CPU op and the CUDA bucket table. */
+int cv_t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance);
+
 /* Naive twins (tests and bench oracles): plain loops, no threads, double accumulation. */
 void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float *bias, int T);
 void cv_attention_naive(const cv_attn_args *a);

@@ -15,26 +15,25 @@
 
 /* ---- scratch ---------------------------------------------------------------------------- */
 
+/* Grow *buf to hold n elements of size es (keeps the old block on failure: returns NULL). */
+static void *grow(void **buf, size_t *cap, size_t n, size_t es) {
+    if (n > *cap) {
+        void *p = realloc(*buf, n * es);
+        if (!p) return NULL;
+        *buf = p;
+        *cap = n;
+    }
+    return *buf;
+}
+
 double *cv_cpu_scratch_dbl(cv_backend *b, size_t n) {
     cv_cpu_ctx *c = b->ctx;
-    if (n > c->dbl_cap) {
-        double *p = realloc(c->dbl, n * sizeof *p);
-        if (!p) return NULL;
-        c->dbl = p;
-        c->dbl_cap = n;
-    }
-    return c->dbl;
+    return grow((void **)&c->dbl, &c->dbl_cap, n, sizeof(double));
 }
 
 float *cv_cpu_scratch_flt(cv_backend *b, size_t n) {
     cv_cpu_ctx *c = b->ctx;
-    if (n > c->flt_cap) {
-        float *p = realloc(c->flt, n * sizeof *p);
-        if (!p) return NULL;
-        c->flt = p;
-        c->flt_cap = n;
-    }
-    return c->flt;
+    return grow((void **)&c->flt, &c->flt_cap, n, sizeof(float));
 }
 
 /* ---- memory ----------------------------------------------------------------------------- */
@@ -242,7 +241,7 @@ static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, in
 
 /* T5's bucketing of (key - query) distances, in fp32 like transformers' _relative_position_bucket.
  */
-static int t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
+int cv_t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
     int bucket = 0;
     if (bidirectional) {
         num_buckets /= 2;
@@ -264,7 +263,7 @@ static void cpu_t5_position_bias(cv_backend *b, float *out, const float *table, 
     (void)b;
     for (int t = 0; t < T; t++)
         for (int k = 0; k < K; k++) {
-            int bk = t5_bucket(k - (q_pos0 + t), bidirectional, num_buckets, max_distance);
+            int bk = cv_t5_bucket(k - (q_pos0 + t), bidirectional, num_buckets, max_distance);
             for (int h = 0; h < H; h++)
                 out[((size_t)h * T + t) * K + k] = table[(size_t)bk * H + h];
         }
