@@ -74,7 +74,7 @@ BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
 CUDA_TEST_BINS:= $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(CUDA_TEST_SRC))
 
-.PHONY: all test test-asan run bench lint format clean ref test-cuda bench-cuda
+.PHONY: all tokenizers test-deps test test-asan run bench lint format clean ref test-cuda bench-cuda
 all: $(BIN) $(LIB)
 
 $(LIB): $(LIB_OBJ)
@@ -100,10 +100,29 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
+# The real tokenizer files (tests/data/tokenizers, xz-compressed in git) unpacked for the suites.
+TOK_XZ   := $(wildcard tests/data/tokenizers/*/*.xz)
+TOK_PLAIN:= $(filter-out %.xz %.md,$(wildcard tests/data/tokenizers/*/*))
+TOK_DIR  := $(BUILD)/tokenizers
+TOK_FILES:= $(patsubst tests/data/tokenizers/%.xz,$(TOK_DIR)/%,$(TOK_XZ)) \
+            $(patsubst tests/data/tokenizers/%,$(TOK_DIR)/%,$(TOK_PLAIN))
+$(TOK_DIR)/%: tests/data/tokenizers/%.xz
+	@mkdir -p $(dir $@)
+	xz -dc $< > $@.tmp && mv $@.tmp $@
+$(TOK_DIR)/%: tests/data/tokenizers/%
+	@mkdir -p $(dir $@)
+	cp $< $@
+tokenizers: $(TOK_FILES)
+
+# Servers the suites start themselves (the Prometheus Pushgateway), installed like the -dev
+# packages when missing.
+test-deps:
+	@sh scripts/install-test-deps.sh
+
 # Each suite runs from the repository root (fixtures are found by relative path).
-test: $(BIN) $(TEST_BINS)
+test: $(BIN) $(TEST_BINS) $(TOK_FILES) test-deps
 	@fail=0; for t in $(TEST_BINS); do \
-	  echo "== $$t"; CV_TEST_BIN=./$(BIN) CK_FORK=no ./$$t || fail=1; \
+	  echo "== $$t"; CV_TEST_BIN=./$(BIN) CV_TOKENIZERS_DIR=$(TOK_DIR) CK_FORK=no ./$$t || fail=1; \
 	done; \
 	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
 
@@ -123,8 +142,8 @@ RUN_PROMPT ?= The quick brown fox
 run: $(BIN)
 	./$(BIN) run --model $(RUN_MODEL) --prompt "$(RUN_PROMPT)" --max_new_tokens 20
 
-bench: $(BIN) $(BENCH_BINS)
-	sh bench/run.sh $(BUILD)
+bench: $(BIN) $(BENCH_BINS) $(TOK_FILES)
+	CV_TOKENIZERS_DIR=$(TOK_DIR) sh bench/run.sh $(BUILD)
 
 bench-cuda: $(BIN) $(BENCH_BINS)
 	sh bench/run_cuda.sh $(BUILD)

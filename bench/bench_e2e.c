@@ -62,11 +62,11 @@ int main(int argc, char **argv) {
     const char *work = argc > 1 ? argv[1] : "runs/bench-models";
     bench_model models[] = {
         {"gpt2-small-124M",
-         "../shared/data/tokenizers/gpt2",
+         "build/tokenizers/gpt2",
          "gpt2",
          {50257, 768, 12, 12, 12, 3072, 1024, 1, CV_DT_F32, 0.02f, 1, 50256, 50256, 0, 0}},
         {"llama-100M",
-         "../shared/data/tokenizers/llama2",
+         "build/tokenizers/llama2",
          "llama",
          {32000, 768, 12, 12, 4, 2048, 1024, 1, CV_DT_BF16, 0.02f, 2, 1, 2, 0, 0}},
     };

@@ -2,10 +2,10 @@
  * MB/s (bench/tokenize_hf.py runs the same text through Hugging Face tokenizers).
  *
  * usage: bench_tokenize [TOKENIZERS_DIR] [REPEATS]
- *   TOKENIZERS_DIR defaults to ../shared/data/tokenizers (gpt2/ and llama3/ inside it).
- * The text is built deterministically: the paragraph below, numbered, repeated to 1 MiB.
- * Figures are medians over REPEATS runs after a warm-up (bench_common.h) and are appended to
- * runs/bench_tokenize.jsonl. */
+ *   TOKENIZERS_DIR defaults to build/tokenizers (unpacked from tests/data/tokenizers by make)
+ * (gpt2/ and llama3/ inside it). The text is built deterministically: the paragraph below,
+ * numbered, repeated to 1 MiB. Figures are medians over REPEATS runs after a warm-up
+ * (bench_common.h) and are appended to runs/bench_tokenize.jsonl. */
 #include "bench_common.h" /* first: it sets the feature macros */
 
 #include "corevital/common.h"
@@ -92,7 +92,7 @@ static int bench(const char *dir, const char *name, const char *text, size_t len
 }
 
 int main(int argc, char **argv) {
-    const char *dir = argc > 1 ? argv[1] : "../shared/data/tokenizers";
+    const char *dir = argc > 1 ? argv[1] : "build/tokenizers";
     int repeats = argc > 2 ? atoi(argv[2]) : 3;
     if (repeats < 1) repeats = 1;
     size_t len;

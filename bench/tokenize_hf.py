@@ -42,7 +42,7 @@ def load(path):
 def main():
     single = "--single" in sys.argv
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    root = args[0] if args else os.path.join("..", "shared", "data", "tokenizers")
+    root = args[0] if args else os.path.join("build", "tokenizers")
     repeats = int(args[1]) if len(args) > 1 else 3
     if not single:  # the single-threaded figure runs in a child with RAYON_NUM_THREADS=1
         import subprocess

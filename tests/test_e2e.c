@@ -1,8 +1,8 @@
 /* test_e2e.c — the `corevital run` binary end to end: a valid trace (every key, type and order,
  * checked by cv_trace_validate) from GPT-2 and Llama fixtures, greedy tokens identical to
- * Hugging Face's greedy continuation, the Llama 2 and Llama 3 tokenizers of ../shared attached to
- * tiny random Llama models, reproducible sampling per seed, and the --out forms.
- * The binary is $CV_TEST_BIN (set by make test) or ./corevital. */
+ * Hugging Face's greedy continuation, the real Llama 2 and Llama 3 tokenizers (tests/data) attached
+ * to tiny random Llama models, reproducible sampling per seed, and the --out forms. The binary is
+ * $CV_TEST_BIN (set by make test) or ./corevital. */
 #define _DEFAULT_SOURCE
 #include "corevital/report.h"
 #include "corevital/safetensors.h"
@@ -138,7 +138,7 @@ START_TEST(test_t5v11_greedy_trace) {
 }
 END_TEST
 
-/* A tiny random Llama with a real tokenizer from ../shared attached. */
+/* A tiny random Llama with a real tokenizer (tests/data/tokenizers) attached. */
 static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_id, int expect_bos) {
     const char *tmp = tu_tmpdir("e2e-tok");
     char dir[700], src[800], dst[800], out[800];
@@ -148,7 +148,7 @@ static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_i
     ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
     const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
     for (int i = 0; i < 2; i++) {
-        snprintf(src, sizeof src, "../shared/data/tokenizers/%s/%s", tok, files[i]);
+        snprintf(src, sizeof src, "%s/%s", tu_tok(tok), files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         char *abs = realpath(src, NULL);
         ck_assert_msg(abs != NULL, "missing %s", src);

@@ -4,7 +4,7 @@
  * Reference ids come from tests/ref/gen_tokenizer_refs.py (tests/fixtures/tokenizers/NAME.jsonl):
  * for every corpus string, encode with and without special tokens, decode, and decode with
  * skip_special_tokens + clean-up must match byte for byte; a sample of single-id decodes too.
- * The real GPT-2 / Llama-2 / Llama-3 files are read from ../shared/data/tokenizers. */
+ * The real GPT-2 / Llama-2 / Llama-3 files come from tests/data/tokenizers (see tu_tok). */
 #define _DEFAULT_SOURCE /* mkdtemp */
 #include <check.h>
 #include <cjson/cJSON.h>
@@ -16,7 +16,7 @@
 #include "corevital/common.h"
 #include "corevital/tokenizer.h"
 
-#define DATA "../shared/data/tokenizers/"
+#include "testutil.h"
 #ifndef FIXTURE /* overridable to check refs generated elsewhere */
 #define FIXTURE "tests/fixtures/tokenizers/"
 #endif
@@ -260,7 +260,8 @@ static cv_tokenizer *load_dir_ok(const char *dir) {
     cv_tokenizer *tok = NULL;
     cv_error err = {0};
     cv_status st = cv_tokenizer_load_dir(dir, &tok, &err);
-    ck_assert_msg(st == CV_OK, "load %s: %s (is ../shared beside the repository?)", dir, err.msg);
+    ck_assert_msg(st == CV_OK, "load %s: %s (did make unpack tests/data/tokenizers?)", dir,
+                  err.msg);
     return tok;
 }
 
@@ -275,7 +276,7 @@ static void run_parity(cv_tokenizer *tok, const char *ref, int tf, int min_recor
 /* ---- parity -------------------------------------------------------------------------------- */
 
 START_TEST(parity_gpt2) {
-    cv_tokenizer *tok = load_dir_ok(DATA "gpt2");
+    cv_tokenizer *tok = load_dir_ok(tu_tok("gpt2"));
     run_parity(tok, FIXTURE "gpt2.jsonl", 0, 500);
     cv_tokenizer_free(tok);
 }
@@ -285,8 +286,8 @@ END_TEST
 START_TEST(parity_llama2) {
     cv_tokenizer *tok = NULL;
     cv_error err = {0};
-    ck_assert_msg(cv_tokenizer_load_json(DATA "llama2/tokenizer.json", &tok, &err) == CV_OK, "%s",
-                  err.msg);
+    ck_assert_msg(cv_tokenizer_load_json(tu_tok("llama2/tokenizer.json"), &tok, &err) == CV_OK,
+                  "%s", err.msg);
     run_parity(tok, FIXTURE "llama2.jsonl", 0, 500);
     cv_tokenizer_free(tok);
 }
@@ -294,14 +295,14 @@ END_TEST
 
 /* model directory semantics: transformers 5's LlamaTokenizer pipeline (Metaspace, legacy) */
 START_TEST(parity_llama2_transformers) {
-    cv_tokenizer *tok = load_dir_ok(DATA "llama2");
+    cv_tokenizer *tok = load_dir_ok(tu_tok("llama2"));
     run_parity(tok, FIXTURE "llama2.jsonl", 1, 500);
     cv_tokenizer_free(tok);
 }
 END_TEST
 
 START_TEST(parity_llama3) {
-    cv_tokenizer *tok = load_dir_ok(DATA "llama3");
+    cv_tokenizer *tok = load_dir_ok(tu_tok("llama3"));
     run_parity(tok, FIXTURE "llama3.jsonl", 0, 500);
     cv_tokenizer_free(tok);
 }
@@ -325,7 +326,7 @@ END_TEST
 /* ---- special ids, sizes, single-token decode ----------------------------------------------- */
 
 START_TEST(special_ids) {
-    cv_tokenizer *g = load_dir_ok(DATA "gpt2");
+    cv_tokenizer *g = load_dir_ok(tu_tok("gpt2"));
     ck_assert_int_eq(cv_tokenizer_vocab_size(g), 50257);
     ck_assert_int_eq(cv_tokenizer_eos_id(g), 50256);
     ck_assert_int_eq(cv_tokenizer_bos_id(g), 50256);
@@ -344,7 +345,7 @@ START_TEST(special_ids) {
     free(s);
     cv_tokenizer_free(g);
 
-    cv_tokenizer *l2 = load_dir_ok(DATA "llama2");
+    cv_tokenizer *l2 = load_dir_ok(tu_tok("llama2"));
     ck_assert_int_eq(cv_tokenizer_vocab_size(l2), 32000);
     ck_assert_int_eq(cv_tokenizer_bos_id(l2), 1);
     ck_assert_int_eq(cv_tokenizer_eos_id(l2), 2);
@@ -358,7 +359,7 @@ START_TEST(special_ids) {
     free(ids);
     cv_tokenizer_free(l2);
 
-    cv_tokenizer *l3 = load_dir_ok(DATA "llama3");
+    cv_tokenizer *l3 = load_dir_ok(tu_tok("llama3"));
     ck_assert_int_eq(cv_tokenizer_vocab_size(l3), 128256);
     ck_assert_int_eq(cv_tokenizer_bos_id(l3), 128000);
     ck_assert_int_eq(cv_tokenizer_eos_id(l3), 128001);
@@ -495,7 +496,7 @@ END_TEST
 
 /* A prefix of a multi-byte character decodes to U+FFFD (trace token_text). */
 START_TEST(partial_utf8) {
-    cv_tokenizer *g = load_dir_ok(DATA "gpt2");
+    cv_tokenizer *g = load_dir_ok(tu_tok("gpt2"));
     int32_t *ids;
     size_t n;
     cv_error err;

@@ -10,9 +10,10 @@
 
 #include "corevital/cli.h"
 #include "corevital/tokenizer.h"
+#include "testutil.h"
 
-#define LLAMA2 "../shared/data/tokenizers/llama2"
-#define GPT2   "../shared/data/tokenizers/gpt2"
+#define LLAMA2 tu_tok("llama2")
+#define GPT2   tu_tok("gpt2")
 
 /* Runs cv_cmd_tokenize with stdout and stderr captured into out/errbuf. */
 static int run_cmd(char *out, size_t outsz, char *errbuf, size_t errsz, int argc, ...) {
@@ -69,10 +70,12 @@ START_TEST(encode_matches_library) {
             k += (size_t)snprintf(want + k, sizeof want - k, i ? " %d" : "%d", ids[i]);
         snprintf(want + k, sizeof want - k, "\n");
         free(ids);
+        char model_eq[1100];
+        snprintf(model_eq, sizeof model_eq, "--model=%s", LLAMA2);
         int rc = special ? run_cmd(out, sizeof out, errb, sizeof errb, 4, "tokenize", "--model",
                                    LLAMA2, text)
-                         : run_cmd(out, sizeof out, errb, sizeof errb, 5, "tokenize",
-                                   "--model=" LLAMA2, "--no-special", "--", text);
+                         : run_cmd(out, sizeof out, errb, sizeof errb, 5, "tokenize", model_eq,
+                                   "--no-special", "--", text);
         ck_assert_int_eq(rc, 0);
         ck_assert_str_eq(out, want);
         ck_assert_str_eq(errb, "");

@@ -101,3 +101,12 @@ void tu_rmtree(const char *path) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
 }
+
+const char *tu_tok(const char *rel) {
+    static char bufs[8][1024];
+    static int next;
+    const char *dir = getenv("CV_TOKENIZERS_DIR");
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", dir && *dir ? dir : "build/tokenizers", rel);
+    return b;
+}

@@ -30,5 +30,9 @@ void tu_print_max(const char *suite);
 const char *tu_tmpdir(const char *tag);
 /* rm -rf a directory created by tu_tmpdir. */
 void tu_rmtree(const char *path);
+/* Path of a real tokenizer directory or file ("gpt2", "llama2/tokenizer.json"): the copies in
+ * tests/data/tokenizers that `make test` unpacks into $CV_TOKENIZERS_DIR (default
+ * build/tokenizers). Returns one of 8 rotating static buffers. */
+const char *tu_tok(const char *rel);
 
 #endif
