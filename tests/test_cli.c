@@ -104,8 +104,9 @@ static void expect_usage(result r, const char *needle) {
 
 START_TEST(top_level) {
     result r = run_cli(NULL, 1);
-    ck_assert_int_eq(r.rc, 1); /* no command: help, exit 1 (as the reference) */
-    ck_assert_ptr_nonnull(strstr(r.out, "usage: corevital"));
+    ck_assert_int_eq(r.rc, 2); /* no command: a usage error, usage on stderr */
+    ck_assert_str_eq(r.out, "");
+    ck_assert_ptr_nonnull(strstr(r.err, "usage: corevital"));
     r = run_cli(NULL, 2, "--version");
     ck_assert_int_eq(r.rc, 0);
     ck_assert_str_eq(r.out, "corevital " COREVITAL_VERSION "\n");
@@ -299,7 +300,10 @@ START_TEST(summary_block) {
     ck_assert_int_eq(cv_report_init(&r, &e), CV_OK);
     cv_report_set_str(&r.model.hf_id, "gpt2", &e);
     r.summary.total_steps = 25;
+    r.summary.prompt_tokens = 5;
+    r.summary.generated_tokens = 20;
     r.summary.elapsed_ms = 1234;
+    cv_report_set_str(&r.generated.output_text, " jumps over", &e);
     char *buf = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
@@ -309,8 +313,9 @@ START_TEST(summary_block) {
     char want[1024];
     snprintf(want, sizeof want,
              "\n%s\n\xE2\x9C\x93 Monitoring Complete\n%s\nModel:           gpt2\n"
-             "Total steps:     25\nElapsed time:    1234ms\n"
-             "Output file:     runs/trace_abcd1234.json\n%s\n\n",
+             "Total steps:     25 (5 prompt tokens + 20 generated tokens)\n"
+             "Elapsed time:    1234ms\n"
+             "Output file:     runs/trace_abcd1234.json\n%s\n\nGenerated text:\n jumps over\n",
              rule, rule, rule);
     ck_assert_str_eq(buf, want);
     ck_assert_uint_eq(strlen(rule), 60);

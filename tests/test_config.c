@@ -174,6 +174,11 @@ START_TEST(yaml_errors) {
     expect_yaml_error("generation:\n  top_k: 5\n   bad: [\n", CV_ERR_FORMAT,
                       "test.yaml:", "malformed YAML");
     expect_yaml_error("- a\n- b\n", CV_ERR_CONFIG, "top level must be a mapping", NULL);
+    /* a repeated key is an error naming both lines, not a silent last-one-wins */
+    expect_yaml_error("generation:\n  top_k: 5\n  top_p: 0.9\n  top_k: 7\n", CV_ERR_CONFIG,
+                      "test.yaml:4: duplicate key 'generation.top_k'", "first given on line 2");
+    expect_yaml_error("model:\n  hf_id: a\nmodel:\n  hf_id: b\n", CV_ERR_CONFIG,
+                      "test.yaml:3: duplicate key 'model'", NULL);
     expect_yaml_error("generation: {top_k: 1}\n---\ngeneration: {top_k: 2}\n", CV_ERR_CONFIG,
                       "more than one YAML document", NULL);
     /* An empty file is fine (nothing changes). */
@@ -286,6 +291,7 @@ START_TEST(validate_ranges) {
         {"summaries.hidden.sketch.dim", "-1", "sketch.dim"},
         {"summaries.hidden.sketch.seed", "4294967296", "sketch.seed"},
         {"summaries.logits.topk", "0", "topk"},
+        {"summaries.logits.topk", "65", "must be <= 64"}, /* refused, never silently clamped */
         {"sink.type", "http", "remote_url"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -11,9 +11,13 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -322,6 +326,196 @@ START_TEST(test_remote_failure_keeps_local_trace) {
 }
 END_TEST
 
+static int has_warning(const cJSON *doc, const char *code, const char *needle) {
+    const cJSON *w = get(doc, "warnings");
+    for (int i = 0; i < cJSON_GetArraySize(w); i++) {
+        const cJSON *it = cJSON_GetArrayItem(w, i);
+        if (strcmp(get(it, "code")->valuestring, code) == 0 &&
+            (!needle || strstr(get(it, "message")->valuestring, needle)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Generation that ends at EOS before --max_new_tokens: the unused timeline steps are freed
+ * (under make test-asan a leak makes the binary exit non-zero) and the trace has only the
+ * generated steps. Seed 3 at temperature 5 draws EOS at step 83 of 100 on gpt2-tiny. */
+START_TEST(test_eos_early_no_leak) {
+    const char *tmp = tu_tmpdir("e2e-eos");
+    char out[600];
+    snprintf(out, sizeof out, "%s/t.json", tmp);
+    const char *args[] = {"run",
+                          "--model",
+                          "tests/fixtures/gpt2-tiny",
+                          "--prompt",
+                          "The quick brown fox",
+                          "--temperature",
+                          "5",
+                          "--top_k",
+                          "0",
+                          "--top_p",
+                          "1",
+                          "--seed",
+                          "3",
+                          "--max_new_tokens",
+                          "100",
+                          "--out",
+                          out,
+                          NULL};
+    ck_assert_int_eq(run(args), 0);
+    cJSON *doc = load_valid_trace(out);
+    int n = cJSON_GetArraySize(get(doc, "timeline"));
+    ck_assert_int_lt(n, 100);
+    ck_assert_int_eq(get(doc, "summary.generated_tokens")->valueint, n);
+    const cJSON *ids = get(doc, "generated.token_ids");
+    ck_assert_int_eq(cJSON_GetArrayItem(ids, n - 1)->valueint, 0); /* gpt2-tiny's EOS */
+    cJSON_Delete(doc);
+    tu_rmtree(tmp);
+}
+END_TEST
+
+/* Both quantization flags: 4-bit wins, and the trace says so in its warnings. */
+START_TEST(test_quantize_conflict_warning_in_trace) {
+    const char *tmp = tu_tmpdir("e2e-q");
+    char out[600];
+    snprintf(out, sizeof out, "%s/t.json", tmp);
+    const char *args[] = {"run",
+                          "--model",
+                          "tests/fixtures/llama-tiny",
+                          "--prompt",
+                          "hi",
+                          "--max_new_tokens",
+                          "2",
+                          "--quantize-4",
+                          "--quantize-8",
+                          "--out",
+                          out,
+                          NULL};
+    ck_assert_int_eq(run(args), 0);
+    cJSON *doc = load_valid_trace(out);
+    ck_assert(has_warning(doc, "QUANTIZATION_CONFLICT", "4-bit"));
+    ck_assert_str_eq(get(doc, "model.quantization.method")->valuestring, "4-bit");
+    cJSON_Delete(doc);
+    tu_rmtree(tmp);
+}
+END_TEST
+
+/* --out is checked before the model loads: exit 2, nothing written. */
+START_TEST(test_out_checked_before_load) {
+    const char *tmp = tu_tmpdir("e2e-out");
+    char file[600], under_file[700], dir_json[600];
+    snprintf(file, sizeof file, "%s/plain", tmp);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    snprintf(under_file, sizeof under_file, "%s/sub/t.json", file); /* parent is a file */
+    snprintf(dir_json, sizeof dir_json, "%s/d.json", tmp);
+    ck_assert_int_eq(mkdir(dir_json, 0755), 0); /* a .json path that is a directory */
+    /* the model does not exist: a 2 (not 1) proves the check ran before loading */
+    const char *a1[] = {"run", "--model", "no/such-model", "--prompt",
+                        "x",   "--out",   under_file,      NULL};
+    ck_assert_int_eq(run(a1), 2);
+    const char *a2[] = {"run", "--model", "no/such-model", "--prompt",
+                        "x",   "--out",   dir_json,        NULL};
+    ck_assert_int_eq(run(a2), 2);
+    const char *a3[] = {"run", "--model", "no/such-model", "--prompt", "x", "--out", file, NULL};
+    ck_assert_int_eq(run(a3), 2); /* an output directory that is a file */
+    /* a directory that does not exist yet under a writable one is fine (created on write) */
+    char fresh[700];
+    snprintf(fresh, sizeof fresh, "%s/new/deeper/t.json", tmp);
+    const char *a4[] = {"run",      "--model", "tests/fixtures/gpt2-tiny",
+                        "--prompt", "x",       "--max_new_tokens",
+                        "1",        "--out",   fresh,
+                        NULL};
+    ck_assert_int_eq(run(a4), 0);
+    ck_assert_int_eq(access(fresh, F_OK), 0);
+    tu_rmtree(tmp);
+}
+END_TEST
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* SIGINT / SIGTERM during generation: the steps so far are written as a valid trace with
+ * GENERATION_INTERRUPTED, exit 130 / 143, and no temporary file is left in the directory. */
+static void interrupt_run(int signo, int want_rc) {
+    const char *tmp = tu_tmpdir("e2e-sig");
+    char dir[600], outdir[700];
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    snprintf(outdir, sizeof outdir, "%s/out", tmp);
+    /* slow enough to be interrupted: 4,000 steps over a growing cache (seconds) */
+    cv_synth_shape sh = {4096, 128, 4, 4, 4, 512, 4200, 1, CV_DT_F32, 0.5f, 7, 1, 4095, 0, 0};
+    cv_error err = {0};
+    ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
+    char src[800], dst[800];
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 2; i++) { /* the Llama 2 tokenizer; ids above 4095 are never fed */
+        snprintf(src, sizeof src, "%s/%s", tu_tok("llama2"), files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        char *abs = realpath(src, NULL);
+        ck_assert_msg(abs != NULL, "missing %s", src);
+        ck_assert_int_eq(symlink(abs, dst), 0);
+        free(abs);
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        execl(bin(), bin(), "run", "--model", dir, "--prompt", "a b c", "--temperature", "0",
+              "--max_new_tokens", "4000", "--out", outdir, (char *)NULL);
+        _exit(127);
+    }
+    double t0 = now_s();
+    int st, done = 0;
+    while (now_s() - t0 < 1.5) { /* let it load and start generating */
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            done = 1;
+            break;
+        }
+        usleep(20000);
+    }
+    ck_assert_msg(!done, "the run finished before it could be interrupted");
+    kill(pid, signo);
+    waitpid(pid, &st, 0);
+    ck_assert_msg(WIFEXITED(st), "killed by signal %d instead of stopping cleanly",
+                  WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    ck_assert_int_eq(WEXITSTATUS(st), want_rc);
+    DIR *d = opendir(outdir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    char trace[1024] = "";
+    int n_files = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+            continue;
+        n_files++;
+        ck_assert_msg(strncmp(e->d_name, "trace_", 6) == 0, "stray file %s", e->d_name);
+        snprintf(trace, sizeof trace, "%s/%s", outdir, e->d_name);
+    }
+    closedir(d);
+    ck_assert_int_eq(n_files, 1);
+    cJSON *doc = load_valid_trace(trace);
+    int n = cJSON_GetArraySize(get(doc, "timeline"));
+    ck_assert_int_ge(n, 1);
+    ck_assert_int_lt(n, 4000);
+    ck_assert_int_eq(get(doc, "summary.generated_tokens")->valueint, n);
+    ck_assert(has_warning(doc, "GENERATION_INTERRUPTED", signo == SIGINT ? "SIGINT" : "SIGTERM"));
+    cJSON_Delete(doc);
+    tu_rmtree(tmp);
+}
+
+START_TEST(test_sigint_writes_partial_trace) {
+    interrupt_run(SIGINT, 130);
+}
+END_TEST
+
+START_TEST(test_sigterm_writes_partial_trace) {
+    interrupt_run(SIGTERM, 143);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("e2e");
     TCase *tc = tcase_create("binary");
@@ -335,6 +529,11 @@ int main(void) {
     tcase_add_test(tc, test_sampling_reproducible_and_out_forms);
     tcase_add_test(tc, test_runtime_errors_exit_1);
     tcase_add_test(tc, test_remote_failure_keeps_local_trace);
+    tcase_add_test(tc, test_eos_early_no_leak);
+    tcase_add_test(tc, test_quantize_conflict_warning_in_trace);
+    tcase_add_test(tc, test_out_checked_before_load);
+    tcase_add_test(tc, test_sigint_writes_partial_trace);
+    tcase_add_test(tc, test_sigterm_writes_partial_trace);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -455,7 +455,10 @@ START_TEST(test_unknown_repo_404) {
     cv_error e;
     ck_assert_int_eq(resolve("test/missing", NULL, &r, &e), CV_ERR_NET);
     char want[256];
-    snprintf(want, sizeof want, "model 'test/missing' not found on %s (HTTP 404)", g_srv.endpoint);
+    snprintf(want, sizeof want,
+             "no directory test/missing, and the Hub: model 'test/missing' not found on %s "
+             "(HTTP 404)",
+             g_srv.endpoint);
     ck_assert_str_eq(e.msg, want);
     ck_assert_int_eq(resolve("no/such/dir", NULL, &r, &e), CV_ERR_IO);
     ck_assert_ptr_nonnull(strstr(e.msg, "neither a local directory"));
@@ -622,7 +625,7 @@ START_TEST(test_no_network) {
     cv_error e;
     ck_assert_int_eq(resolve("test/tiny", NULL, &r, &e), CV_ERR_NET);
     char want[128];
-    snprintf(want, sizeof want, "cannot reach %s: ", endpoint);
+    snprintf(want, sizeof want, "no directory test/tiny, and the Hub: cannot reach %s: ", endpoint);
     ck_assert_msg(strncmp(e.msg, want, strlen(want)) == 0, "%s", e.msg);
     ck_assert_ptr_nonnull(strstr(e.msg, "set HF_HUB_OFFLINE=1 to use the cache only"));
 }

@@ -45,6 +45,7 @@ typedef struct {
     const char *out;         /* --out (a directory, or the trace file when it ends in .json) */
     const char *threads;     /* --threads */
     int help;                /* --help / -h given: print help, exit 0 */
+    int quiet;               /* --quiet: print only the generated text, no banner */
     cv_cli_setting settings[CV_CLI_MAX_SETTINGS];
     size_t n_settings;
 } cv_run_args;
@@ -61,7 +62,13 @@ cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *args, cv_error *e
 cv_status cv_cli_build_config(const cv_run_args *args, char *const *envp, cv_config *cfg,
                               cv_error *err);
 
-/* The success block printed to stdout (same text as the Python reference). */
+/* Check where the trace will go before anything loads: the trace file's directory (or the output
+ * directory) exists and is writable, or can be created under a writable ancestor; a .json path
+ * is not an existing directory. CV_ERR_USAGE naming the path otherwise. */
+cv_status cv_cli_check_out(const cv_config *cfg, cv_error *err);
+
+/* The success block printed to stdout (the Python reference's text, plus the step count's
+ * meaning and the generated text). */
 void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location);
 
 #endif

@@ -43,6 +43,14 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
                               int instrumented, cv_report *rep, int32_t **out_ids, size_t *out_n,
                               double *elapsed_ms, const cv_gen_hooks *hooks, cv_error *err);
 
+/* Interruption (SIGINT / SIGTERM in the CLI): a signal handler stores the signal number with
+ * cv_generate_request_stop (async-signal-safe); the loop finishes the step it is in, stops, and
+ * records GENERATION_INTERRUPTED with the step in the report, which is complete and valid.
+ * cv_generate_stop_signal returns the stored signal (0: none); cv_generate_reset_stop clears it. */
+void cv_generate_request_stop(int signo);
+int cv_generate_stop_signal(void);
+void cv_generate_reset_stop(void);
+
 /* Fill rep->model and rep->prompt for this session. */
 cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char *prompt,
                                  const int32_t *ids, size_t P, cv_report *rep, cv_error *err);

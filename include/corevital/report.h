@@ -190,6 +190,8 @@ cv_status cv_report_add_warning(cv_report *rep, const char *code, const char *fm
 /* Allocate n_steps timeline steps, each with n_layers zeroed layers (layer_index set, every
  * number null, cross_attention null). Replaces any existing timeline. */
 cv_status cv_report_alloc_timeline(cv_report *rep, size_t n_steps, size_t n_layers, cv_error *err);
+/* Keep the first n timeline steps and free the rest (generation ended early: EOS, a stop). */
+void cv_report_truncate_timeline(cv_report *rep, size_t n);
 /* Allocate n encoder layers (has_encoder_layers = 1). */
 cv_status cv_report_alloc_encoder_layers(cv_report *rep, size_t n, cv_error *err);
 /* Allocate the sketch (n zeros) / top-k items (n empty) of one summary. */

@@ -7,6 +7,7 @@
  * Failures after that (model load, generation, sink) exit 1. */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/cli.h"
+#include "corevital/generate.h"
 #include "corevital/remote_sinks.h"
 
 #include "corevital/log.h"
@@ -14,10 +15,14 @@
 #include "corevital/run.h"
 #include "corevital/sinks.h"
 
+#include <errno.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- features ---- */
 
@@ -77,6 +82,7 @@ static void run_help(FILE *f) {
         "  --top_p P                in (0, 1]; 1 disables (default 0.95)\n"
         "  --quantize-4             NF4 weights\n"
         "  --quantize-8             int8 weights\n"
+        "  --quiet                  print only the generated text (no summary block)\n"
         "  --out PATH               output directory (default runs/); a path ending in .json\n"
         "                           is the trace file itself\n"
         "  --remote_sink {none,http,prometheus,datadog}\n"
@@ -127,6 +133,7 @@ static const opt_def k_opts[] = {
     {"--perf", "performance.mode", O_OPTVALUE, "summary"},
     {"--revision", "model.revision", O_VALUE, NULL},
     {"--threads", NULL, O_VALUE, NULL},
+    {"--quiet", NULL, O_FLAG, "true"},
 };
 
 static const opt_def *find_opt(const char *name, size_t len) {
@@ -218,6 +225,8 @@ cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err)
 
         if (strcmp(o->name, "--prompt") == 0) {
             a->prompt = value;
+        } else if (strcmp(o->name, "--quiet") == 0) {
+            a->quiet = 1;
         } else if (strcmp(o->name, "--config") == 0) {
             a->config_path = value;
         } else if (strcmp(o->name, "--out") == 0) {
@@ -319,8 +328,81 @@ cv_status cv_cli_build_config(const cv_run_args *a, char *const *envp, cv_config
         }
     }
     if (st == CV_OK) st = check_features(cfg, err);
+    if (st == CV_OK) st = cv_cli_check_out(cfg, err);
     if (st != CV_OK) cv_config_free(cfg);
     return st;
+}
+
+/* ---- the output path ---- */
+
+/* dir exists as a writable directory, or can be created: its nearest existing ancestor is a
+ * writable directory. */
+static cv_status check_dir_usable(const char *dir, const char *what, cv_error *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return cv_fail(err, CV_ERR_USAGE, "%s: path too long", what);
+    struct stat sb;
+    if (stat(buf, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode))
+            return cv_fail(err, CV_ERR_USAGE, "%s: %s exists and is not a directory", what, buf);
+        if (access(buf, W_OK | X_OK) != 0)
+            return cv_fail(err, CV_ERR_USAGE, "%s: directory %s is not writable", what, buf);
+        return CV_OK;
+    }
+    if (errno != ENOENT)
+        return cv_fail(err, CV_ERR_USAGE, "%s: cannot use %s: %s", what, buf, strerror(errno));
+    /* walk up to the nearest existing ancestor */
+    for (;;) {
+        char *slash = strrchr(buf, '/');
+        while (slash && slash > buf && slash[1] == '\0') { /* trailing slashes */
+            *slash = '\0';
+            slash = strrchr(buf, '/');
+        }
+        const char *parent = ".";
+        if (slash == buf)
+            parent = "/";
+        else if (slash) {
+            *slash = '\0';
+            parent = buf;
+        }
+        if (stat(parent, &sb) == 0) {
+            if (!S_ISDIR(sb.st_mode))
+                return cv_fail(err, CV_ERR_USAGE,
+                               "%s: cannot create %s: %s exists and is not a directory", what, dir,
+                               parent);
+            if (access(parent, W_OK | X_OK) != 0)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "%s: cannot create %s: directory %s is not writable", what, dir,
+                               parent);
+            return CV_OK;
+        }
+        if (errno != ENOENT)
+            return cv_fail(err, CV_ERR_USAGE, "%s: cannot use %s: %s", what, parent,
+                           strerror(errno));
+        if (parent != buf) return CV_OK; /* "." or "/" missing cannot happen; be permissive */
+    }
+}
+
+cv_status cv_cli_check_out(const cv_config *cfg, cv_error *err) {
+    if (cfg->out_path) {
+        struct stat sb;
+        if (stat(cfg->out_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return cv_fail(err, CV_ERR_USAGE,
+                           "argument --out: %s is an existing directory, not a trace file (drop "
+                           "the .json to write a trace inside it)",
+                           cfg->out_path);
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", cfg->out_path);
+        char *slash = strrchr(dir, '/');
+        if (!slash) return check_dir_usable(".", "argument --out", err);
+        if (slash == dir)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        return check_dir_usable(dir, "argument --out", err);
+    }
+    return check_dir_usable(cfg->sink.output_dir, "output directory (--out / sink.output_dir)",
+                            err);
 }
 
 /* ---- output ---- */
@@ -329,7 +411,9 @@ void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location)
     static const char rule[] = "============================================================";
     fprintf(out, "\n%s\n\xE2\x9C\x93 Monitoring Complete\n%s\n", rule, rule);
     fprintf(out, "Model:           %s\n", rep->model.hf_id ? rep->model.hf_id : "");
-    fprintf(out, "Total steps:     %lld\n", (long long)rep->summary.total_steps);
+    fprintf(out, "Total steps:     %lld (%lld prompt tokens + %lld generated tokens)\n",
+            (long long)rep->summary.total_steps, (long long)rep->summary.prompt_tokens,
+            (long long)rep->summary.generated_tokens);
     fprintf(out, "Elapsed time:    %lldms\n", (long long)rep->summary.elapsed_ms);
     fprintf(out, "Output file:     %s\n", location);
     if (rep->n_warnings) {
@@ -338,6 +422,37 @@ void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location)
             fprintf(out, "  - [%s] %s\n", rep->warnings[i].code, rep->warnings[i].message);
     }
     fprintf(out, "%s\n\n", rule);
+    fprintf(out, "Generated text:\n%s\n",
+            rep->generated.output_text ? rep->generated.output_text : "");
+}
+
+/* ---- signals ---- */
+
+/* First SIGINT / SIGTERM: ask the generation loop to stop after its current step (the trace of
+ * the steps so far is written). A second one: the default action, at once. */
+static void on_stop_signal(int signo) {
+    cv_generate_request_stop(signo);
+    signal(signo, SIG_DFL);
+    signal(signo == SIGINT ? SIGTERM : SIGINT, SIG_DFL);
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* While the trace is written (temp file + rename) the signals wait, so an interruption never
+ * leaves a partial temporary file; they are delivered when the write is done. */
+static void block_stop_signals(sigset_t *old) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, old);
 }
 
 /* ---- commands ---- */
@@ -371,6 +486,8 @@ int cv_cmd_run(int argc, char **argv) {
     cv_report rep;
     memset(&rep, 0, sizeof rep);
     int rc = CV_EXIT_OK;
+    cv_generate_reset_stop();
+    install_stop_handlers();
     char location[4096];
     cv_status st;
     if (cfg.performance.mode) {
@@ -399,22 +516,41 @@ int cv_cmd_run(int argc, char **argv) {
     if (st != CV_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
         rc = CV_EXIT_RUNTIME;
-    } else if (cv_sinks_write(&cfg, &rep, location, sizeof location, &err) != CV_OK) {
-        fprintf(stderr, "error: %s\n", err.msg);
-        rc = CV_EXIT_RUNTIME;
     } else {
-        cv_cli_print_summary(stdout, &rep, location);
-        fflush(stdout);
+        sigset_t old;
+        block_stop_signals(&old);
+        st = cv_sinks_write(&cfg, &rep, location, sizeof location, &err);
+        int sig = cv_generate_stop_signal();
+        if (st != CV_OK) {
+            fprintf(stderr, "error: %s\n", err.msg);
+            rc = CV_EXIT_RUNTIME;
+        } else {
+            if (args.quiet)
+                printf("%s\n", rep.generated.output_text ? rep.generated.output_text : "");
+            else
+                cv_cli_print_summary(stdout, &rep, location);
+            if (sig) {
+                fprintf(stderr, "interrupted: the trace of the steps generated so far is %s\n",
+                        location);
+                rc = 128 + sig; /* 130 for SIGINT, 143 for SIGTERM, like a shell */
+            }
+            fflush(stdout);
+        }
+        fflush(stderr);
+        /* a second signal that arrived during the write takes effect here */
+        sigprocmask(SIG_SETMASK, &old, NULL);
     }
     cv_report_free(&rep);
     cv_config_free(&cfg);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     return rc;
 }
 
 int cv_cli_main(int argc, char **argv) {
     if (argc < 2) {
-        top_help(stdout);
-        return CV_EXIT_RUNTIME; /* like the reference: help, exit 1 */
+        top_help(stderr);
+        return CV_EXIT_USAGE; /* no command is a usage error */
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0) {

@@ -6,6 +6,7 @@
  * then the CLI's flags). */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/config.h"
+#include "corevital/stats.h" /* CV_TOPK_MAX */
 
 #include <ctype.h>
 #include <errno.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+_Static_assert(CV_TOPK_MAX == 64, "update the summaries.logits.topk message");
 #include <yaml.h>
 
 extern char **environ;
@@ -360,6 +363,17 @@ static cv_status yaml_walk(cv_config *c, yaml_document_t *doc, yaml_node_t *map,
         unsigned long line = (unsigned long)kn->start_mark.line + 1;
         if (kn->type != YAML_SCALAR_NODE)
             return cv_fail(err, CV_ERR_CONFIG, "%s:%lu: keys must be plain names", name, line);
+        /* libyaml keeps both of two equal keys; a silent last-one-wins hides typos */
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pr; q++) {
+            yaml_node_t *qk = yaml_document_get_node(doc, q->key);
+            if (qk && qk->type == YAML_SCALAR_NODE &&
+                qk->data.scalar.length == kn->data.scalar.length &&
+                memcmp(qk->data.scalar.value, kn->data.scalar.value, kn->data.scalar.length) == 0)
+                return cv_fail(
+                    err, CV_ERR_CONFIG, "%s:%lu: duplicate key '%s%s%s' (first given on line %lu)",
+                    name, line, prefix, *prefix ? "." : "", (const char *)kn->data.scalar.value,
+                    (unsigned long)qk->start_mark.line + 1);
+        }
         char path[256];
         int w = snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "",
                          (const char *)kn->data.scalar.value);
@@ -588,6 +602,8 @@ cv_status cv_config_validate(cv_config *c, cv_error *err) {
         {c->summaries.hidden.sketch.seed < 0 || c->summaries.hidden.sketch.seed > 4294967295LL,
          "summaries.hidden.sketch.seed: must be in [0, 2^32-1] (numpy seed)"},
         {c->summaries.logits.topk < 1, "summaries.logits.topk: must be >= 1"},
+        {c->summaries.logits.topk > CV_TOPK_MAX,
+         "summaries.logits.topk: must be <= 64 (the largest top-k list the logits pass keeps)"},
         {c->threads < 0, "--threads: must be >= 0 (0 = OpenMP default)"},
         {!c->model.hf_id || !*c->model.hf_id, "model.hf_id: must not be empty"},
         {!c->sink.output_dir || !*c->sink.output_dir, "sink.output_dir: must not be empty"},

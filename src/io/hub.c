@@ -1222,6 +1222,10 @@ done:
     if (c->curl) curl_easy_cleanup(c->curl);
     memset(c->token, 0, sizeof c->token);
     free(c);
-    if (st != CV_OK) memset(out, 0, sizeof *out);
+    if (st != CV_OK) {
+        memset(out, 0, sizeof *out);
+        /* The name could have meant either: say what was tried both ways. */
+        cv_error_prefix(err, "no directory %s, and the Hub", model);
+    }
     return st;
 }

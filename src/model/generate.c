@@ -12,9 +12,27 @@
 
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Set from a signal handler: plain sig_atomic_t store, read once per step. */
+static volatile sig_atomic_t g_stop_signal = 0;
+
+void cv_generate_request_stop(int signo) {
+    g_stop_signal = (sig_atomic_t)(signo > 0 ? signo : SIGINT);
+}
+int cv_generate_stop_signal(void) {
+    return (int)g_stop_signal;
+}
+void cv_generate_reset_stop(void) {
+    g_stop_signal = 0;
+}
+
+static const char *signal_name(int signo) {
+    return signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "a signal";
+}
 
 static void hook_begin(const cv_gen_hooks *h, const char *name) {
     if (h && h->begin) h->begin(h->user, name);
@@ -229,6 +247,11 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
         (st = cv_report_set_str(&mi->device, s->device, err)) ||
         (st = cv_report_set_str(&rep->prompt.text, prompt, err)))
         return st;
+    if (cfg->model.load_in_4bit && cfg->model.load_in_8bit &&
+        (st = cv_report_add_warning(rep, "QUANTIZATION_CONFLICT",
+                                    "both 4-bit and 8-bit quantization were requested "
+                                    "(--quantize-4 and --quantize-8): 4-bit (NF4) was applied")))
+        return st;
     mi->num_layers = c->num_layers;
     mi->hidden_size = c->hidden_size;
     mi->num_attention_heads = c->num_heads;
@@ -310,12 +333,13 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (st != CV_OK) goto done;
     }
 
-    int n_gen = 0, pos = 0;
+    int n_gen = 0, pos = 0, loop_open = 0;
     int32_t cur = seq2seq ? c->decoder_start_token_id : 0;
     for (int i = 0; i < G; i++) {
         double ts = cv_now_ms();
         if (i == 0) hook_begin(hooks, seq2seq ? "decode_loop" : "prefill");
         if (i == 1 && !seq2seq) hook_begin(hooks, "decode_loop");
+        if (i == 0 ? seq2seq : i == 1 && !seq2seq) loop_open = 1;
         if (dev) {
             cv_stats_arena_reset(host, &lay);
             be->upload(be, dev, host, bytes);
@@ -355,13 +379,23 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             fill_layers(step->layers, L, host, &lay, s, cfg, err);
         }
         if (is_eos(s, next)) break;
+        int sig = cv_generate_stop_signal();
+        if (sig && i + 1 < G) { /* the step is complete; stop before the next one */
+            if (rep && (st = cv_report_add_warning(
+                            rep, "GENERATION_INTERRUPTED",
+                            "generation interrupted by %s after step %lld (%d of "
+                            "%d new tokens generated)",
+                            signal_name(sig), (long long)((int64_t)P + i), n_gen, G)))
+                goto done;
+            break;
+        }
     }
-    if (G > 1 || seq2seq) hook_end(hooks, "decode_loop");
+    if (loop_open) hook_end(hooks, "decode_loop");
     double elapsed = cv_now_ms() - t0;
     if (elapsed_ms) *elapsed_ms = elapsed;
 
     if (rep) {
-        if (instrumented) rep->n_timeline = (size_t)n_gen; /* stopped at EOS: drop unused steps */
+        if (instrumented) cv_report_truncate_timeline(rep, (size_t)n_gen); /* stopped early */
         int64_t *ids64 = malloc(sizeof(int64_t) * (size_t)(n_gen ? n_gen : 1));
         char *text = cv_tokenizer_decode(s->tok, gen, (size_t)n_gen, 1, 1);
         if (!ids64 || !text) {

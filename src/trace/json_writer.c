@@ -552,17 +552,35 @@ static void scan_attn(scan *s, const cv_attention_summary *a, const char *path) 
     scan_num(s, a->concentration_max, path, "concentration_max");
 }
 
-static void scan_layers(scan *s, const cv_layer_summary *l, size_t n, const char *prefix) {
+/* 1 when some of the n values is NaN or infinite. */
+static int any_nonfinite(const double *v, size_t n, size_t stride) {
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(v[k * stride])) return 1;
+    return 0;
+}
+
+/* A list typed List[float] upstream (the sketch, the top-k probabilities) cannot hold null:
+ * a list with a non-finite member is written empty, with one warning naming it. */
+static void drop_nonfinite_list(scan *s, size_t *n, const char *path, const char *field) {
+    s->found++;
+    if (s->found <= MAX_NONFINITE_WARNINGS &&
+        cv_report_add_warning(s->rep, "NON_FINITE_VALUE",
+                              "%s.%s has non-finite values; written as []", path, field) != CV_OK)
+        s->oom = 1;
+    *n = 0;
+}
+
+static void scan_layers(scan *s, cv_layer_summary *l, size_t n, const char *prefix) {
     char path[400];
     for (size_t j = 0; j < n; j++) {
-        const cv_hidden_summary *h = &l[j].hidden_summary;
+        cv_hidden_summary *h = &l[j].hidden_summary;
         snprintf(path, sizeof path, "%s[%zu].hidden_summary", prefix, j);
         scan_num(s, h->mean, path, "mean");
         scan_num(s, h->std, path, "std");
         scan_num(s, h->l2_norm_mean, path, "l2_norm_mean");
         scan_num(s, h->max_abs, path, "max_abs");
-        for (size_t k = 0; k < h->n_sketch; k++)
-            nonfinite(s, h->sketch[k], "%s.sketch[%zu]", path, k);
+        if (any_nonfinite(h->sketch, h->n_sketch, 1))
+            drop_nonfinite_list(s, &h->n_sketch, path, "sketch");
         snprintf(path, sizeof path, "%s[%zu].attention_summary", prefix, j);
         scan_attn(s, &l[j].attention_summary, path);
         if (l[j].has_cross_attention) {
@@ -592,12 +610,15 @@ static int scan_report(cv_report *r) {
     nonfinite(&s, r->run_config.generation.top_p, "run_config.generation.top_p");
     char path[256];
     for (size_t i = 0; i < r->n_timeline; i++) {
-        const cv_timeline_step *st = &r->timeline[i];
+        cv_timeline_step *st = &r->timeline[i];
         snprintf(path, sizeof path, "timeline[%zu].logits_summary", i);
         scan_num(&s, st->logits_summary.entropy, path, "entropy");
         scan_num(&s, st->logits_summary.top1_top2_margin, path, "top1_top2_margin");
         for (size_t k = 0; k < st->logits_summary.n_topk; k++)
-            nonfinite(&s, st->logits_summary.topk[k].prob, "%s.topk[%zu].prob", path, k);
+            if (!isfinite(st->logits_summary.topk[k].prob)) {
+                drop_nonfinite_list(&s, &st->logits_summary.n_topk, path, "topk");
+                break;
+            }
         snprintf(path, sizeof path, "timeline[%zu].layers", i);
         scan_layers(&s, st->layers, st->n_layers, path);
         snprintf(path, sizeof path, "timeline[%zu].extensions", i);

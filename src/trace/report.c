@@ -159,6 +159,11 @@ cv_status cv_report_alloc_timeline(cv_report *rep, size_t n_steps, size_t n_laye
     return CV_OK;
 }
 
+void cv_report_truncate_timeline(cv_report *rep, size_t n) {
+    for (size_t i = n; i < rep->n_timeline; i++) free_step(&rep->timeline[i]);
+    if (n < rep->n_timeline) rep->n_timeline = n;
+}
+
 cv_status cv_report_alloc_encoder_layers(cv_report *rep, size_t n, cv_error *err) {
     free_layers(rep->encoder_layers, rep->n_encoder_layers);
     rep->encoder_layers = NULL;

@@ -17,6 +17,7 @@ typedef enum {
     S_NSTR,   /* string or null */
     S_INT,    /* integral number */
     S_FLOAT,  /* number or null (null = non-finite) */
+    S_RFLOAT, /* a number, never null (members of List[float]) */
     S_BOOL,   /* true/false */
     S_OBJ,    /* object with exactly `fields`, in order */
     S_NOBJ,   /* S_OBJ or null */
@@ -46,7 +47,8 @@ static const schema s_bool = {S_BOOL, NULL, 0, NULL};
 static const schema s_anyobj = {S_ANYOBJ, NULL, 0, NULL};
 static const schema s_ints = {S_ARR, NULL, 0, &s_int};
 static const schema s_strs = {S_ARR, NULL, 0, &s_str};
-static const schema s_floats = {S_ARR, NULL, 0, &s_float};
+static const schema s_rfloat = {S_RFLOAT, NULL, 0, NULL};
+static const schema s_floats = {S_ARR, NULL, 0, &s_rfloat}; /* List[float]: null is rejected */
 
 static const field f_quant[] = {{"enabled", &s_bool}, {"method", &s_nstr}};
 static const schema s_quant = {S_OBJ, f_quant, N(f_quant), NULL};
@@ -87,7 +89,7 @@ static const field f_token[] = {
     {"token_id", &s_int}, {"token_text", &s_str}, {"is_prompt_token", &s_bool}};
 static const schema s_token = {S_OBJ, f_token, N(f_token), NULL};
 static const field f_topk_item[] = {
-    {"token_id", &s_int}, {"token_text", &s_str}, {"prob", &s_float}};
+    {"token_id", &s_int}, {"token_text", &s_str}, {"prob", &s_rfloat}};
 static const schema s_topk_item = {S_OBJ, f_topk_item, N(f_topk_item), NULL};
 static const schema s_topk = {S_ARR, NULL, 0, &s_topk_item};
 static const field f_logits[] = {
@@ -158,6 +160,9 @@ static cv_status check(const cJSON *j, const schema *s, const char *path, cv_err
         break;
     case S_FLOAT:
         if (!cJSON_IsNumber(j) && !cJSON_IsNull(j)) want = "a number or null";
+        break;
+    case S_RFLOAT:
+        if (!cJSON_IsNumber(j)) want = "a number (null is not allowed here)";
         break;
     case S_BOOL:
         if (!cJSON_IsBool(j)) want = "a boolean";
