@@ -5,6 +5,7 @@
 #   make run        run the main job on the bundled tiny GPT-2
 #   make bench      CPU benchmarks (bench/README.md)
 #   make lint       clang-format (no diff) + cppcheck (zero findings)
+#   make fuzz       libFuzzer harnesses (clang, ASan + UBSan), FUZZ_SECONDS each (tests/fuzz/)
 #   make test-cuda  kernel-vs-CPU-twin and whole-model CUDA tests (needs a GPU)
 # Options: NO_CUDA=1 forces a CPU-only build; SAN=1 builds with sanitizers; BUILD=dir.
 
@@ -74,7 +75,7 @@ BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
 CUDA_TEST_BINS:= $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(CUDA_TEST_SRC))
 
-.PHONY: all tokenizers test-deps test test-asan run bench lint format clean ref test-cuda bench-cuda
+.PHONY: all tokenizers test-deps fuzz fuzz-build fuzz-bins test test-asan run bench lint format clean ref test-cuda bench-cuda
 all: $(BIN) $(LIB)
 
 $(LIB): $(LIB_OBJ)
@@ -158,10 +159,28 @@ lint:
 format:
 	clang-format -i $(FORMAT_FILES)
 
+# libFuzzer harnesses (tests/fuzz/): the library built by clang with ASan + UBSan and
+# coverage, then each harness run for FUZZ_SECONDS (tests/fuzz/run.sh; FUZZ=name limits it).
+FUZZ_SECONDS ?= 20
+FUZZ_BUILD   := build-fuzz
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/fuzz/%,$(FUZZ_SRC))
+fuzz-build:
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) NO_CUDA=1 OPT="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(FUZZ_BUILD)/libcorevital.a
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) NO_CUDA=1 OPT="$(FUZZ_FLAGS)" fuzz-bins
+fuzz-bins: $(FUZZ_BINS)
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(FUZZ_BUILD)/libcorevital.a
+	@mkdir -p $(dir $@)
+	clang $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libcorevital.a $(LDFLAGS) -fsanitize=fuzzer,address,undefined $(LDLIBS)
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ)
+
 ref:
 	sh tests/ref/run.sh
 
 clean:
-	rm -rf build build-asan corevital
+	rm -rf build build-asan build-fuzz corevital
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

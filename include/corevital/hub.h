@@ -33,4 +33,11 @@ cv_status cv_hub_cache_dir(char *out, size_t outsz, cv_error *err);
 /* 1 if s is a valid Hub repo id ("name" or "org/name", huggingface_hub's rules), else 0. */
 int cv_hub_valid_repo_id(const char *s);
 
+/* What the client does with a server's answer, without a network (the fuzz harness and tests):
+ * parse n_headers bytes of response header lines (several responses when redirected), follow
+ * the Location against url as the client would, normalize the ETag, and parse body (NUL-ended,
+ * or NULL) as a model.safetensors.index.json. CV_OK or an error naming what was wrong. */
+cv_status cv_hub_parse_untrusted(const char *headers, size_t n_headers, const char *body,
+                                 const char *url, cv_error *err);
+
 #endif

@@ -495,6 +495,25 @@ static int same_origin(const char *a, const char *b) {
     return strcmp(oa[0], oa[1]) == 0;
 }
 
+/* Where a redirect from url to location leads: a relative location keeps url's
+ * scheme://host[:port]; an absolute one on the same origin is followed; another origin is not
+ * (*follow = 0). */
+static cv_status redirect_target(const char *url, const char *location, char *next, size_t n,
+                                 int *follow, cv_error *err) {
+    *follow = 0;
+    if (location[0] == '/') {
+        size_t origin = origin_len(url);
+        if (!origin) return cv_fail(err, CV_ERR_NET, "cannot follow redirect from %s", url);
+        if (fmt_path(next, n, err, "%.*s%s", (int)origin, url, location) != CV_OK)
+            return CV_ERR_NET;
+        *follow = 1;
+    } else if (same_origin(url, location)) {
+        if (fmt_path(next, n, err, "%s", location) != CV_OK) return CV_ERR_NET;
+        *follow = 1;
+    }
+    return CV_OK;
+}
+
 /* HEAD the resolve URL of `file` at `rev`. As huggingface_hub, redirects are followed only while
  * they stay on the same origin (renamed repos answer with a relative redirect); a redirect to
  * another host (an LFS file's CDN URL) is where the metadata is read. */
@@ -517,16 +536,10 @@ static cv_status head_file(hub_ctx *c, const char *rev, const char *file, http_m
         curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, status);
         if (*status < 300 || *status >= 400 || !m->location[0]) return CV_OK;
         char next[HUB_URL];
-        if (m->location[0] == '/') { /* relative: same scheme://host[:port], new path */
-            size_t origin = origin_len(url);
-            if (!origin) return cv_fail(err, CV_ERR_NET, "cannot follow redirect from %s", url);
-            if (fmt_path(next, sizeof next, err, "%.*s%s", (int)origin, url, m->location) != CV_OK)
-                return CV_ERR_NET;
-        } else if (same_origin(url, m->location)) {
-            if (fmt_path(next, sizeof next, err, "%s", m->location) != CV_OK) return CV_ERR_NET;
-        } else {
-            return CV_OK; /* another host (a CDN): the metadata is on this response */
-        }
+        int follow = 0;
+        if ((st = redirect_target(url, m->location, next, sizeof next, &follow, err)) != CV_OK)
+            return st;
+        if (!follow) return CV_OK; /* another host (a CDN): the metadata is on this response */
         memcpy(url, next, sizeof url);
     }
     return cv_fail(err, CV_ERR_NET, "too many redirects for %s/%s on %s", c->model, file,
@@ -962,14 +975,12 @@ static cv_status fetch_file(hub_ctx *c, const char *file, fetch_mode mode, int *
 /* Resolution                                                                                    */
 
 /* The distinct shard names listed in model.safetensors.index.json's weight_map. */
-static cv_status read_index(const char *path, char ***names, size_t *count, cv_error *err) {
+static cv_status read_index_text(const char *text, const char *path, char ***names, size_t *count,
+                                 cv_error *err) {
     *names = NULL;
     *count = 0;
-    char *text = NULL;
-    cv_status st = cv_read_file(path, &text, NULL, err);
-    if (st != CV_OK) return st;
+    cv_status st = CV_OK;
     cJSON *root = cJSON_Parse(text);
-    free(text);
     cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(root);
@@ -1006,6 +1017,15 @@ static cv_status read_index(const char *path, char ***names, size_t *count, cv_e
     *names = list;
     *count = n;
     return CV_OK;
+}
+
+static cv_status read_index(const char *path, char ***names, size_t *count, cv_error *err) {
+    char *text = NULL;
+    cv_status st = cv_read_file(path, &text, NULL, err);
+    if (st != CV_OK) return st;
+    st = read_index_text(text, path, names, count, err);
+    free(text);
+    return st;
 }
 
 static void free_names(char **names, size_t n) {
@@ -1228,4 +1248,42 @@ done:
         cv_error_prefix(err, "no directory %s, and the Hub", model);
     }
     return st;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Untrusted server input, in one call (tests/fuzz/fuzz_hub.c)                                   */
+
+cv_status cv_hub_parse_untrusted(const char *headers, size_t n_headers, const char *body,
+                                 const char *url, cv_error *err) {
+    http_meta m;
+    memset(&m, 0, sizeof m);
+    m.linked_size = m.content_length = m.range_start = -1;
+    /* libcurl hands the header callback one line at a time, CRLF included */
+    for (size_t i = 0; i < n_headers;) {
+        const char *nl = memchr(headers + i, '\n', n_headers - i);
+        size_t len = nl ? (size_t)(nl - (headers + i)) + 1 : n_headers - i;
+        char line[HUB_URL + 64];
+        if (len < sizeof line) { /* libcurl caps a header line too (CURL_MAX_HTTP_HEADER) */
+            memcpy(line, headers + i, len);
+            line[len] = '\0';
+            on_header(line, 1, len, &m);
+        }
+        i += len;
+    }
+    char etag[sizeof m.etag];
+    normalize_etag(m.linked_etag[0] ? m.linked_etag : m.etag, etag, sizeof etag);
+    if (m.location[0]) {
+        char next[HUB_URL];
+        int follow;
+        cv_status st = redirect_target(url, m.location, next, sizeof next, &follow, err);
+        if (st != CV_OK) return st;
+    }
+    if (body) {
+        char **names;
+        size_t count;
+        cv_status st = read_index_text(body, "model.safetensors.index.json", &names, &count, err);
+        if (st != CV_OK) return st;
+        free_names(names, count);
+    }
+    return CV_OK;
 }
