@@ -22,6 +22,14 @@ int cv_cli_main(int argc, char **argv);
 /* Subcommands; argv[0] is the command name. */
 int cv_cmd_run(int argc, char **argv);
 int cv_cmd_tokenize(int argc, char **argv); /* src/cli/cmd_tokenize.c */
+/* Trace views (src/cli/cmd_view.c): argv[0] is the command name. */
+int cv_cmd_report(int argc, char **argv);
+int cv_cmd_summary(int argc, char **argv);
+int cv_cmd_compare(int argc, char **argv);
+int cv_cmd_validate(int argc, char **argv);
+/* Write the HTML report of a trace file to html_path (NULL: beside it, .json -> .html); the
+ * path written goes to `written`. Returns an exit code; errors are printed on stderr. */
+int cv_view_write_report(const char *trace, const char *html_path, char *written, size_t n);
 
 /* Capability table: 1 if this build can do `feature`. Features: "cuda", "quantize", "http",
  * "prometheus", "datadog", "perf". Options needing a missing feature are refused with
@@ -46,6 +54,7 @@ typedef struct {
     const char *threads;     /* --threads */
     int help;                /* --help / -h given: print help, exit 0 */
     int quiet;               /* --quiet: print only the generated text, no banner */
+    int report;              /* --report: also write the HTML report beside the trace */
     cv_cli_setting settings[CV_CLI_MAX_SETTINGS];
     size_t n_settings;
 } cv_run_args;

@@ -230,5 +230,9 @@ cJSON *cv_json_float(double v);
 /* Parse a trace and check every key, its order and its type against SPEC §3 (schema 0.2.0).
  * Returns CV_ERR_FORMAT with the path of the first problem ("timeline[0].layers[1]: ..."). */
 cv_status cv_trace_validate(const char *json, cv_error *err);
+/* Every problem, each passed to fn as one line "path: what is wrong"; returns their number
+ * (0 = a valid trace). */
+typedef void (*cv_trace_problem_fn)(void *user, const char *problem);
+size_t cv_trace_validate_all(const char *json, cv_trace_problem_fn fn, void *user);
 
 #endif

@@ -56,6 +56,10 @@ static void top_help(FILE *f) {
           "commands:\n"
           "  run        generate from a prompt and write the trace (corevital run --help)\n"
           "  tokenize   print the token ids of a text (corevital tokenize --help)\n"
+          "  report     write the HTML report of a trace (corevital report --help)\n"
+          "  summary    print a terminal summary of a trace\n"
+          "  compare    compare two traces (first divergence, per-layer differences)\n"
+          "  validate   check a trace against schema 0.2.0, listing every problem\n"
           "\n"
           "options:\n"
           "  -h, --help   show this help and exit\n"
@@ -83,6 +87,7 @@ static void run_help(FILE *f) {
         "  --quantize-4             NF4 weights\n"
         "  --quantize-8             int8 weights\n"
         "  --quiet                  print only the generated text (no summary block)\n"
+        "  --report                 also write the HTML report beside the trace (.html)\n"
         "  --out PATH               output directory (default runs/); a path ending in .json\n"
         "                           is the trace file itself\n"
         "  --remote_sink {none,http,prometheus,datadog}\n"
@@ -134,6 +139,7 @@ static const opt_def k_opts[] = {
     {"--revision", "model.revision", O_VALUE, NULL},
     {"--threads", NULL, O_VALUE, NULL},
     {"--quiet", NULL, O_FLAG, "true"},
+    {"--report", NULL, O_FLAG, "true"},
 };
 
 static const opt_def *find_opt(const char *name, size_t len) {
@@ -227,6 +233,8 @@ cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err)
             a->prompt = value;
         } else if (strcmp(o->name, "--quiet") == 0) {
             a->quiet = 1;
+        } else if (strcmp(o->name, "--report") == 0) {
+            a->report = 1;
         } else if (strcmp(o->name, "--config") == 0) {
             a->config_path = value;
         } else if (strcmp(o->name, "--out") == 0) {
@@ -529,6 +537,14 @@ int cv_cmd_run(int argc, char **argv) {
                 printf("%s\n", rep.generated.output_text ? rep.generated.output_text : "");
             else
                 cv_cli_print_summary(stdout, &rep, location);
+            if (args.report) {
+                char html[4096];
+                if (cv_view_write_report(location, NULL, html, sizeof html) == CV_EXIT_OK) {
+                    if (!args.quiet) printf("Report:          %s\n", html);
+                } else {
+                    rc = CV_EXIT_RUNTIME;
+                }
+            }
             if (sig) {
                 fprintf(stderr, "interrupted: the trace of the steps generated so far is %s\n",
                         location);
@@ -563,9 +579,16 @@ int cv_cli_main(int argc, char **argv) {
     }
     if (strcmp(cmd, "run") == 0) return cv_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0) return cv_cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "report") == 0) return cv_cmd_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "summary") == 0) return cv_cmd_summary(argc - 1, argv + 1);
+    if (strcmp(cmd, "compare") == 0) return cv_cmd_compare(argc - 1, argv + 1);
+    if (strcmp(cmd, "validate") == 0) return cv_cmd_validate(argc - 1, argv + 1);
     if (cmd[0] == '-')
         fprintf(stderr, "error: unrecognized arguments: %s (see corevital --help)\n", cmd);
     else
-        fprintf(stderr, "error: invalid choice: '%s' (choose from 'run', 'tokenize')\n", cmd);
+        fprintf(stderr,
+                "error: invalid choice: '%s' (choose from 'run', 'tokenize', 'report', "
+                "'summary', 'compare', 'validate')\n",
+                cmd);
     return CV_EXIT_USAGE;
 }

@@ -2,13 +2,15 @@
  * 0.2.0: every key present, no extra keys, keys in order, every value of the right type, plus
  * the count invariants (num_tokens = len(token_ids), total_steps = prompt + generated).
  *
- * The schema is a small static tree below; the first problem is reported with its JSON path.
+ * The schema is a small static tree below; each problem is reported with its JSON path (the
+ * first one by cv_trace_validate, every one by cv_trace_validate_all).
  * Float fields accept null as well, because our writer turns non-finite values into null (SPEC
  * FIX). Integers are checked to be integral (cJSON keeps no int/float distinction). */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/report.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -146,8 +148,35 @@ static const char *type_name(const cJSON *j) {
     return "an unknown value";
 }
 
-static cv_status check(const cJSON *j, const schema *s, const char *path, cv_error *err) {
+/* Where problems go: the first one into err (cv_trace_validate), or each one to fn
+ * (cv_trace_validate_all). stop = 1 once the caller wants no more. */
+typedef struct {
+    cv_error *err;
+    cv_trace_problem_fn fn;
+    void *user;
+    size_t count;
+    int stop;
+} vctx;
+
+static void problem(vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(vctx *v, const char *fmt, ...) {
+    char msg[sizeof v->err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    v->count++;
+    if (v->fn) {
+        v->fn(v->user, msg);
+    } else {
+        cv_fail(v->err, CV_ERR_FORMAT, "%s", msg);
+        v->stop = 1;
+    }
+}
+
+static void check(const cJSON *j, const schema *s, const char *path, vctx *v) {
     const char *want = NULL;
+    if (v->stop) return;
     switch (s->kind) {
     case S_STR:
         if (!cJSON_IsString(j)) want = "a string";
@@ -172,7 +201,7 @@ static cv_status check(const cJSON *j, const schema *s, const char *path, cv_err
         break;
     case S_NOBJ:
     case S_NARR:
-        if (cJSON_IsNull(j)) return CV_OK;
+        if (cJSON_IsNull(j)) return;
         /* fall through */
     case S_OBJ:
     case S_ARR: {
@@ -184,74 +213,96 @@ static cv_status check(const cJSON *j, const schema *s, const char *path, cv_err
         char sub[512];
         if (!obj) {
             int i = 0;
-            for (const cJSON *c = j->child; c; c = c->next, i++) {
+            for (const cJSON *c = j->child; c && !v->stop; c = c->next, i++) {
                 snprintf(sub, sizeof sub, "%s[%d]", path, i);
-                cv_status st = check(c, s->elem, sub, err);
-                if (st != CV_OK) return st;
+                check(c, s->elem, sub, v);
             }
-            return CV_OK;
+            return;
         }
+        /* Keys in order: walk the expected fields against the object's members. When a key is
+         * out of place, say so and still check its value (found by name), so one misplaced key
+         * does not hide the problems after it. */
         const cJSON *c = j->child;
-        for (size_t i = 0; i < s->n_fields; i++, c = c ? c->next : NULL) {
+        for (size_t i = 0; i < s->n_fields && !v->stop; i++) {
             const char *name = s->fields[i].name;
             snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", name);
-            if (!c || !c->string || strcmp(c->string, name) != 0) {
-                if (cJSON_GetObjectItemCaseSensitive(j, name))
-                    return cv_fail(err, CV_ERR_FORMAT, "%s: key out of order (found '%s' here)",
-                                   sub, c && c->string ? c->string : "end of object");
-                return cv_fail(err, CV_ERR_FORMAT, "%s: missing key", sub);
+            if (c && c->string && strcmp(c->string, name) == 0) {
+                check(c, s->fields[i].s, sub, v);
+                c = c->next;
+                continue;
             }
-            cv_status st = check(c, s->fields[i].s, sub, err);
-            if (st != CV_OK) return st;
+            const cJSON *named = cJSON_GetObjectItemCaseSensitive(j, name);
+            if (named) {
+                problem(v, "%s: key out of order (found '%s' here)", sub,
+                        c && c->string ? c->string : "end of object");
+                check(named, s->fields[i].s, sub, v);
+            } else {
+                problem(v, "%s: missing key", sub);
+            }
         }
-        if (c)
-            return cv_fail(err, CV_ERR_FORMAT, "%s%s%s: unexpected key", path, *path ? "." : "",
-                           c->string ? c->string : "?");
-        return CV_OK;
+        for (const cJSON *m = j->child; m && !v->stop; m = m->next) {
+            int known = 0;
+            for (size_t i = 0; i < s->n_fields && !known; i++)
+                known = m->string && strcmp(m->string, s->fields[i].name) == 0;
+            if (!known)
+                problem(v, "%s%s%s: unexpected key", path, *path ? "." : "",
+                        m->string ? m->string : "?");
+        }
+        return;
     }
     }
-    if (want)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: expected %s, found %s", *path ? path : "trace",
-                       want, type_name(j));
-    return CV_OK;
+    if (want) problem(v, "%s: expected %s, found %s", *path ? path : "trace", want, type_name(j));
 }
 
-static cv_status check_counts(const cJSON *root, cv_error *err) {
+static double num_or_nan(const cJSON *o, const char *key) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(n) ? n->valuedouble : NAN;
+}
+
+static void check_counts(const cJSON *root, vctx *v) {
     const char *parts[] = {"prompt", "generated"};
     double counts[2];
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2 && !v->stop; i++) {
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, parts[i]);
         int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "token_ids"));
-        counts[i] = cJSON_GetObjectItemCaseSensitive(o, "num_tokens")->valuedouble;
-        if (counts[i] != n)
-            return cv_fail(err, CV_ERR_FORMAT, "%s.num_tokens: %.0f but token_ids has %d entries",
-                           parts[i], counts[i], n);
+        counts[i] = num_or_nan(o, "num_tokens");
+        if (isfinite(counts[i]) && counts[i] != n)
+            problem(v, "%s.num_tokens: %.0f but token_ids has %d entries", parts[i], counts[i], n);
     }
-    const cJSON *sum = cJSON_GetObjectItemCaseSensitive(root, "summary");
-    double total = cJSON_GetObjectItemCaseSensitive(sum, "total_steps")->valuedouble;
-    if (total != counts[0] + counts[1])
-        return cv_fail(err, CV_ERR_FORMAT,
-                       "summary.total_steps: %.0f, expected prompt + generated tokens = %.0f",
-                       total, counts[0] + counts[1]);
+    if (v->stop) return;
+    double total = num_or_nan(cJSON_GetObjectItemCaseSensitive(root, "summary"), "total_steps");
+    if (isfinite(total) && isfinite(counts[0] + counts[1]) && total != counts[0] + counts[1])
+        problem(v, "summary.total_steps: %.0f, expected prompt + generated tokens = %.0f", total,
+                counts[0] + counts[1]);
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "schema_version");
-    if (strcmp(ver->valuestring, CV_SCHEMA_VERSION) != 0)
-        return cv_fail(err, CV_ERR_FORMAT, "schema_version: '%s', expected '%s'", ver->valuestring,
-                       CV_SCHEMA_VERSION);
+    if (!v->stop && cJSON_IsString(ver) && strcmp(ver->valuestring, CV_SCHEMA_VERSION) != 0)
+        problem(v, "schema_version: '%s', expected '%s'", ver->valuestring, CV_SCHEMA_VERSION);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "trace_id");
-    if (strlen(id->valuestring) != 36)
-        return cv_fail(err, CV_ERR_FORMAT, "trace_id: '%s' is not a UUID", id->valuestring);
-    return CV_OK;
+    if (!v->stop && cJSON_IsString(id) && strlen(id->valuestring) != 36)
+        problem(v, "trace_id: '%s' is not a UUID", id->valuestring);
 }
 
-cv_status cv_trace_validate(const char *json, cv_error *err) {
+static size_t validate(const char *json, vctx *v) {
     cJSON *root = cJSON_Parse(json);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
-        return cv_fail(err, CV_ERR_FORMAT, "trace is not valid JSON (near offset %ld)",
-                       at ? (long)(at - json) : -1L);
+        problem(v, "trace is not valid JSON (near offset %ld)", at ? (long)(at - json) : -1L);
+        return v->count;
     }
-    cv_status st = check(root, &s_report, "", err);
-    if (st == CV_OK) st = check_counts(root, err);
+    check(root, &s_report, "", v);
+    if (!v->stop && cJSON_IsObject(root)) check_counts(root, v);
     cJSON_Delete(root);
-    return st;
+    return v->count;
+}
+
+size_t cv_trace_validate_all(const char *json, cv_trace_problem_fn fn, void *user) {
+    cv_error scratch;
+    vctx v = {&scratch, fn, user, 0, 0};
+    return validate(json, &v);
+}
+
+cv_status cv_trace_validate(const char *json, cv_error *err) {
+    cv_error scratch;
+    vctx v = {err ? err : &scratch, NULL, NULL, 0, 0};
+    return validate(json, &v) ? CV_ERR_FORMAT : CV_OK;
 }
