@@ -449,6 +449,15 @@ START_TEST(report_in_real_browser) {
     snprintf(html, sizeof html, "%s", report_of(j, dir, "large", NULL));
     cJSON_Delete(j);
     browser_check(html, dec_ids, sizeof dec_ids / sizeof dec_ids[0]);
+    /* compare -o: the divergence and the |A - B| heatmaps */
+    static const char *const cmp_ids[] = {"facts", "divergence", "chart-entropy-diff",
+                                          "heat-diff-0", "heat-diff-2"};
+    char cmd[2000];
+    snprintf(html, sizeof html, "%s/diff.html", dir);
+    snprintf(cmd, sizeof cmd, "%s compare " FIX "gpt2.json " FIX "gpt2_sampled.json -o %s", bin(),
+             html);
+    ck_assert_int_eq(sh(cmd, NULL, 0), 0);
+    browser_check(html, cmp_ids, sizeof cmp_ids / sizeof cmp_ids[0]);
     tu_rmtree(tmp);
 }
 END_TEST
