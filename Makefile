@@ -48,7 +48,9 @@ CU_SRC    := $(wildcard kernels/*.cu)
 ifneq ($(NVCC),)
   CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS      += -DCV_HAVE_CUDA -I$(CUDA_HOME)/include
-  NVCCFLAGS   := -O3 -std=c++17 -gencode arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) \
+  # sm_90 machine code plus compute_90 PTX, so a newer GPU (or driver) can JIT the kernels
+  NVCCFLAGS   := -O3 -std=c++17 \
+                 -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
                  -Iinclude -Isrc -Xcompiler -fPIC,-Wall -DCV_HAVE_CUDA
   LDLIBS      += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
   CU_OBJ      := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CU_SRC))

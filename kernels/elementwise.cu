@@ -206,8 +206,11 @@ static const int32_t *bucket_table(cv_cuda_ctx *c, int need, int bidirectional, 
         free(host);
         return NULL;
     }
-    /* synchronous: `host` is freed right after */
-    CV_CUDA_CHECK(c, cudaMemcpy(slot->table, host, n * sizeof(int32_t), cudaMemcpyHostToDevice));
+    /* On the backend's own (non-blocking) stream, ordered before the kernels that read the table:
+     * a cudaMemcpy on the legacy stream is not ordered with that stream. From pageable memory
+     * the copy is staged before cudaMemcpyAsync returns, so `host` may be freed right after. */
+    CV_CUDA_CHECK(c, cudaMemcpyAsync(slot->table, host, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                     c->stream));
     free(host);
     slot->range = range;
     *range_out = range;

@@ -6,7 +6,8 @@
  *  - dequant to bf16: bit-exact against the CPU fp32 values rounded with cv_f32_to_bf16;
  *  - the fused dequant-GEMV for T = 1, 3, 8 against cv_matmul_quant_naive (double accumulation),
  *    within 2e-6 of sum |x * w| (fp32 sums of K terms in another order), on shapes that take the
- *    vector path (K % 16 == 0) and the scalar path (K = 45, 100: NF4 blocks spanning rows). */
+ *    vector path (K % 16 == 0) and the scalar path (K = 45, 100: NF4 blocks spanning rows).
+ * Without a GPU: prints "SKIP: no CUDA device" and exits 77, like test_cuda_ops / _models. */
 #include "corevital/quant.h"
 #include "corevital/quant_cuda.h"
 
@@ -135,8 +136,8 @@ END_TEST
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-        printf("test_cuda_quant: no CUDA device, skipped\n");
-        return 0;
+        printf("SKIP: no CUDA device\n");
+        return 77; /* the skip code of the other CUDA suites: never a silent pass */
     }
     Suite *s = suite_create("cuda_quant");
     TCase *tc = tcase_create("core");
