@@ -142,14 +142,12 @@ START_TEST(test_t5v11_greedy_trace) {
 }
 END_TEST
 
-/* A tiny random Llama with a real tokenizer (tests/data/tokenizers) attached. */
-static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_id, int expect_bos) {
-    const char *tmp = tu_tmpdir("e2e-tok");
-    char dir[700], src[800], dst[800], out[800];
-    snprintf(dir, sizeof dir, "%s/model", tmp);
-    cv_synth_shape sh = {vocab, 32, 1, 2, 1, 32, 256, 1, CV_DT_BF16, 0.5f, 3, bos_id, eos_id, 0, 0};
+/* A random Llama of shape sh written to dir, with a real tokenizer (tests/data/tokenizers)
+ * linked in. */
+static void synth_llama_with_tokenizer(const char *dir, const cv_synth_shape *sh, const char *tok) {
+    char src[800], dst[800];
     cv_error err = {0};
-    ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
+    ck_assert_msg(cv_synth_llama(dir, sh, &err) == CV_OK, "%s", err.msg);
     const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
     for (int i = 0; i < 2; i++) {
         snprintf(src, sizeof src, "%s/%s", tu_tok(tok), files[i]);
@@ -159,6 +157,15 @@ static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_i
         ck_assert_int_eq(symlink(abs, dst), 0);
         free(abs);
     }
+}
+
+/* A tiny random Llama with a real tokenizer attached. */
+static void real_tokenizer_run(const char *tok, int vocab, int bos_id, int eos_id, int expect_bos) {
+    const char *tmp = tu_tmpdir("e2e-tok");
+    char dir[700], out[800];
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    cv_synth_shape sh = {vocab, 32, 1, 2, 1, 32, 256, 1, CV_DT_BF16, 0.5f, 3, bos_id, eos_id, 0, 0};
+    synth_llama_with_tokenizer(dir, &sh, tok);
     snprintf(out, sizeof out, "%s/trace.json", tmp);
     const char *args[] = {"run",
                           "--model",
@@ -448,18 +455,8 @@ static void interrupt_run(int signo, int want_rc) {
     snprintf(outdir, sizeof outdir, "%s/out", tmp);
     /* slow enough to be interrupted: 4,000 steps over a growing cache (seconds) */
     cv_synth_shape sh = {4096, 128, 4, 4, 4, 512, 4200, 1, CV_DT_F32, 0.5f, 7, 1, 4095, 0, 0};
-    cv_error err = {0};
-    ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
-    char src[800], dst[800];
-    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
-    for (int i = 0; i < 2; i++) { /* the Llama 2 tokenizer; ids above 4095 are never fed */
-        snprintf(src, sizeof src, "%s/%s", tu_tok("llama2"), files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        char *abs = realpath(src, NULL);
-        ck_assert_msg(abs != NULL, "missing %s", src);
-        ck_assert_int_eq(symlink(abs, dst), 0);
-        free(abs);
-    }
+    /* the Llama 2 tokenizer: the prompt's ids are all below 4096 */
+    synth_llama_with_tokenizer(dir, &sh, "llama2");
     pid_t pid = fork();
     if (pid == 0) {
         if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
