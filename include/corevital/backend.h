@@ -49,6 +49,13 @@ typedef struct {
     float scale;       /* multiplies q.k (1/sqrt(head_dim); 1 for T5) */
     const float *bias; /* (n_heads, T, n_keys) added to the scores (T5 position bias), or NULL */
     double *stats;     /* attention record (stats.h) or NULL */
+    /* health (stats.h): per-head records (n_heads x CV_AH_SIZE) fed by query rows t >= heads_from,
+     * or NULL; basin sums (n_heads x 2: per head, the sum over all query rows of the probability
+     * mass on keys [basin_lo, basin_hi) and off it), or NULL */
+    double *heads;
+    int heads_from;
+    double *basin;
+    int basin_lo, basin_hi;
     float *probs;      /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
 } cv_attn_args;
 
@@ -109,6 +116,13 @@ struct cv_backend {
     void (*attention)(cv_backend *b, const cv_attn_args *a);
     /* One-pass logits statistics over the row (V) into a logits record (stats.h). */
     void (*logits_stats)(cv_backend *b, double *rec, const float *logits, int V, int topk);
+    /* acc[0] += sum over rows t of cos(a[t], b[t]), a and b (T, C), each norm floored at 1e-8
+     * (torch's cosine_similarity); double accumulation, rows in order */
+    void (*row_cos)(cv_backend *b, double *acc, const float *a, const float *x, int T, int C);
+    /* out[t] = ln softmax(logits[t])[targets[t]] over V, in double, for t < T; targets on the host,
+     * out in backend memory */
+    void (*target_logprob)(cv_backend *b, double *out, const float *logits, int T, int V,
+                           const int32_t *targets);
     /* index of the largest logit (first on ties) — greedy decoding without copying the row back */
     int32_t (*argmax)(cv_backend *b, const float *logits, int V);
 

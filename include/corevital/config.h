@@ -75,6 +75,11 @@ struct cv_config {
     struct {
         char *mode; /* NULL (off), summary, detailed, strict */
     } performance;
+    struct {
+        int enabled;   /* the health layer (HEALTH.md): extensions, console line; default on */
+        char *stop_on; /* NULL, or conditions "repetition,nan,risk>0.8" (cv_stop_on_parse) */
+        char *stream;  /* NULL, a file path, or "-" (stdout): one JSON line per step */
+    } health;
 
     /* Set only from the command line (not YAML keys). */
     char *out_path; /* --out FILE.json: the trace file itself (NULL =
@@ -83,6 +88,16 @@ struct cv_config {
 };
 
 typedef struct cv_config cv_config;
+
+/* health.stop_on: stop generating when a condition first holds after a step. */
+typedef struct {
+    int repetition; /* the repetition_loop flag (HEALTH.md §6, evaluated at every step) */
+    int nan;        /* a NaN or Inf anywhere (hidden states, attention, logits) */
+    double risk;    /* risk > this (risk v2 over the steps so far); < 0 = off */
+} cv_stop_on;
+/* Parse "repetition,nan,risk>0.8" (any subset, any order, spaces allowed). Returns 0, or -1 with
+ * a message naming the bad item in msg. NULL or "" gives no conditions. */
+int cv_stop_on_parse(const char *s, cv_stop_on *out, char *msg, size_t n);
 
 /* Fill `c` with the built-in defaults (SPEC §2). Returns CV_ERR_NOMEM on allocation failure. */
 cv_status cv_config_init(cv_config *c, cv_error *err);

@@ -63,8 +63,38 @@ struct cv_model {
     size_t n_be_bufs;
     cv_weight **weights; /* uploaded matrices */
     size_t n_weights;
+    /* set by every forward (backend memory): the final norm's output rows of the last call (what
+     * the LM head reads, before T5's d_model^-0.5 rescale), its row count, and the LM head weight
+     * (NULL for T5, whose prompt has no LM head pass) */
+    const float *head_in;
+    int head_rows;
+    const cv_weight *head_w;
+    float *xin; /* (max_T, C) scratch: the block input kept for the layer-transformation cosine */
     char dir[4096];
 };
+
+/* Health fields of an attention call (stats.h layout; no-ops when health is off): per-head
+ * records of layer l (self or cross), the rows they take, and the basin sums of a prompt pass. */
+static inline void cv_model_attn_health(cv_attn_args *a, double *stats, const cv_stats_layout *lay,
+                                        int l, int cross) {
+    a->heads = cross ? cv_stats_cross_heads(stats, lay, l) : cv_stats_heads(stats, lay, l);
+    a->heads_from = lay && lay->heads_last_row ? a->T - 1 : 0;
+    a->basin = cross ? NULL : cv_stats_basin(stats, lay, l);
+    a->basin_lo = lay ? lay->prompt_P / 3 : 0;
+    a->basin_hi = lay ? 2 * lay->prompt_P / 3 : 0;
+}
+/* Layer transformations of a prompt pass: before block l (l >= 1) keep its input; after it, add
+ * sum_t cos(input, output) to entry l. */
+static inline void cv_model_ltrans_keep(cv_model *m, double *stats, const cv_stats_layout *lay,
+                                        int l, const float *x, int T) {
+    if (l >= 1 && cv_stats_ltrans(stats, lay))
+        m->be->copy(m->be, m->xin, x, sizeof(float) * (size_t)T * m->cfg.hidden_size);
+}
+static inline void cv_model_ltrans_add(cv_model *m, double *stats, const cv_stats_layout *lay,
+                                       int l, const float *out, int T) {
+    double *lt = cv_stats_ltrans(stats, lay);
+    if (l >= 1 && lt) m->be->row_cos(m->be, lt + l, m->xin, out, T, m->cfg.hidden_size);
+}
 
 /* Load config.json + safetensors from `dir` onto backend `be` (not owned). quant selects
  * quantization at load of the blocks' linear layers (CV_WFMT_DENSE = none). */

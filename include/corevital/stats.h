@@ -19,9 +19,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { CV_HS_ROWS, CV_HS_SUM, CV_HS_M2, CV_HS_L2SUM, CV_HS_MAXABS, CV_HS_FIXED };
+enum {
+    CV_HS_ROWS,
+    CV_HS_SUM,
+    CV_HS_M2,
+    CV_HS_L2SUM,
+    CV_HS_MAXABS,
+    /* health (HEALTH.md §4): NaN count, +-inf count, count of |x| > 1e6 (inf included), and the
+     * sum of row L2 norms of clamp(x, +-1e6) (the l2 the health flags use) */
+    CV_HS_NNAN,
+    CV_HS_NINF,
+    CV_HS_NCLIP,
+    CV_HS_L2CLAMP,
+    CV_HS_FIXED
+};
+#define CV_CLIP_LIMIT 1e6
 enum { CV_AS_ROWS, CV_AS_ESUM, CV_AS_EMIN, CV_AS_WMAX, CV_AS_SIZE };
-enum { CV_LS_V, CV_LS_ENTROPY, CV_LS_K, CV_LS_FIXED };
+/* Per-head attention record (health, HEALTH.md §3), one per query head: rows counted, sum of row
+ * entropies e (nats), sum of e / ln K (e when K <= 1), sum of row max weights, largest weight,
+ * smallest row max weight, rows with a non-finite softmax, rows with K <= 1. */
+enum {
+    CV_AH_ROWS,
+    CV_AH_ESUM,
+    CV_AH_NSUM,
+    CV_AH_CSUM,
+    CV_AH_WMAX,
+    CV_AH_CMIN,
+    CV_AH_NBAD,
+    CV_AH_ONEKEY,
+    CV_AH_SIZE
+};
+/* Logits record: V, entropy (nats), k, log-sum-exp of the finite logits, NaN count, +inf count,
+ * -inf count, then k (id, prob) pairs. */
+enum { CV_LS_V, CV_LS_ENTROPY, CV_LS_K, CV_LS_LSE, CV_LS_NNAN, CV_LS_NPINF, CV_LS_NNINF, CV_LS_FIXED };
 #define CV_TOPK_MAX 64
 #define CV_ATTN_EPS 1e-10 /* the reference's epsilon inside ln(a + eps) */
 
@@ -33,13 +63,43 @@ static inline size_t cv_logits_record_size(int k) {
 }
 
 /* Where one step's records sit in the arena: L hidden, L attention, L cross-attention (seq2seq
- * decoder only, else 0), then one logits record. */
+ * decoder only, else 0), then one logits record. With health on (cv_stats_layout_health) the
+ * arena goes on with per-head records (L x H, then L x H for cross-attention), and for a prompt
+ * pass (prefill / encoder) the prompt analysis: basin sums (L x H x 2: sum over query rows of
+ * the mass on the middle third of the keys, and off it), the layer transformations' cosine sums
+ * (L: entry l sums cos(h_{l-1}[t], h_l[t]) over rows t, entry 0 unused) and the prompt
+ * surprisals (P: entry t = ln softmax(logits_t)[token_{t+1}], t < P - 1). */
 typedef struct {
     int n_layers, dim, has_cross, topk;
     size_t hidden_off, attn_off, cross_off, logits_off, total; /* in doubles */
+    /* health: 0 when off */
+    int health, n_heads, heads_last_row, prompt_P;
+    size_t heads_off, cross_heads_off, basin_off, ltrans_off, psurp_off;
 } cv_stats_layout;
 
 void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_cross, int topk);
+/* Add the health records to a layout. heads_last_row: per-head records take only each head's
+ * last query row (decoder steps, HEALTH.md §0); else every row (encoder layers). prompt_P > 0:
+ * this pass is over a prompt of P tokens and also gathers the prompt analysis. */
+void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_row, int prompt_P);
+static inline double *cv_stats_heads(double *base, const cv_stats_layout *l, int layer) {
+    return base && l->health ? base + l->heads_off + (size_t)layer * l->n_heads * CV_AH_SIZE
+                             : NULL;
+}
+static inline double *cv_stats_cross_heads(double *base, const cv_stats_layout *l, int layer) {
+    return base && l->health && l->has_cross
+               ? base + l->cross_heads_off + (size_t)layer * l->n_heads * CV_AH_SIZE
+               : NULL;
+}
+static inline double *cv_stats_basin(double *base, const cv_stats_layout *l, int layer) {
+    return base && l->prompt_P > 0 ? base + l->basin_off + (size_t)layer * l->n_heads * 2 : NULL;
+}
+static inline double *cv_stats_ltrans(double *base, const cv_stats_layout *l) {
+    return base && l->prompt_P > 0 ? base + l->ltrans_off : NULL;
+}
+static inline double *cv_stats_psurp(double *base, const cv_stats_layout *l) {
+    return base && l->prompt_P > 0 ? base + l->psurp_off : NULL;
+}
 static inline double *cv_stats_hidden(double *base, const cv_stats_layout *l, int layer) {
     return base ? base + l->hidden_off + (size_t)layer * cv_hidden_record_size(l->dim) : NULL;
 }
@@ -71,6 +131,19 @@ static inline void cv_attn_record_add_row(double *rec, double z, double t) {
     if (w > rec[CV_AS_WMAX]) rec[CV_AS_WMAX] = w;
 }
 void cv_attn_record_merge(double *dst, const double *src);
+void cv_head_record_reset(double *rec);
+/* One softmax row of head record `rec` over K keys, from its running sums (z, t). */
+static inline void cv_head_record_add_row(double *rec, double z, double t, int K) {
+    double e = __builtin_log(z) - t / z, w = 1.0 / z;
+    rec[CV_AH_ROWS] += 1.0;
+    if (!__builtin_isfinite(z) || !__builtin_isfinite(t)) rec[CV_AH_NBAD] += 1.0;
+    if (K <= 1) rec[CV_AH_ONEKEY] += 1.0;
+    rec[CV_AH_ESUM] += e;
+    rec[CV_AH_NSUM] += K > 1 ? e / __builtin_log((double)K) : e;
+    rec[CV_AH_CSUM] += w;
+    if (w > rec[CV_AH_WMAX] || w != w) rec[CV_AH_WMAX] = w; /* NaN sticks */
+    if (w < rec[CV_AH_CMIN] || w != w) rec[CV_AH_CMIN] = w;
+}
 
 /* Finalized numbers (SPEC §4). */
 typedef struct {
@@ -81,8 +154,29 @@ typedef struct {
 typedef struct {
     double entropy_mean, entropy_min, concentration_max;
 } cv_attn_stats;
+/* Health values of one layer's attention at one step (HEALTH.md §3). */
+typedef struct {
+    int n_heads, valid; /* valid: some head had a row with K > 1 */
+    double entropy_mean, entropy_mean_normalized, entropy_min, entropy_max;
+    double concentration_max, concentration_min;
+    int collapsed_head_count, focused_head_count;
+    double collapsed_head_rate; /* rounded to 4 decimals */
+    int has_nan;                /* a row with a non-finite softmax */
+} cv_attn_health;
+/* H per-head records -> layer values; focus: the focused-head threshold (0.9 on the timeline). */
+void cv_attn_health_finalize(const double *heads, int H, double focus, cv_attn_health *out);
+
+/* Health values of one hidden record (HEALTH.md §4). */
+typedef struct {
+    int clipped, has_nan, has_inf;
+    double clip_fraction, clip_max_before, l2; /* l2: mean row norm of the clamped values */
+} cv_hidden_health;
+void cv_hidden_health_finalize(const double *rec, int D, cv_hidden_health *out);
+
 typedef struct {
     double entropy, margin;
+    double lse; /* log-sum-exp of the finite logits */
+    int n_nan, n_pinf, n_ninf;
     int k;
     int32_t ids[CV_TOPK_MAX];
     double probs[CV_TOPK_MAX];

@@ -44,7 +44,8 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
     const int rows = H * T;
     int nt = omp_get_max_threads();
     float *scores_all = cv_cpu_scratch_flt(b, (size_t)nt * (size_t)(NK + hd));
-    double *row_z = a->stats ? cv_cpu_scratch_dbl(b, 2 * (size_t)rows) : NULL;
+    const int want_rows = a->stats || a->heads || a->basin;
+    double *row_z = want_rows ? cv_cpu_scratch_dbl(b, 4 * (size_t)rows) : NULL;
 
 #pragma omp parallel if ((size_t)rows * NK * hd > 16384)
     {
@@ -86,22 +87,52 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
                 for (int k = kend; k < NK; k++) pr[k] = 0.0f;
             }
             if (row_z) {
-                row_z[2 * r] = z;
-                row_z[2 * r + 1] = tt;
+                double mid = 0.0, off = 0.0;
+                if (a->basin)
+                    for (int k = 0; k < kend; k++) {
+                        double p = s[k] * inv;
+                        if (k >= a->basin_lo && k < a->basin_hi)
+                            mid += p;
+                        else
+                            off += p;
+                    }
+                row_z[4 * r] = z;
+                row_z[4 * r + 1] = tt;
+                row_z[4 * r + 2] = mid;
+                row_z[4 * r + 3] = off;
             }
         }
     }
     /* rows merge in a fixed order: deterministic whatever the thread count */
-    if (a->stats)
-        for (int r = 0; r < rows; r++)
-            cv_attn_record_add_row(a->stats, row_z[2 * r], row_z[2 * r + 1]);
+    if (row_z) cv_attn_merge_rows(a, row_z);
+}
+
+void cv_attn_merge_rows(const cv_attn_args *a, const double *row_z) {
+    const int T = a->T, rows = a->n_heads * a->T;
+    for (int r = 0; r < rows; r++) {
+        int h = r / T, t = r % T;
+        const double *q = row_z + 4 * (size_t)r;
+        if (a->stats) cv_attn_record_add_row(a->stats, q[0], q[1]);
+        if (a->heads && t >= a->heads_from)
+            cv_head_record_add_row(a->heads + (size_t)h * CV_AH_SIZE, q[0], q[1],
+                                   keys_visible(a, t));
+        if (a->basin) {
+            a->basin[2 * h] += q[2];
+            a->basin[2 * h + 1] += q[3];
+        }
+    }
 }
 
 void cv_attention_naive(const cv_attn_args *a) {
     const int H = a->n_heads, T = a->T, hd = a->head_dim, NK = a->n_keys;
     const int rep = a->n_heads / a->n_kv_heads;
     double *sc = malloc(sizeof(double) * (size_t)(NK > 0 ? NK : 1));
-    if (!sc) return;
+    double *row_z = malloc(sizeof(double) * 4 * (size_t)(H * T > 0 ? H * T : 1));
+    if (!sc || !row_z) {
+        free(sc);
+        free(row_z);
+        return;
+    }
     for (int h = 0; h < H; h++)
         for (int t = 0; t < T; t++) {
             int g = h / rep, kend = keys_visible(a, t);
@@ -131,7 +162,14 @@ void cv_attention_naive(const cv_attn_args *a) {
                 float *pr = a->probs + ((size_t)h * T + t) * NK;
                 for (int k = 0; k < NK; k++) pr[k] = k < kend ? (float)(sc[k] / z) : 0.0f;
             }
-            if (a->stats) cv_attn_record_add_row(a->stats, z, tt);
+            double *q = row_z + 4 * ((size_t)h * T + t);
+            q[0] = z;
+            q[1] = tt;
+            q[2] = q[3] = 0.0;
+            for (int k = 0; k < kend; k++)
+                q[k >= a->basin_lo && k < a->basin_hi ? 2 : 3] += sc[k] / z;
         }
+    cv_attn_merge_rows(a, row_z);
     free(sc);
+    free(row_z);
 }

@@ -274,6 +274,41 @@ static void cpu_logits_stats(cv_backend *b, double *rec, const float *logits, in
     cv_logits_stats_row(rec, logits, V, topk);
 }
 
+static void cpu_row_cos(cv_backend *b, double *acc, const float *x, const float *y, int T, int C) {
+    (void)b;
+    for (int t = 0; t < T; t++) {
+        const float *p = x + (size_t)t * C, *q = y + (size_t)t * C;
+        double d = 0.0, na = 0.0, nb = 0.0;
+        for (int c = 0; c < C; c++) {
+            d += (double)p[c] * q[c];
+            na += (double)p[c] * p[c];
+            nb += (double)q[c] * q[c];
+        }
+        na = sqrt(na);
+        nb = sqrt(nb);
+        acc[0] += d / ((na > 1e-8 ? na : 1e-8) * (nb > 1e-8 ? nb : 1e-8));
+    }
+}
+
+static void cpu_target_logprob(cv_backend *b, double *out, const float *logits, int T, int V,
+                               const int32_t *targets) {
+    (void)b;
+#pragma omp parallel for schedule(static) if ((size_t)T * V > 65536)
+    for (int t = 0; t < T; t++) {
+        const float *l = logits + (size_t)t * V;
+        float m = -INFINITY;
+        int bad = 0;
+        for (int i = 0; i < V; i++) {
+            if (l[i] > m) m = l[i];
+            bad |= isnan(l[i]) || (isinf(l[i]) && l[i] > 0);
+        }
+        double z = 0.0;
+        for (int i = 0; i < V; i++) z += expf(l[i] - m);
+        int y = targets[t];
+        out[t] = bad || y < 0 || y >= V ? NAN : (double)l[y] - (double)m - log(z);
+    }
+}
+
 static int32_t cpu_argmax(cv_backend *b, const float *x, int V) {
     (void)b;
     int32_t best = 0;
@@ -327,6 +362,8 @@ cv_backend *cv_backend_cpu_create(void) {
     b->attention = cv_cpu_attention;
     b->logits_stats = cpu_logits_stats;
     b->argmax = cpu_argmax;
+    b->row_cos = cpu_row_cos;
+    b->target_logprob = cpu_target_logprob;
     b->destroy = cpu_destroy;
     return b;
 }

@@ -26,6 +26,9 @@ float *cv_cpu_scratch_flt(cv_backend *b, size_t n);
 void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T);
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a);
+/* Merge per-row softmax sums (z, t, mid mass, off mass; 4 doubles a row, row r = h * T + t) into
+ * the records the args name, in row order. */
+void cv_attn_merge_rows(const cv_attn_args *a, const double *row_z);
 /* Quantized weights (src/quant): copy into an owned buffer; matmul over them. */
 cv_status cv_cpu_weight_upload_quant(cv_backend *b, cv_weight *w, const void *data,
                                      const float *scales, cv_weight_format format, int64_t rows,

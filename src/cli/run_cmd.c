@@ -88,6 +88,10 @@ static void run_help(FILE *f) {
         "  --quantize-8             int8 weights\n"
         "  --quiet                  print only the generated text (no summary block)\n"
         "  --report                 also write the HTML report beside the trace (.html)\n"
+        "  --stop-on LIST           stop generating when one holds: repetition, nan, risk>X\n"
+        "                           (e.g. repetition,nan,risk>0.8); the trace says which\n"
+        "  --stream FILE|-          one JSON line per step as it finishes (- = stdout)\n"
+        "  --no-health              no health layer (extensions, health line); 0.2.0 stats stay\n"
         "  --out PATH               output directory (default runs/); a path ending in .json\n"
         "                           is the trace file itself\n"
         "  --remote_sink {none,http,prometheus,datadog}\n"
@@ -140,6 +144,9 @@ static const opt_def k_opts[] = {
     {"--threads", NULL, O_VALUE, NULL},
     {"--quiet", NULL, O_FLAG, "true"},
     {"--report", NULL, O_FLAG, "true"},
+    {"--stop-on", "health.stop_on", O_VALUE, NULL},
+    {"--stream", "health.stream", O_VALUE, NULL},
+    {"--no-health", "health.enabled", O_FLAG, "false"},
 };
 
 static const opt_def *find_opt(const char *name, size_t len) {
@@ -432,6 +439,59 @@ void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location)
     fprintf(out, "%s\n\n", rule);
     fprintf(out, "Generated text:\n%s\n",
             rep->generated.output_text ? rep->generated.output_text : "");
+    cv_cli_print_health(out, rep);
+}
+
+/* One health line (risk and its main factor, flags that fired, the most blamed layer), then the
+ * narrative, read back from the trace's extensions (nothing printed when health was off). */
+void cv_cli_print_health(FILE *out, const cv_report *rep) {
+    const cJSON *ext = rep->extensions;
+    const cJSON *risk = cJSON_GetObjectItemCaseSensitive(ext, "risk");
+    const cJSON *score = cJSON_GetObjectItemCaseSensitive(risk, "risk_score");
+    if (!risk || !score) return;
+    double r = cJSON_IsRaw(score) ? strtod(score->valuestring, NULL) : score->valuedouble;
+    const cJSON *factors = cJSON_GetObjectItemCaseSensitive(risk, "risk_factors");
+    const cJSON *f0 = cJSON_GetArrayItem(factors, 0);
+    fprintf(out, "\nHealth: risk %.2f%s%s%s", r, cJSON_IsString(f0) ? " (" : "",
+            cJSON_IsString(f0) ? f0->valuestring : "", cJSON_IsString(f0) ? ")" : "");
+    const cJSON *flags = cJSON_GetObjectItemCaseSensitive(ext, "health_flags");
+    static const char *const names[][2] = {{"nan_detected", "nan"},
+                                           {"inf_detected", "inf"},
+                                           {"repetition_loop_detected", "repetition"},
+                                           {"mid_layer_anomaly_detected", "mid-layer anomaly"},
+                                           {"attention_collapse_detected", "attention collapse"}};
+    int any = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(flags, names[i][0]))) {
+            fprintf(out, "%s%s", any++ ? ", " : "; flags: ", names[i][1]);
+            if (i == 2) {
+                const cJSON *fs = cJSON_GetObjectItemCaseSensitive(flags, "repetition_first_step");
+                if (cJSON_IsNumber(fs)) fprintf(out, " from step %d", fs->valueint);
+            }
+        }
+    const cJSON *he = cJSON_GetObjectItemCaseSensitive(flags, "high_entropy_steps");
+    if (cJSON_IsNumber(he) && he->valueint > 0)
+        fprintf(out, "%s%d high-entropy steps", any++ ? ", " : "; flags: ", he->valueint);
+    if (!any) fputs("; no flags", out);
+    /* the most severe blamed layer (blamed_layers is sorted by layer index) */
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(risk, "blamed_layers"), *best = NULL;
+    double best_sev = -1;
+    for (const cJSON *b = bl ? bl->child : NULL; b; b = b->next) {
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "severity");
+        double v = !sv ? 0 : cJSON_IsRaw(sv) ? strtod(sv->valuestring, NULL) : sv->valuedouble;
+        if (v > best_sev) best_sev = v, best = b;
+    }
+    if (best) {
+        const cJSON *ly = cJSON_GetObjectItemCaseSensitive(best, "layer");
+        const cJSON *rs = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(best, "reasons"), 0);
+        fprintf(out, "; most blamed: layer %d%s%s%s", cJSON_IsNumber(ly) ? ly->valueint : -1,
+                cJSON_IsString(rs) ? " (" : "", cJSON_IsString(rs) ? rs->valuestring : "",
+                cJSON_IsString(rs) ? ")" : "");
+    }
+    fputc('\n', out);
+    const cJSON *nar = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(ext, "narrative"), "summary");
+    if (cJSON_IsString(nar) && *nar->valuestring) fprintf(out, "%s\n", nar->valuestring);
 }
 
 /* ---- signals ---- */

@@ -76,6 +76,9 @@ static const key_def k_keys[] = {
     {"logging.level", KT_STR, OFF(logging.level), k_levels},
     {"logging.format", KT_STR, OFF(logging.format), NULL},
     {"performance.mode", KT_NSTR, OFF(performance.mode), k_perf},
+    {"health.enabled", KT_BOOL, OFF(health.enabled), NULL},
+    {"health.stop_on", KT_NSTR, OFF(health.stop_on), NULL},
+    {"health.stream", KT_NSTR, OFF(health.stream), NULL},
 };
 #undef OFF
 #define N_KEYS (sizeof k_keys / sizeof k_keys[0])
@@ -92,6 +95,7 @@ static const char *const k_sections[] = {"model",
                                          "sink",
                                          "logging",
                                          "performance",
+                                         "health",
                                          NULL};
 
 /* COREVITAL_* variables that are not settings (so they are not "unknown key" errors): the
@@ -170,6 +174,7 @@ cv_status cv_config_init(cv_config *c, cv_error *err) {
         {"summaries.logits.topk", "5"},
         {"sink.type", "local_file"},
         {"sink.output_dir", "runs"},
+        {"health.enabled", "true"},
         {"logging.level", "INFO"},
         {"logging.format", "%(asctime)s - %(name)s - %(levelname)s - %(message)s"},
     };
@@ -616,6 +621,47 @@ cv_status cv_config_validate(cv_config *c, cv_error *err) {
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].bad) return cv_fail(err, CV_ERR_CONFIG, "%s", checks[i].msg);
+    cv_stop_on so;
+    char why[160];
+    if (cv_stop_on_parse(c->health.stop_on, &so, why, sizeof why))
+        return cv_fail(err, CV_ERR_CONFIG, "health.stop_on (--stop-on): %s", why);
     if (c->generation.temperature == 0) c->generation.do_sample = 0;
     return CV_OK;
+}
+
+int cv_stop_on_parse(const char *s, cv_stop_on *out, char *msg, size_t n) {
+    out->repetition = out->nan = 0;
+    out->risk = -1.0;
+    if (!s) return 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '[' || *p == ']') p++;
+        if (!*p) break;
+        const char *q = p;
+        while (*q && *q != ',' && *q != ']') q++;
+        size_t len = (size_t)(q - p);
+        while (len && p[len - 1] == ' ') len--;
+        char item[64];
+        if (len >= sizeof item) len = sizeof item - 1;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        char *end = NULL;
+        if (strcmp(item, "repetition") == 0) {
+            out->repetition = 1;
+        } else if (strcmp(item, "nan") == 0) {
+            out->nan = 1;
+        } else if (strncmp(item, "risk>", 5) == 0 && item[5] &&
+                   (out->risk = strtod(item + 5, &end), end && *end == '\0') && out->risk >= 0 &&
+                   out->risk < 1) {
+            /* accepted */
+        } else {
+            snprintf(msg, n,
+                     "unknown condition '%s' (expected repetition, nan or risk>X with X in "
+                     "[0, 1))",
+                     item);
+            return -1;
+        }
+        p = q;
+    }
+    return 0;
 }

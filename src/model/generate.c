@@ -6,6 +6,7 @@
  * attention stats of every layer, logits stats of the next-token row — which is copied back
  * once, finalized into the report, and the next token is chosen from the same logits. */
 #include "corevital/generate.h"
+#include "gen_health.h"
 #include "corevital/log.h"
 #include "corevital/run.h"
 #include "corevital/sampler.h"
@@ -287,10 +288,20 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     cv_status st = m->ops->reserve(m, seq2seq ? (int)P : (int)P, seq2seq ? G : (int)P + G, 1, err);
     if (st != CV_OK) return st;
 
-    cv_stats_layout lay;
-    cv_stats_layout_init(&lay, L, c->hidden_size, seq2seq, cfg->summaries.logits.topk);
-    size_t bytes = lay.total * sizeof(double);
+    cv_gen_health *gh = NULL;
+    if ((st = cv_gen_health_open(&gh, s, cfg, (int)P, instrumented, err)) != CV_OK) return st;
+    /* lay: a decode step's records; lay0: the prefill's, with the prompt analysis (health) */
+    int topk = cfg->summaries.logits.topk;
+    if (gh && topk < 10) topk = 10; /* topk_mass sums the top 10 */
+    cv_stats_layout lay, lay0;
+    cv_stats_layout_init(&lay, L, c->hidden_size, seq2seq, topk);
+    lay0 = lay;
+    cv_gen_health_layout(gh, &lay, 0);
+    cv_gen_health_layout(gh, &lay0, !seq2seq);
+    size_t bytes = (lay0.total > lay.total ? lay0.total : lay.total) * sizeof(double);
     double *host = malloc(bytes), *dev = instrumented ? be->alloc(be, bytes) : NULL;
+    const char *stop = NULL;
+    int64_t stop_step = -1;
     float *row = malloc(sizeof(float) * (size_t)V);
     int32_t *gen = malloc(sizeof(int32_t) * (size_t)(G > 0 ? G : 1));
     cv_sampler sampler;
@@ -309,6 +320,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         hook_begin(hooks, "encoder_forward");
         cv_stats_layout elay;
         cv_stats_layout_init(&elay, c->num_layers, c->hidden_size, 0, 1);
+        cv_gen_health_layout(gh, &elay, 1);
         double *eh = malloc(elay.total * sizeof(double));
         double *ed = instrumented ? be->alloc(be, elay.total * sizeof(double)) : NULL;
         if (!eh || (instrumented && !ed)) {
@@ -327,6 +339,10 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             if ((st = cv_report_alloc_encoder_layers(rep, (size_t)c->num_layers, err)) == CV_OK)
                 fill_layers(rep->encoder_layers, c->num_layers, eh, &elay, s, cfg, err);
         }
+        if (st == CV_OK && ed) {
+            if (!rep) be->download(be, eh, ed, elay.total * sizeof(double));
+            st = cv_gen_health_encoder(gh, eh, &elay, rep, err);
+        }
         free(eh);
         if (ed) be->free(be, ed);
         hook_end(hooks, "encoder_forward");
@@ -340,24 +356,30 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (i == 0) hook_begin(hooks, seq2seq ? "decode_loop" : "prefill");
         if (i == 1 && !seq2seq) hook_begin(hooks, "decode_loop");
         if (i == 0 ? seq2seq : i == 1 && !seq2seq) loop_open = 1;
+        const cv_stats_layout *ly = i == 0 && !seq2seq ? &lay0 : &lay;
+        size_t ybytes = ly->total * sizeof(double);
         if (dev) {
-            cv_stats_arena_reset(host, &lay);
-            be->upload(be, dev, host, bytes);
+            cv_stats_arena_reset(host, ly);
+            be->upload(be, dev, host, ybytes);
         }
         float *logits;
         const int32_t *in = seq2seq ? &cur : (i == 0 ? prompt : &cur);
         int T = seq2seq ? 1 : (i == 0 ? (int)P : 1);
-        st = m->ops->forward(m, in, T, pos, dev, &lay, NULL, 0, &logits, err);
+        st = m->ops->forward(m, in, T, pos, dev, ly, NULL, 0, &logits, err);
+        if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, err);
         if (st != CV_OK) goto done;
         pos += T;
         int32_t next;
+        float next_logit = 0.0f;
         if (cfg->generation.do_sample) {
             be->download(be, row, logits, sizeof(float) * (size_t)V);
             next = cv_sampler_next(&sampler, row);
+            next_logit = row[next];
         } else {
             next = be->argmax(be, logits, V);
+            if (gh) be->download(be, &next_logit, logits + next, sizeof(float));
         }
-        if (dev) be->download(be, host, dev, bytes);
+        if (dev) be->download(be, host, dev, ybytes);
         if (i == 0 && !seq2seq)
             hook_end(hooks, "prefill");
         else if (hooks && hooks->step)
@@ -374,9 +396,16 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
                 st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
                 goto done;
             }
-            if ((st = fill_logits(&step->logits_summary, cv_stats_logits(host, &lay), s, cfg, err)))
+            if ((st = fill_logits(&step->logits_summary, cv_stats_logits(host, ly), s, cfg, err)))
                 goto done;
-            fill_layers(step->layers, L, host, &lay, s, cfg, err);
+            fill_layers(step->layers, L, host, ly, s, cfg, err);
+        }
+        if (gh && (st = cv_gen_health_step(gh, i, host, ly, next, next_logit,
+                                           rep ? &rep->timeline[i] : NULL, &stop, err)) != CV_OK)
+            goto done;
+        if (stop) { /* --stop-on: the step is complete and recorded */
+            stop_step = (int64_t)(seq2seq ? 0 : P) + i;
+            break;
         }
         if (is_eos(s, next)) break;
         int sig = cv_generate_stop_signal();
@@ -408,6 +437,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
                                (size_t)n_gen, err);
         free(ids64);
+        if (st == CV_OK) st = cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", stop, stop_step, err);
         free(rep->generated.output_text);
         rep->generated.output_text = text;
         rep->summary.prompt_tokens = (int64_t)P;
@@ -421,6 +451,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     }
     if (out_n) *out_n = (size_t)n_gen;
 done:
+    cv_gen_health_close(gh);
     cv_sampler_free(&sampler);
     free(host);
     if (dev) be->free(be, dev);

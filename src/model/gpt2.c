@@ -158,6 +158,7 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
         gpt2_layer *L = &g->layers[l];
         float *kc = g->kcache + (size_t)l * m->n_ctx * C,
               *vc = g->vcache + (size_t)l * m->n_ctx * C;
+        cv_model_ltrans_keep(m, stats, lay, l, g->x, T);
         be->layernorm(be, g->ln, g->x, L->ln1_w, L->ln1_b, T, C, (float)c->norm_eps, NULL);
         be->matmul(be, g->q, g->ln, &L->wq, L->bqkv, T);                      /* (T, C) */
         be->matmul(be, kc + (size_t)pos0 * C, g->ln, &L->wk, L->bqkv + C, T); /* cache rows */
@@ -186,6 +187,7 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
                           .bias = NULL,
                           .stats = cv_stats_attn(stats, lay, l),
                           .probs = probs};
+        cv_model_attn_health(&a, stats, lay, l, 0);
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);
         be->matmul(be, g->proj, g->att, &L->wo, L->bo, T);
@@ -197,11 +199,16 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
         /* the last block's summary is taken after ln_f, as HF reports hidden_states[L] */
         be->residual_add(be, g->x, g->proj, T, C,
                          l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
+        if (l < NL - 1) cv_model_ltrans_add(m, stats, lay, l, g->x, T);
         if (cap && cap->hidden && cap->hidden[l + 1] && l < NL - 1)
             be->download(be, cap->hidden[l + 1], g->x, sizeof(float) * T * C);
     }
     be->layernorm(be, g->ln, g->x, g->lnf_w, g->lnf_b, T, C, (float)c->norm_eps,
                   cv_stats_hidden(stats, lay, NL - 1));
+    cv_model_ltrans_add(m, stats, lay, NL - 1, g->ln, T);
+    m->head_in = g->ln;
+    m->head_rows = T;
+    m->head_w = &g->wte;
     if (cap && cap->hidden && cap->hidden[NL])
         be->download(be, cap->hidden[NL], g->ln, sizeof(float) * T * C);
     if (all_logits) {

@@ -194,6 +194,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         float *kc = g->kcache + (size_t)l * m->n_ctx * g->kvdim;
         float *vc = g->vcache + (size_t)l * m->n_ctx * g->kvdim;
         float *knew = kc + (size_t)pos0 * g->kvdim, *vnew = vc + (size_t)pos0 * g->kvdim;
+        cv_model_ltrans_keep(m, stats, lay, l, g->x, T);
         be->rmsnorm(be, g->n, g->x, L->in_norm, T, C, eps, NULL);
         be->matmul(be, g->q, g->n, &L->wq, L->bq, T); /* (T, H*hd) */
         be->matmul(be, knew, g->n, &L->wk, L->bk, T); /* (T, KV*hd) into the cache */
@@ -228,6 +229,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
                           .bias = NULL,
                           .stats = cv_stats_attn(stats, lay, l),
                           .probs = probs};
+        cv_model_attn_health(&a, stats, lay, l, 0);
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);
         be->matmul(be, g->o, g->att, &L->wo, L->bo, T);
@@ -238,10 +240,15 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         be->silu_mul(be, g->gate, g->up, (size_t)T * F);
         be->matmul(be, g->o, g->gate, &L->wd, NULL, T);
         be->residual_add(be, g->x, g->o, T, C, l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
+        if (l < NL - 1) cv_model_ltrans_add(m, stats, lay, l, g->x, T);
         if (cap && cap->hidden && cap->hidden[l + 1] && l < NL - 1)
             be->download(be, cap->hidden[l + 1], g->x, sizeof(float) * T * C);
     }
     be->rmsnorm(be, g->n, g->x, g->norm, T, C, eps, cv_stats_hidden(stats, lay, NL - 1));
+    cv_model_ltrans_add(m, stats, lay, NL - 1, g->n, T);
+    m->head_in = g->n;
+    m->head_rows = T;
+    m->head_w = &g->lm_head;
     if (cap && cap->hidden && cap->hidden[NL])
         be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
     if (all_logits)

@@ -337,6 +337,7 @@ static void feed_forward(cv_model *m, t5 *g, const t5_layer *L, int T, double *h
 /* One attention call of the T queries in g->q against n_keys cached keys / values. */
 static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, int T, int n_keys,
                         int q_pos0, int causal, const float *bias, double *stats, float *capture,
+                        double *arena, const cv_stats_layout *lay, int l, int cross,
                         cv_error *err) {
     cv_backend *be = m->be;
     const int H = m->cfg.num_heads;
@@ -360,6 +361,7 @@ static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, int 
                       .bias = bias,
                       .stats = stats,
                       .probs = probs};
+    cv_model_attn_health(&a, arena, lay, l, cross);
     be->attention(be, &a);
     if (probs) be->download(be, capture, probs, sizeof(float) * H * T * n_keys);
     return CV_OK;
@@ -403,17 +405,21 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
         be->matmul(be, g->q, g->n, &L->q, NULL, P); /* (P, I) */
         be->matmul(be, g->ek, g->n, &L->k, NULL, P);
         be->matmul(be, g->ev, g->n, &L->v, NULL, P);
+        cv_model_ltrans_keep(m, stats, lay, l, g->x, P);
         if ((s = attend(m, g, g->ek, g->ev, P, P, 0, 0, g->bias, cv_stats_attn(stats, lay, l),
-                        cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, err)))
+                        cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, stats, lay, l, 0,
+                        err)))
             return s;
         be->matmul(be, g->o, g->att, &L->o, NULL, P);
         be->residual_add(be, g->x, g->o, P, C, NULL);
         /* the last block's summary is taken after the final norm, as HF reports hidden_states[L] */
         feed_forward(m, g, L, P, l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
+        if (l < NL - 1) cv_model_ltrans_add(m, stats, lay, l, g->x, P);
         if (cap && cap->hidden && cap->hidden[l + 1] && l < NL - 1)
             be->download(be, cap->hidden[l + 1], g->x, sizeof(float) * P * C);
     }
     be->rmsnorm(be, g->n, g->x, g->enc_norm, P, C, eps, cv_stats_hidden(stats, lay, NL - 1));
+    cv_model_ltrans_add(m, stats, lay, NL - 1, g->n, P);
     if (cap && cap->hidden && cap->hidden[NL])
         be->download(be, cap->hidden[NL], g->n, sizeof(float) * P * C);
 
@@ -453,6 +459,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
             return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
                            tokens[t], V);
     cv_status s;
+    m->head_in = NULL; /* set below when the final norm's full output is computed */
+    m->head_w = NULL;
 
     be->embedding(be, g->x, tokens, T, &g->shared, NULL, 0, 1.0f);
     if (cap && cap->hidden && cap->hidden[0])
@@ -471,7 +479,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         be->matmul(be, kc + (size_t)pos0 * I, g->n, &L->k, NULL, T);
         be->matmul(be, vc + (size_t)pos0 * I, g->n, &L->v, NULL, T);
         if ((s = attend(m, g, kc, vc, T, n_keys, pos0, 1, g->bias, cv_stats_attn(stats, lay, l),
-                        cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, err)))
+                        cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, stats, lay, l, 0,
+                        err)))
             return s;
         be->matmul(be, g->o, g->att, &L->o, NULL, T);
         be->residual_add(be, g->x, g->o, T, C, NULL);
@@ -481,7 +490,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         be->matmul(be, g->q, g->n, &L->cq, NULL, T);
         if ((s = attend(m, g, g->ckey + off, g->cval + off, T, P, 0, 0, NULL,
                         cv_stats_cross(stats, lay, l),
-                        cap && want_probs(cap->cross, l) ? cap->cross[l] : NULL, err)))
+                        cap && want_probs(cap->cross, l) ? cap->cross[l] : NULL, stats, lay, l, 1,
+                        err)))
             return s;
         be->matmul(be, g->o, g->att, &L->co, NULL, T);
         be->residual_add(be, g->x, g->o, T, C, NULL);
@@ -500,6 +510,8 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         be->matmul(be, g->logits, g->n, &g->lm_head, NULL, rows);
     } else {
         be->rmsnorm(be, g->n, g->x, g->dec_norm, T, C, eps, hs);
+        m->head_in = g->n;
+        m->head_rows = T;
         if (want_hidden) be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
         if (g->dec_norm_lm) {
             /* the final norm output times d_model^-0.5 (HF), into the free o rows */

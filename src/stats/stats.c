@@ -21,6 +21,34 @@ void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_c
     lay->cross_off = lay->attn_off + (size_t)n_layers * CV_AS_SIZE;
     lay->logits_off = lay->cross_off + (has_cross ? (size_t)n_layers * CV_AS_SIZE : 0);
     lay->total = lay->logits_off + cv_logits_record_size(topk);
+    lay->health = lay->n_heads = lay->heads_last_row = lay->prompt_P = 0;
+    lay->heads_off = lay->cross_heads_off = lay->basin_off = lay->ltrans_off = lay->psurp_off = 0;
+}
+
+void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_row, int prompt_P) {
+    size_t L = (size_t)lay->n_layers, H = (size_t)n_heads, at = lay->total;
+    lay->health = 1;
+    lay->n_heads = n_heads;
+    lay->heads_last_row = heads_last_row;
+    lay->prompt_P = prompt_P;
+    lay->heads_off = at;
+    at += L * H * CV_AH_SIZE;
+    lay->cross_heads_off = at;
+    if (lay->has_cross) at += L * H * CV_AH_SIZE;
+    if (prompt_P > 0) {
+        lay->basin_off = at;
+        at += L * H * 2;
+        lay->ltrans_off = at;
+        at += L;
+        lay->psurp_off = at;
+        at += (size_t)prompt_P;
+    }
+    lay->total = at;
+}
+
+void cv_head_record_reset(double *rec) {
+    memset(rec, 0, CV_AH_SIZE * sizeof *rec);
+    rec[CV_AH_CMIN] = INFINITY;
 }
 
 void cv_hidden_record_reset(double *rec, int D) {
@@ -41,21 +69,45 @@ void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
         if (l->has_cross) cv_attn_record_reset(cv_stats_cross(base, l, i));
     }
     memset(cv_stats_logits(base, l), 0, cv_logits_record_size(l->topk) * sizeof(double));
+    if (!l->health) return;
+    for (int i = 0; i < l->n_layers; i++)
+        for (int h = 0; h < l->n_heads; h++) {
+            cv_head_record_reset(cv_stats_heads(base, l, i) + (size_t)h * CV_AH_SIZE);
+            if (l->has_cross)
+                cv_head_record_reset(cv_stats_cross_heads(base, l, i) + (size_t)h * CV_AH_SIZE);
+        }
+    if (l->prompt_P > 0)
+        memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
 }
 
 void cv_hidden_record_add_rows(double *rec, const float *X, int S, int D) {
     double *colsum = rec + CV_HS_FIXED;
     for (int s = 0; s < S; s++) {
         const float *x = X + (size_t)s * D;
-        double sum = 0.0, sq = 0.0, mx = rec[CV_HS_MAXABS];
+        double sum = 0.0, sq = 0.0, sq_big = 0.0, mx = rec[CV_HS_MAXABS];
+        int nclip = 0, nnan = 0, ninf = 0;
         for (int d = 0; d < D; d++) {
             double v = x[d];
-            sum += v;
-            sq += v * v;
-            colsum[d] += v;
             double a = fabs(v);
+            sum += v;
+            colsum[d] += v;
+            if (a <= CV_CLIP_LIMIT) {
+                sq += v * v;
+            } else { /* rare: out of the clamp range, infinite or NaN */
+                sq_big += v * v;
+                nnan += isnan(v);
+                ninf += isinf(v);
+                nclip += !isnan(v);
+            }
             if (a > mx || isnan(v)) mx = isnan(v) ? NAN : (isnan(mx) ? mx : a);
         }
+        /* sq keeps the in-range squares only, so the clamped norm needs no cancellation */
+        double sq_clamped = nnan ? NAN : sq + (double)nclip * CV_CLIP_LIMIT * CV_CLIP_LIMIT;
+        if (nclip || nnan) sq += sq_big;
+        rec[CV_HS_NNAN] += nnan;
+        rec[CV_HS_NINF] += ninf;
+        rec[CV_HS_NCLIP] += nclip;
+        rec[CV_HS_L2CLAMP] += sqrt(sq_clamped);
         double mean_b = sum / D, m2_b = 0.0;
         for (int d = 0; d < D; d++) {
             double dv = x[d] - mean_b;
@@ -87,6 +139,10 @@ void cv_hidden_record_merge(double *dst, const double *src, int D) {
     dst[CV_HS_SUM] += src[CV_HS_SUM];
     dst[CV_HS_ROWS] += rows_b;
     dst[CV_HS_L2SUM] += src[CV_HS_L2SUM];
+    dst[CV_HS_NNAN] += src[CV_HS_NNAN];
+    dst[CV_HS_NINF] += src[CV_HS_NINF];
+    dst[CV_HS_NCLIP] += src[CV_HS_NCLIP];
+    dst[CV_HS_L2CLAMP] += src[CV_HS_L2CLAMP];
     if (isnan(src[CV_HS_MAXABS]) || src[CV_HS_MAXABS] > dst[CV_HS_MAXABS])
         dst[CV_HS_MAXABS] = src[CV_HS_MAXABS];
     for (int d = 0; d < D; d++) dst[CV_HS_FIXED + d] += src[CV_HS_FIXED + d];
@@ -224,9 +280,71 @@ void cv_attn_finalize(const double *rec, cv_attn_stats *out) {
     out->concentration_max = rows > 0 ? rec[CV_AS_WMAX] : NAN;
 }
 
+static double round4(double x) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.4f", x);
+    return strtod(buf, NULL);
+}
+
+void cv_attn_health_finalize(const double *heads, int H, double focus, cv_attn_health *out) {
+    memset(out, 0, sizeof *out);
+    out->n_heads = H;
+    double esum = 0.0, nsum = 0.0, emin = INFINITY, emax = -INFINITY;
+    double cmax = -INFINITY, cmin = INFINITY;
+    int counted = 0;
+    for (int h = 0; h < H; h++) {
+        const double *r = heads + (size_t)h * CV_AH_SIZE;
+        double rows = r[CV_AH_ROWS];
+        if (rows <= 0) continue;
+        counted++;
+        double e = r[CV_AH_ESUM] / rows, n = r[CV_AH_NSUM] / rows, c = r[CV_AH_CSUM] / rows;
+        if (r[CV_AH_NBAD] > 0) out->has_nan = 1, e = n = c = NAN;
+        esum += e;
+        nsum += n;
+        /* NaN-sticky min / max, like torch's */
+        if (e < emin || isnan(e)) emin = isnan(emin) ? emin : e;
+        if (e > emax || isnan(e)) emax = isnan(emax) ? emax : e;
+        double wmax = r[CV_AH_NBAD] > 0 ? NAN : r[CV_AH_WMAX];
+        double wmin = r[CV_AH_NBAD] > 0 ? NAN : r[CV_AH_CMIN];
+        if (wmax > cmax || isnan(wmax)) cmax = isnan(cmax) ? cmax : wmax;
+        if (wmin < cmin || isnan(wmin)) cmin = isnan(cmin) ? cmin : wmin;
+        if (r[CV_AH_ONEKEY] >= rows) continue; /* decision 3: one key carries no information */
+        out->valid = 1;
+        if (n < 0.03) out->collapsed_head_count++;
+        if (c > focus) out->focused_head_count++;
+    }
+    if (!counted) {
+        out->entropy_mean = out->entropy_mean_normalized = out->entropy_min = out->entropy_max =
+            out->concentration_max = out->concentration_min = NAN;
+        return;
+    }
+    out->entropy_mean = esum / counted;
+    out->entropy_mean_normalized = nsum / counted;
+    out->entropy_min = emin;
+    out->entropy_max = emax;
+    out->concentration_max = cmax;
+    out->concentration_min = cmin;
+    out->collapsed_head_rate = round4((double)out->collapsed_head_count / (H > 1 ? H : 1));
+}
+
+void cv_hidden_health_finalize(const double *rec, int D, cv_hidden_health *out) {
+    memset(out, 0, sizeof *out);
+    double rows = rec[CV_HS_ROWS], n = rows * D;
+    out->has_nan = rec[CV_HS_NNAN] > 0;
+    out->has_inf = rec[CV_HS_NINF] > 0;
+    out->clipped = rec[CV_HS_NCLIP] > 0 || out->has_nan;
+    out->clip_fraction = n > 0 ? rec[CV_HS_NCLIP] / n : 0.0;
+    out->clip_max_before = rec[CV_HS_MAXABS];
+    out->l2 = rows > 0 ? rec[CV_HS_L2CLAMP] / rows : NAN;
+}
+
 void cv_logits_finalize(const double *rec, cv_logit_stats *out) {
     memset(out, 0, sizeof *out);
     out->entropy = rec[CV_LS_ENTROPY];
+    out->lse = rec[CV_LS_LSE];
+    out->n_nan = (int)rec[CV_LS_NNAN];
+    out->n_pinf = (int)rec[CV_LS_NPINF];
+    out->n_ninf = (int)rec[CV_LS_NNINF];
     out->k = (int)rec[CV_LS_K];
     for (int i = 0; i < out->k; i++) {
         out->ids[i] = (int32_t)rec[CV_LS_FIXED + 2 * i];
@@ -244,10 +362,13 @@ void cv_logits_stats_row(double *rec, const float *logits, int V, int k) {
     int32_t best_id[CV_TOPK_MAX];
     int nbest = 0;
     double m = -INFINITY, z = 0.0, t = 0.0;
-    int nonfinite = 0;
+    int nonfinite = 0, nnan = 0, npinf = 0, nninf = 0;
     for (int i = 0; i < V; i++) {
         float l = logits[i];
         if (!isfinite(l)) {
+            nnan += isnan(l);
+            npinf += isinf(l) && l > 0;
+            nninf += isinf(l) && l < 0;
             if (isnan(l) || l > 0) nonfinite = 1;
             continue; /* -inf: a masked token, probability 0 */
         }
@@ -274,6 +395,10 @@ void cv_logits_stats_row(double *rec, const float *logits, int V, int k) {
     rec[CV_LS_V] = V;
     rec[CV_LS_ENTROPY] = nonfinite || z <= 0 ? NAN : log(z) - t / z;
     rec[CV_LS_K] = nbest;
+    rec[CV_LS_LSE] = nonfinite || z <= 0 ? NAN : m + log(z);
+    rec[CV_LS_NNAN] = nnan;
+    rec[CV_LS_NPINF] = npinf;
+    rec[CV_LS_NNINF] = nninf;
     for (int i = 0; i < nbest; i++) {
         rec[CV_LS_FIXED + 2 * i] = best_id[i];
         rec[CV_LS_FIXED + 2 * i + 1] = nonfinite ? NAN : exp((double)best[i] - m) / z;
