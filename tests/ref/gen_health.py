@@ -103,7 +103,7 @@ def fin(x):
     if x is None:
         return None
     x = float(x)
-    return x if math.isfinite(x) else None
+    return x + 0.0 if math.isfinite(x) else None  # + 0.0: no "-0.0" in the JSON
 
 
 def r(x, n):
@@ -1004,6 +1004,7 @@ def build_case(name, pi):
         "generated_ids": new,
         "num_layers": L,
         "num_heads": H,
+        "vocab_size": int(model.get_output_embeddings().weight.shape[0]),
         "profile": prof,
         "health_profile": health_profile(prof),
         "steps": steps,
@@ -1122,6 +1123,74 @@ def edge_cases():
                             "topk_mass": Ts, "flags": flags0},
                   "expect": {"risk_score": score, "risk_factors": factors,
                              "failure_risk": fr, "warning_signals": warn}})
+    # Compound signals on constructed series (n = 10): entropy and surprisal rising, margin
+    # falling but high at the end, low basins, half of the heads collapsed.
+    Hc = [3.0 + 0.2 * i for i in range(10)]
+    Mc = [0.9 - 0.05 * i for i in range(10)]
+    Sc = [1.0 + 0.3 * i for i in range(10)]
+    Tc = [0.9] * 10
+    lbs = [[{"attention": {"collapsed_head_count": 2, "focused_head_count": 3, "valid": True}}] * 2] * 10
+    basins = [[0.1, 0.2], [0.25, 0.3]]
+    cases.append({"name": "compound_series", "kind": "compound",
+                  "input": {"entropy_bits": Hc, "top_k_margin": Mc, "surprisal_bits": Sc,
+                            "topk_mass": Tc, "collapsed_head_count": 2, "focused_head_count": 3,
+                            "num_layers": 2, "basin_scores": basins},
+                  "expect": {"compound_signals": compound_signals(Hc, Mc, Sc, Tc, lbs, basins)}})
+    Hq, Sq, Tq = [1.0, 0.5, 0.4, 0.3, 0.2, 0.1], [0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [0.99] * 6
+    cases.append({"name": "compound_confident_repetition", "kind": "compound",
+                  "input": {"entropy_bits": Hq, "top_k_margin": [0.9] * 6, "surprisal_bits": Sq,
+                            "topk_mass": Tq, "collapsed_head_count": 0, "focused_head_count": 0,
+                            "num_layers": 2, "basin_scores": []},
+                  "expect": {"compound_signals": compound_signals(Hq, [0.9] * 6, Sq, Tq, [], [])}})
+
+    # Layer blame and mid-layer anomaly: L = 3, four steps; per step (l2, collapsed heads, nan).
+    def ly(l2, cc, nan=False, valid=True):
+        return {"l2": l2, "has_nan": nan, "has_inf": False,
+                "attention": {"collapsed_head_count": cc, "focused_head_count": 0, "valid": valid}}
+
+    rows = [[(10.0, 0, False, False), (11.0, 0, False, False), (12.0, 0, False, False)],
+            [(10.0, 1, False, True), (2.0, 0, False, True), (12.5, 0, False, True)],
+            [(10.5, 1, False, True), (30.0, 0, False, True), (12.0, 0, False, True)],
+            [(10.0, 0, False, True), (95.0, 0, False, True), (13.0, 0, True, True)]]
+    lbs = [[ly(*c) for c in row] for row in rows]
+    cases.append({"name": "blame_and_mid_layer", "kind": "layers",
+                  "input": {"num_layers": 3, "l2_multiplier": 8.0,
+                            "steps": [[{"l2": c[0], "collapsed_head_count": c[1], "has_nan": c[2],
+                                        "has_inf": False, "valid": c[3]} for c in row] for row in rows]},
+                  "expect": {"blamed_layers": layer_blame(lbs),
+                             "mid_layer_anomaly_detected": mid_layer_anomaly(lbs, 3, 8.0),
+                             # the same with layer 1's 95.0 at the last step lowered to 70.0
+                             # (limit 10.0 * 8 = 80): no anomaly
+                             "mid_layer_anomaly_detected_if_70": mid_layer_anomaly(
+                                 [[ly(70.0 if c[0] == 95.0 else c[0], *c[1:]) for c in row]
+                                  for row in rows], 3, 8.0)}})
+
+    # Fingerprint v2 on constructed series and flags.
+    flags1 = dict(flags0, repetition_loop_detected=True, high_entropy_steps=2)
+    cases.append({"name": "fingerprint_series", "kind": "fingerprint",
+                  "input": {"entropy_bits": Hs, "top_k_margin": Ms, "surprisal_bits": Ss,
+                            "topk_mass": Ts, "flags": flags1, "risk": 0.95, "total_steps": 13},
+                  "expect": {"vector": fingerprint_vector(Hs, Ms, Ss, Ts, flags1, 0.95, 13)}})
+    # Narrative with every sentence: high risk, peak entropy, entropy rise, two compounds,
+    # three blamed layers (sorted by severity, stable), advice.
+    nsteps = [{"step_index": 7 + i, "token_text": t, "entropy_bits": h}
+              for i, (t, h) in enumerate(zip(["a", "", "b", "c", "d", "e"], [1.0, 4.5, 2.0, 3.0, 4.5, 4.0]))]
+    nblame = [{"layer": 0, "reasons": ["Unstable L2 norms (CV=0.61)"], "severity": 0.3},
+              {"layer": 1, "reasons": ["NaN/Inf detected", "Attention collapse in 75% of steps"], "severity": 1.0},
+              {"layer": 2, "reasons": ["Attention collapse in 60% of steps"], "severity": 0.4},
+              {"layer": 3, "reasons": ["Unstable L2 norms (CV=0.52)"], "severity": 0.3}]
+    ncomp = compound_signals(Hc, Mc, Sc, Tc, lbs, basins)
+    nfactors = ["elevated_entropy", "repetition_loop", "compound:context_loss"]
+    nwarn = ["entropy_accelerating", "repetition_loop"]
+    cases.append({"name": "narrative_all_sentences", "kind": "narrative",
+                  "input": {"risk_score": 0.95, "risk_factors": nfactors, "blamed_layers": nblame,
+                            "warning_signals": nwarn, "steps": nsteps,
+                            "compound_descriptions": [c["description"] for c in ncomp]},
+                  "expect": {"summary": narrative(0.95, nfactors, nblame, nwarn, nsteps, ncomp)}})
+    cases.append({"name": "narrative_low_clean", "kind": "narrative",
+                  "input": {"risk_score": 0.1, "risk_factors": [], "blamed_layers": [],
+                            "warning_signals": [], "steps": nsteps[:1], "compound_descriptions": []},
+                  "expect": {"summary": narrative(0.1, [], [], [], nsteps[:1], [])}})
     cases.append({"name": "prompt_hash_unicode", "kind": "prompt_hash",
                   "input": {"prompt": "  Café ☕ ÀÉ\n", "hf_id": "tests/fixtures/gpt2-tiny"},
                   "expect": {"prompt_hash": prompt_hash("  Café ☕ ÀÉ\n", "tests/fixtures/gpt2-tiny")}})
@@ -1139,9 +1208,10 @@ def write_json(obj, path):
 
 def sanity(doc):
     """Checks that the numbers look sane (entropy <= log2 V, masses in [0, 1], ...)."""
-    V = None
+    V = doc["vocab_size"]
     for s in doc["steps"]:
-        assert s["entropy_bits"] is not None and s["entropy_bits"] >= 0
+        assert s["entropy_bits"] is not None and 0 <= s["entropy_bits"] <= math.log2(V) + 1e-12
+        assert abs(s["perplexity"] - 2 ** s["entropy_bits"]) <= 1e-9 * s["perplexity"]
         assert 0 <= s["topk_mass"] <= 1 + 1e-12 and 0 <= s["top_k_margin"] <= 1
         assert s["surprisal_bits"] >= 0
         for ly in s["layers"] + doc.get("encoder_layers", []):
