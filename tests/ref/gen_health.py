@@ -845,10 +845,12 @@ def narrative(risk, factors, blamed, warnings, steps, compounds):
 def run_level(steps, layers_by_step, prof, L, H, P, G, basins_r4, prompt, hf_id):
     """§6-§7: flags, risk, compound signals, early warning, fingerprint, narrative."""
     flags, detail = health_flags(steps, layers_by_step, prof, L, H)
-    H_ = [s["entropy_bits"] for s in steps if s["entropy_bits"] is not None]
-    M_ = [s["top_k_margin"] for s in steps if s["top_k_margin"] is not None]
-    S_ = [s["surprisal_bits"] for s in steps if s["surprisal_bits"] is not None]
-    T_ = [s["topk_mass"] for s in steps if s["topk_mass"] is not None]
+    # Unfiltered series (non-finite values kept): compound signals and the fingerprint use them
+    # as they are; risk, early warning and the narrative keep only the finite ones (§7).
+    H_ = [s["_raw"]["entropy_bits"] for s in steps]
+    M_ = [s["_raw"]["top_k_margin"] for s in steps]
+    S_ = [s["_raw"]["surprisal_bits"] for s in steps]
+    T_ = [s["_raw"]["topk_mass"] for s in steps]
     comp = compound_signals(H_, M_, S_, T_, layers_by_step, basins_r4)
     risk, factors = risk_v2(flags, H_, M_, S_, T_, comp)
     blamed = layer_blame(layers_by_step)
@@ -903,6 +905,7 @@ def step_record(P, i, y, z, v_prev, v, token_text, layers):
         "logits_nan": lm["logits_nan"],
         "logits_inf": lm["logits_inf"],
         "layers": layers,
+        "_raw": lm,  # unrounded, non-finite kept; dropped before writing
     }
 
 
@@ -995,6 +998,8 @@ def build_case(name, pi):
     layers_by_step = [s["layers"] for s in steps]
     basins_r4 = [ly["basin_scores"] for ly in pa["layers"]]
     rl = run_level(steps, layers_by_step, prof, L, H, P, G, basins_r4, prompt, hf_id)
+    for s in steps:
+        del s["_raw"]
     doc = {
         "model": name,
         "hf_id": hf_id,
