@@ -87,9 +87,45 @@ __global__ void __launch_bounds__(ATT_THREADS)
         float *pr = a.probs + ((size_t)h * T + t) * NK;
         for (int k = tid; k < NK; k += blockDim.x) pr[k] = k < kend ? s[k] * inv : 0.0f;
     }
-    if (rowz && tid == 0) {
-        rowz[2 * (size_t)r] = z;
-        rowz[2 * (size_t)r + 1] = tt;
+    if (rowz) {
+        /* health: the row's mass on the prompt's middle third of keys and off it (basin) */
+        double mid = 0.0, off = 0.0;
+        if (a.basin) {
+            for (int k = tid; k < kend; k += blockDim.x) {
+                double p = s[k] * inv;
+                if (k >= a.basin_lo && k < a.basin_hi)
+                    mid += p;
+                else
+                    off += p;
+            }
+            mid = cv_block_sum_d(mid, shd);
+            off = cv_block_sum_d(off, shd);
+        }
+        if (tid == 0) {
+            rowz[4 * (size_t)r] = z;
+            rowz[4 * (size_t)r + 1] = tt;
+            rowz[4 * (size_t)r + 2] = mid;
+            rowz[4 * (size_t)r + 3] = off;
+        }
+    }
+}
+
+/* Health: per-head records and basin sums from the rows' (z, t, mid, off), one block per head,
+ * its rows folded in order by one thread (the CPU's cv_attn_merge_rows, bit for bit). */
+__global__ void attn_heads_kernel(cv_attn_args a, const double *rowz) {
+    if (threadIdx.x != 0) return;
+    const int h = blockIdx.x, T = a.T;
+    for (int t = 0; t < T; t++) {
+        const double *q = rowz + 4 * ((size_t)h * T + t);
+        if (a.heads && t >= a.heads_from) {
+            int kend = a.n_keys;
+            if (a.causal) kend = a.q_pos0 + t + 1 < a.n_keys ? a.q_pos0 + t + 1 : a.n_keys;
+            cv_head_record_add_row(a.heads + (size_t)h * CV_AH_SIZE, q[0], q[1], kend);
+        }
+        if (a.basin) {
+            a.basin[2 * h] += q[2];
+            a.basin[2 * h + 1] += q[3];
+        }
     }
 }
 
@@ -99,7 +135,7 @@ __global__ void attn_record_kernel(double *rec, const double *rowz, int rows) {
     __shared__ double s_sum[ATT_THREADS], s_min[ATT_THREADS], s_max[ATT_THREADS];
     double esum = 0.0, emin = INFINITY, wmax = 0.0;
     for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-        double z = rowz[2 * (size_t)r], t = rowz[2 * (size_t)r + 1];
+        double z = rowz[4 * (size_t)r], t = rowz[4 * (size_t)r + 1];
         double e = log(z) - t / z, w = 1.0 / z;
         esum += e;
         if (e < emin) emin = e;
@@ -139,7 +175,8 @@ void cv_cuda_attention(cv_backend *b, const cv_attn_args *a) {
     int use_smem = with_scores <= limit;
     size_t smem = use_smem ? with_scores : base;
     /* scratch: the rows' (z, t), then the scores when they live in global memory */
-    size_t zbytes = a->stats ? sizeof(double) * 2 * (size_t)rows : 0;
+    const int want_rows = a->stats || a->heads || a->basin;
+    size_t zbytes = want_rows ? sizeof(double) * 4 * (size_t)rows : 0;
     size_t sbytes = use_smem ? 0 : sizeof(float) * (size_t)rows * NK;
     char *scr = NULL;
     if (zbytes + sbytes) {
@@ -152,12 +189,16 @@ void cv_cuda_attention(cv_backend *b, const cv_attn_args *a) {
                                               (int)limit));
         c->attn_smem = (int)limit;
     }
-    double *rowz = a->stats ? reinterpret_cast<double *>(scr) : NULL;
+    double *rowz = want_rows ? reinterpret_cast<double *>(scr) : NULL;
     float *gscores = use_smem ? NULL : reinterpret_cast<float *>(scr + zbytes);
     attention_kernel<<<rows, ATT_THREADS, smem, c->stream>>>(*a, gscores, use_smem, rowz);
     CV_CUDA_LAUNCHED(c, "attention");
     if (a->stats) {
         attn_record_kernel<<<1, ATT_THREADS, 0, c->stream>>>(a->stats, rowz, rows);
         CV_CUDA_LAUNCHED(c, "attention statistics");
+    }
+    if (a->heads || a->basin) {
+        attn_heads_kernel<<<a->n_heads, 32, 0, c->stream>>>(*a, rowz);
+        CV_CUDA_LAUNCHED(c, "attention head records");
     }
 }

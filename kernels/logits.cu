@@ -14,6 +14,7 @@
 
 #define LG_THREADS 512
 #define LG_CHUNK   4096 /* logits per stage-1 block, and the stage-2 sort width */
+#define LG_PART    7    /* doubles per stage-1 partial: m, z, t, non-finite flag, NaN / +inf / -inf counts */
 
 typedef unsigned long long u64;
 
@@ -52,10 +53,10 @@ __device__ __forceinline__ void mzt_merge(double &m, double &z, double &t, doubl
 __global__ void __launch_bounds__(LG_THREADS)
     logits_partial_kernel(const float *logits, int V, int k, double *part, u64 *cand) {
     __shared__ u64 keys[LG_CHUNK];
-    __shared__ double sm[32], sz[32], st[32];
+    __shared__ double sm[32], sz[32], st[32], scount[32];
     const int base = blockIdx.x * LG_CHUNK;
     double m = -INFINITY, z = 0.0, t = 0.0;
-    int nonfinite = 0;
+    int nonfinite = 0, cnan = 0, cpinf = 0, cninf = 0;
     for (int j = threadIdx.x; j < LG_CHUNK; j += blockDim.x) {
         int i = base + j;
         u64 key = 0;
@@ -71,8 +72,11 @@ __global__ void __launch_bounds__(LG_THREADS)
                 double d = l - m, e = exp(d);
                 z += e;
                 t += e * d;
-            } else if (isnan(l) || l > 0) {
-                nonfinite = 1;
+            } else {
+                if (isnan(l) || l > 0) nonfinite = 1;
+                cnan += isnan(l);
+                cpinf += isinf(l) && l > 0;
+                cninf += isinf(l) && l < 0;
             }
         }
         keys[j] = key;
@@ -93,11 +97,15 @@ __global__ void __launch_bounds__(LG_THREADS)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     if (lane == 0) sm[warp] = m, sz[warp] = z, st[warp] = t;
     nonfinite = __syncthreads_or(nonfinite);
+    /* non-finite counts (health, decision 4): rare, so three plain block sums */
+    const double bnan = cv_block_sum_d((double)cnan, scount);
+    const double bpinf = cv_block_sum_d((double)cpinf, scount);
+    const double bninf = cv_block_sum_d((double)cninf, scount);
     if (threadIdx.x == 0) {
         double M = -INFINITY, Z = 0.0, Tt = 0.0;
         for (int w = 0; w < nw; w++) mzt_merge(M, Z, Tt, sm[w], sz[w], st[w]);
-        double *p = part + 4 * (size_t)blockIdx.x;
-        p[0] = M, p[1] = Z, p[2] = Tt, p[3] = nonfinite;
+        double *p = part + LG_PART * (size_t)blockIdx.x;
+        p[0] = M, p[1] = Z, p[2] = Tt, p[3] = nonfinite, p[4] = bnan, p[5] = bpinf, p[6] = bninf;
     }
     if (k <= 0) return;
     bitonic_desc(keys, LG_CHUNK); /* begins with the barrier above having published keys */
@@ -108,16 +116,18 @@ __global__ void __launch_bounds__(LG_THREADS)
     logits_final_kernel(double *rec, const double *part, int nblocks, const u64 *cand, int V,
                         int k) {
     __shared__ u64 keys[LG_CHUNK];
-    __shared__ double fin[4];
+    __shared__ double fin[7];
     if (threadIdx.x == 0) {
-        double M = -INFINITY, Z = 0.0, Tt = 0.0;
+        double M = -INFINITY, Z = 0.0, Tt = 0.0, cnt[3] = {0.0, 0.0, 0.0};
         int nonfinite = 0;
         for (int b = 0; b < nblocks; b++) {
-            const double *p = part + 4 * (size_t)b;
+            const double *p = part + LG_PART * (size_t)b;
             mzt_merge(M, Z, Tt, p[0], p[1], p[2]);
             nonfinite |= p[3] != 0.0;
+            for (int i = 0; i < 3; i++) cnt[i] += p[4 + i];
         }
         fin[0] = M, fin[1] = Z, fin[2] = Tt, fin[3] = nonfinite;
+        fin[4] = cnt[0], fin[5] = cnt[1], fin[6] = cnt[2];
     }
     /* top-k over nblocks * k candidates: keep the best k at the front, refill the rest */
     const int ncand = nblocks * k;
@@ -143,6 +153,10 @@ __global__ void __launch_bounds__(LG_THREADS)
         rec[CV_LS_V] = V;
         rec[CV_LS_ENTROPY] = nonfinite || Z <= 0 ? (double)NAN : log(Z) - Tt / Z;
         rec[CV_LS_K] = nbest;
+        rec[CV_LS_LSE] = nonfinite || Z <= 0 ? (double)NAN : M + log(Z);
+        rec[CV_LS_NNAN] = fin[4];
+        rec[CV_LS_NPINF] = fin[5];
+        rec[CV_LS_NNINF] = fin[6];
         for (int j = 0; j < nbest; j++) {
             rec[CV_LS_FIXED + 2 * j] = cv_rank_id(keys[j]);
             rec[CV_LS_FIXED + 2 * j + 1] =
@@ -158,7 +172,7 @@ void cv_cuda_logits_stats(cv_backend *b, double *rec, const float *logits, int V
     if (k < 0) k = 0;
     if (V <= 0) return;
     const int nblocks = (V + LG_CHUNK - 1) / LG_CHUNK;
-    size_t pbytes = sizeof(double) * 4 * (size_t)nblocks;
+    size_t pbytes = sizeof(double) * LG_PART * (size_t)nblocks;
     size_t cbytes = sizeof(u64) * (size_t)nblocks * (size_t)(k > 0 ? k : 1);
     char *scr = static_cast<char *>(cv_cuda_scratch(c, pbytes + cbytes));
     if (!scr) return;

@@ -20,6 +20,8 @@ enum { OP_LAYERNORM, OP_RMSNORM, OP_RESADD };
 
 /* Merge one row's partial (sum, M2 about its mean, L2 norm, max|x|) into the record: the step
  * cv_hidden_record_add_rows takes for each row (Chan et al.). Column sums are separate. */
+#define HS_PART 8 /* per-row partial: sum, M2, L2, max|x|, NaN / inf / clip counts, clamped L2 */
+
 __device__ void hs_merge_row(double *rec, const double *p, int D) {
     double n_a = rec[CV_HS_ROWS] * D, n_b = D, m2 = p[1];
     if (n_a > 0) {
@@ -32,10 +34,14 @@ __device__ void hs_merge_row(double *rec, const double *p, int D) {
     rec[CV_HS_L2SUM] += p[2];
     double cur = rec[CV_HS_MAXABS];
     if (!isnan(cur) && (isnan(p[3]) || p[3] > cur)) rec[CV_HS_MAXABS] = p[3];
+    rec[CV_HS_NNAN] += p[4];
+    rec[CV_HS_NINF] += p[5];
+    rec[CV_HS_NCLIP] += p[6];
+    rec[CV_HS_L2CLAMP] += p[7];
 }
 
 /* `rec` non-NULL (T = 1 only): fold the row into the record directly; else write the row's
- * partial to part[4 * row] for hs_merge_kernel. */
+ * partial to part[HS_PART * row] for hs_merge_kernel. */
 template <int OP, bool STATS>
 __global__ void __launch_bounds__(ROW_THREADS)
     row_kernel(float *out, const float *x, const float *y, const float *w, const float *bias, int C,
@@ -71,14 +77,21 @@ __global__ void __launch_bounds__(ROW_THREADS)
     }
     if (!STATS) return;
     /* each thread re-reads only the elements it wrote: no barrier needed before these loads */
-    double sum = 0.0, sq = 0.0;
+    double sum = 0.0, sq = 0.0, sq_big = 0.0;
     float mx = 0.0f;
-    int nan = 0;
+    int nan = 0, nnan = 0, ninf = 0, nclip = 0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         double v = o[c];
         sum += v;
-        sq += v * v;
         float a = fabsf(o[c]);
+        if ((double)a <= CV_CLIP_LIMIT) {
+            sq += v * v;
+        } else { /* rare (health, HEALTH.md §4): out of the clamp range, infinite or NaN */
+            sq_big += v * v;
+            nnan += isnan(a);
+            ninf += isinf(a);
+            nclip += !isnan(a);
+        }
         nan |= isnan(a);
         mx = fmaxf(mx, a); /* fmaxf drops NaN; the flag keeps it */
     }
@@ -86,6 +99,16 @@ __global__ void __launch_bounds__(ROW_THREADS)
     sq = cv_block_sum_d(sq, shd);
     mx = cv_block_max_f(mx, shf);
     nan = __syncthreads_or(nan);
+    const int rare = __syncthreads_or(nnan | ninf | nclip);
+    double cnan = 0.0, cinf = 0.0, cclip = 0.0;
+    if (rare) {
+        sq_big = cv_block_sum_d(sq_big, shd);
+        cnan = cv_block_sum_d((double)nnan, shd);
+        cinf = cv_block_sum_d((double)ninf, shd);
+        cclip = cv_block_sum_d((double)nclip, shd);
+    }
+    const double sq_clamped = cnan > 0 ? (double)NAN : sq + cclip * CV_CLIP_LIMIT * CV_CLIP_LIMIT;
+    if (rare) sq += sq_big;
     const double mean_b = sum / C;
     double m2 = 0.0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
@@ -93,19 +116,20 @@ __global__ void __launch_bounds__(ROW_THREADS)
         m2 += d * d;
     }
     m2 = cv_block_sum_d(m2, shd);
-    const double p[4] = {sum, m2, sqrt(sq), nan ? (double)NAN : (double)mx};
+    const double p[HS_PART] = {sum,  m2,   sqrt(sq), nan ? (double)NAN : (double)mx,
+                               cnan, cinf, cclip,    sqrt(sq_clamped)};
     if (rec) { /* a single row (decode): merge here, no second launch */
         if (threadIdx.x == 0) hs_merge_row(rec, p, C);
         for (int c = threadIdx.x; c < C; c += blockDim.x) rec[CV_HS_FIXED + c] += o[c];
     } else if (threadIdx.x == 0) {
-        for (int i = 0; i < 4; i++) part[4 * row + i] = p[i];
+        for (int i = 0; i < HS_PART; i++) part[HS_PART * row + i] = p[i];
     }
 }
 
 /* Merge T row partials into the record (block 0, thread 0) and add the column sums. */
 __global__ void hs_merge_kernel(double *rec, const double *part, const float *out, int T, int D) {
     if (blockIdx.x == 0 && threadIdx.x == 0)
-        for (int t = 0; t < T; t++) hs_merge_row(rec, part + 4 * (size_t)t, D);
+        for (int t = 0; t < T; t++) hs_merge_row(rec, part + HS_PART * (size_t)t, D);
     int d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d < D) {
         double s = rec[CV_HS_FIXED + d];
@@ -131,7 +155,8 @@ static void run_rows(cv_backend *b, float *out, const float *x, const float *y, 
         CV_CUDA_LAUNCHED(c, "norm / residual kernel (stats, one row)");
         return;
     }
-    double *part = static_cast<double *>(cv_cuda_scratch(c, sizeof(double) * 4 * (size_t)T));
+    double *part =
+        static_cast<double *>(cv_cuda_scratch(c, sizeof(double) * HS_PART * (size_t)T));
     if (!part) return;
     row_kernel<OP, true>
         <<<T, ROW_THREADS, 0, c->stream>>>(out, x, y, w, bias, C, eps, part, nullptr);

@@ -16,8 +16,16 @@
 #ifndef COREVITAL_STATS_H
 #define COREVITAL_STATS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Inline record updates shared by the CPU ops and the CUDA kernels (kernels/ *.cu). */
+#ifdef __CUDACC__
+#define CV_HD __host__ __device__
+#else
+#define CV_HD
+#endif
 
 enum {
     CV_HS_ROWS,
@@ -133,13 +141,13 @@ static inline void cv_attn_record_add_row(double *rec, double z, double t) {
 void cv_attn_record_merge(double *dst, const double *src);
 void cv_head_record_reset(double *rec);
 /* One softmax row of head record `rec` over K keys, from its running sums (z, t). */
-static inline void cv_head_record_add_row(double *rec, double z, double t, int K) {
-    double e = __builtin_log(z) - t / z, w = 1.0 / z;
+CV_HD static inline void cv_head_record_add_row(double *rec, double z, double t, int K) {
+    double e = log(z) - t / z, w = 1.0 / z;
     rec[CV_AH_ROWS] += 1.0;
-    if (!__builtin_isfinite(z) || !__builtin_isfinite(t)) rec[CV_AH_NBAD] += 1.0;
+    if (!isfinite(z) || !isfinite(t)) rec[CV_AH_NBAD] += 1.0;
     if (K <= 1) rec[CV_AH_ONEKEY] += 1.0;
     rec[CV_AH_ESUM] += e;
-    rec[CV_AH_NSUM] += K > 1 ? e / __builtin_log((double)K) : e;
+    rec[CV_AH_NSUM] += K > 1 ? e / log((double)K) : e;
     rec[CV_AH_CSUM] += w;
     if (w > rec[CV_AH_WMAX] || w != w) rec[CV_AH_WMAX] = w; /* NaN sticks */
     if (w < rec[CV_AH_CMIN] || w != w) rec[CV_AH_CMIN] = w;
@@ -163,6 +171,10 @@ typedef struct {
     double collapsed_head_rate; /* rounded to 4 decimals */
     int has_nan;                /* a row with a non-finite softmax */
 } cv_attn_health;
+/* Reference path from probabilities (oracle, edge cases): add Q rows of K weights (Q x K) of one
+ * head, with HEALTH.md §3's renormalization (a row whose sum is off 1 by more than 1e-3 + 1e-5
+ * divides every row by max(sum, 1e-10)), e = -sum a ln max(a, 1e-10), max weight max_k a. */
+void cv_head_record_add_probs(double *rec, const double *A, int Q, int K);
 /* H per-head records -> layer values; focus: the focused-head threshold (0.9 on the timeline). */
 void cv_attn_health_finalize(const double *heads, int H, double focus, cv_attn_health *out);
 
@@ -194,6 +206,14 @@ void cv_sketch_free(cv_sketch *sk);
 void cv_hidden_finalize(const double *rec, int D, const cv_sketch *sk, cv_hidden_stats *out);
 void cv_attn_finalize(const double *rec, cv_attn_stats *out);
 void cv_logits_finalize(const double *rec, cv_logit_stats *out);
+
+/* The health logit values of a step (HEALTH.md §2, raw logits) from its logits record (k >= 10
+ * for topk_mass) and the emitted token's raw logit. NaN where undefined. */
+typedef struct {
+    double entropy_bits, perplexity, surprisal_bits, top_k_margin, topk_mass;
+    int nan, inf; /* a NaN / an infinite logit (either sign) in the row */
+} cv_logit_health;
+void cv_logit_health_of(const double *rec, int token, float token_logit, cv_logit_health *out);
 
 /* One-pass logits statistics over a full row of V raw logits (the CPU op and the oracle for CUDA):
  * online max / sum-exp / sum-exp*(s-m) plus a k-best list. Writes a logits record. */

@@ -198,7 +198,7 @@ static cv_status layer_health(const cv_gen_health *g, const double *hrec, const 
         bad |= add(hid, "clipped", cJSON_CreateBool(hh.clipped)) |
                add(hid, "clip_fraction", jnum(hh.clip_fraction)) |
                add(hid, "clip_max_before",
-                   hh.clipped ? jnum(hh.clip_max_before) : cJSON_CreateNull());
+                   jnum(hh.clip_max_before)); /* null unless clipped; inf: null */
         cJSON_AddItemToObject(h, "hidden", hid);
         hid = NULL;
         bad |= add(h, "has_nan", cJSON_CreateBool(ls->has_nan)) |
@@ -332,22 +332,20 @@ cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host, const 
             return st;
 
     /* logits (HEALTH.md §2), on the raw full-vocabulary row */
-    cv_logit_stats ls;
-    cv_logits_finalize(cv_stats_logits((double *)host, lay), &ls);
+    cv_logit_health lh;
+    cv_logit_health_of(cv_stats_logits((double *)host, lay), token, token_logit, &lh);
     cv_health_step hs;
     memset(&hs, 0, sizeof hs);
-    hs.step_index = (int64_t)(g->seq2seq ? 0 : g->P) + i;
+    hs.step_index = (int64_t)g->P + i; /* as the timeline's step_index */
     hs.token_text = step ? step->token_text : NULL;
-    hs.entropy_bits = ls.entropy / LN2;
-    hs.perplexity = pow(2.0, hs.entropy_bits);
-    hs.surprisal_bits = token >= 0 && token < g->V ? (ls.lse - (double)token_logit) / LN2 : NAN;
-    hs.top_k_margin = ls.k >= 2 ? ls.probs[0] - ls.probs[1] : 0.0;
-    double mass = 0.0;
-    for (int k = 0; k < ls.k && k < 10; k++) mass += ls.probs[k];
-    hs.topk_mass = mass;
+    hs.entropy_bits = lh.entropy_bits;
+    hs.perplexity = lh.perplexity;
+    hs.surprisal_bits = lh.surprisal_bits;
+    hs.top_k_margin = lh.top_k_margin;
+    hs.topk_mass = lh.topk_mass;
     hs.cos_prev = g->cos_prev;
-    hs.logits_nan = ls.n_nan > 0;
-    hs.logits_inf = ls.n_pinf > 0;
+    hs.logits_nan = lh.nan;
+    hs.logits_inf = lh.inf;
     if (cv_health_run_add_step(g->run, &hs, g->lsteps))
         return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     if (step) {

@@ -404,7 +404,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
                                            rep ? &rep->timeline[i] : NULL, &stop, err)) != CV_OK)
             goto done;
         if (stop) { /* --stop-on: the step is complete and recorded */
-            stop_step = (int64_t)(seq2seq ? 0 : P) + i;
+            stop_step = (int64_t)P + i;
             break;
         }
         if (is_eos(s, next)) break;

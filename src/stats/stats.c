@@ -327,14 +327,61 @@ void cv_attn_health_finalize(const double *heads, int H, double focus, cv_attn_h
     out->collapsed_head_rate = round4((double)out->collapsed_head_count / (H > 1 ? H : 1));
 }
 
+void cv_head_record_add_probs(double *rec, const double *A, int Q, int K) {
+    int renorm = 0;
+    for (int q = 0; q < Q; q++) {
+        double sum = 0.0;
+        for (int k = 0; k < K; k++) sum += A[(size_t)q * K + k];
+        if (fabs(sum - 1.0) > 1e-3 + 1e-5) renorm = 1;
+    }
+    for (int q = 0; q < Q; q++) {
+        const double *a = A + (size_t)q * K;
+        double sum = 0.0, e = 0.0, w = -INFINITY;
+        int bad = 0;
+        for (int k = 0; k < K; k++) sum += a[k];
+        double div = renorm ? (sum > 1e-10 ? sum : 1e-10) : 1.0;
+        for (int k = 0; k < K; k++) {
+            double v = a[k] / div;
+            bad |= !isfinite(v);
+            e -= v * log(v > 1e-10 ? v : 1e-10);
+            if (v > w || isnan(v)) w = isnan(w) ? w : v;
+        }
+        rec[CV_AH_ROWS] += 1.0;
+        if (bad) rec[CV_AH_NBAD] += 1.0;
+        if (K <= 1) rec[CV_AH_ONEKEY] += 1.0;
+        rec[CV_AH_ESUM] += e;
+        rec[CV_AH_NSUM] += K > 1 ? e / log((double)K) : e;
+        rec[CV_AH_CSUM] += w;
+        if (w > rec[CV_AH_WMAX] || isnan(w)) rec[CV_AH_WMAX] = w;
+        if (w < rec[CV_AH_CMIN] || isnan(w)) rec[CV_AH_CMIN] = w;
+    }
+}
+
+void cv_logit_health_of(const double *rec, int token, float token_logit, cv_logit_health *out) {
+    cv_logit_stats ls;
+    cv_logits_finalize(rec, &ls);
+    const double ln2 = 0.69314718055994530942;
+    out->nan = ls.n_nan > 0;
+    out->inf = ls.n_pinf > 0 || ls.n_ninf > 0;
+    out->entropy_bits = ls.entropy / ln2;
+    out->perplexity = pow(2.0, out->entropy_bits);
+    out->surprisal_bits = token >= 0 && token < (int)rec[CV_LS_V] && isfinite(token_logit)
+                              ? (ls.lse - (double)token_logit) / ln2
+                              : NAN;
+    out->top_k_margin = ls.k >= 2 ? ls.probs[0] - ls.probs[1] : (ls.k == 1 ? 0.0 : NAN);
+    double mass = 0.0;
+    for (int k = 0; k < ls.k && k < 10; k++) mass += ls.probs[k];
+    out->topk_mass = ls.k > 0 ? mass : NAN;
+}
+
 void cv_hidden_health_finalize(const double *rec, int D, cv_hidden_health *out) {
     memset(out, 0, sizeof *out);
     double rows = rec[CV_HS_ROWS], n = rows * D;
     out->has_nan = rec[CV_HS_NNAN] > 0;
     out->has_inf = rec[CV_HS_NINF] > 0;
     out->clipped = rec[CV_HS_NCLIP] > 0 || out->has_nan;
-    out->clip_fraction = n > 0 ? rec[CV_HS_NCLIP] / n : 0.0;
-    out->clip_max_before = rec[CV_HS_MAXABS];
+    out->clip_fraction = out->clipped && n > 0 ? rec[CV_HS_NCLIP] / n : NAN; /* null unless clipped */
+    out->clip_max_before = out->clipped ? rec[CV_HS_MAXABS] : NAN; /* null unless clipped */
     out->l2 = rows > 0 ? rec[CV_HS_L2CLAMP] / rows : NAN;
 }
 
