@@ -454,6 +454,11 @@ static void check_attention(const attn_case *tc, int with_probs) {
     float *dout = dev_copy(out, sizeof(float) * no),
           *dprobs = with_probs ? G->alloc(G, sizeof(float) * nb) : NULL;
     double *drec = dev_copy(rc, sizeof rc);
+    /* health records: per-head (the last row when causal, every row otherwise) and basins */
+    size_t nh = (size_t)tc->H * CV_AH_SIZE, nbas = (size_t)tc->H * 2;
+    double *hh = malloc(sizeof(double) * nh), *hb = calloc(nbas, sizeof(double));
+    for (int h = 0; h < tc->H; h++) cv_head_record_reset(hh + (size_t)h * CV_AH_SIZE);
+    double *dhh = dev_copy(hh, sizeof(double) * nh), *dhb = dev_copy(hb, sizeof(double) * nbas);
     cv_attn_args a = {.out = out,
                       .q = q,
                       .k = k,
@@ -471,10 +476,15 @@ static void check_attention(const attn_case *tc, int with_probs) {
                       .scale = 1.0f / sqrtf((float)tc->hd),
                       .bias = bias,
                       .stats = rc,
-                      .probs = probs};
+                      .probs = probs,
+                      .heads = hh,
+                      .heads_from = tc->causal ? tc->T - 1 : 0,
+                      .basin = hb,
+                      .basin_lo = tc->NK / 3,
+                      .basin_hi = 2 * tc->NK / 3};
     cv_attn_args ga = a;
     ga.out = dout, ga.q = dq, ga.k = dk, ga.v = dv, ga.bias = dbias, ga.stats = drec,
-    ga.probs = dprobs;
+    ga.probs = dprobs, ga.heads = dhh, ga.basin = dhb;
     for (int rep = 0; rep < 2; rep++) { /* twice: the record accumulates */
         H->attention(H, &a);
         G->attention(G, &ga);
@@ -494,6 +504,11 @@ static void check_attention(const attn_case *tc, int with_probs) {
     }
     ck_assert_msg(grec[CV_AS_ROWS] == rc[CV_AS_ROWS], "%s rows", what);
     ck_assert_msg(rec_close(what, grec, rc, CV_AS_SIZE, 1e-5, 0.1), "%s record", what);
+    double *ghh = host_copy(dhh, sizeof(double) * nh), *ghb = host_copy(dhb, sizeof(double) * nbas);
+    ck_assert_msg(rec_close(what, ghh, hh, nh, 1e-5, 0.1), "%s head records", what);
+    ck_assert_msg(rec_close(what, ghb, hb, nbas, 1e-5, 0.1), "%s basin sums", what);
+    G->free(G, dhh), G->free(G, dhb);
+    free(hh), free(hb), free(ghh), free(ghb);
     G->free(G, dq), G->free(G, dk), G->free(G, dv), G->free(G, dout), G->free(G, drec);
     if (dbias) G->free(G, dbias);
     if (dprobs) G->free(G, dprobs);
@@ -522,6 +537,37 @@ START_TEST(test_attention_long_cache) {
     /* scores no longer fit in shared memory: the kernel keeps them in global scratch */
     const attn_case c = {2, 1, 64, 1, 70000, 69999, 1, 0};
     check_attention(&c, 1);
+}
+END_TEST
+
+/* ---- health ops --------------------------------------------------------------------------- */
+
+START_TEST(test_row_cos_and_target_logprob) {
+    unsigned seed = 99;
+    const int T = 17, C = 67, V = 5003;
+    float *a = rand_vec((size_t)T * C, &seed, 1.0f), *b = rand_vec((size_t)T * C, &seed, 1.0f);
+    for (int c = 0; c < C; c++) a[c] = 0.0f; /* a zero row: the 1e-8 floor */
+    double want = 0.5, *dacc = dev_copy(&want, sizeof want);
+    float *da = dev_copy(a, sizeof(float) * T * C), *db = dev_copy(b, sizeof(float) * T * C);
+    H->row_cos(H, &want, a, b, T, C);
+    G->row_cos(G, dacc, da, db, T, C);
+    double *got = host_copy(dacc, sizeof(double));
+    ck_assert_msg(fabs(*got - want) <= 1e-12, "row_cos %.17g vs %.17g", *got, want);
+    float *l = rand_vec((size_t)T * V, &seed, 8.0f);
+    int32_t tg[17];
+    for (int t = 0; t < T; t++) tg[t] = (t * 977) % V;
+    l[3 * V + 5] = NAN; /* a NaN row gives NaN */
+    double wl[17], *dout = G->alloc(G, sizeof(double) * T);
+    float *dl = dev_copy(l, sizeof(float) * T * V);
+    H->target_logprob(H, wl, l, T, V, tg);
+    G->target_logprob(G, dout, dl, T, V, tg);
+    double *gl = host_copy(dout, sizeof(double) * T);
+    for (int t = 0; t < T; t++)
+        ck_assert_msg(isnan(wl[t]) ? isnan(gl[t]) : fabs(gl[t] - wl[t]) <= 1e-6,
+                      "target_logprob row %d: %.17g vs %.17g", t, gl[t], wl[t]);
+    ck_assert(isnan(gl[3]));
+    G->free(G, dacc), G->free(G, da), G->free(G, db), G->free(G, dout), G->free(G, dl);
+    free(a), free(b), free(got), free(l), free(gl);
 }
 END_TEST
 
@@ -626,6 +672,7 @@ int main(void) {
     tcase_add_test(tc, test_attention_long_cache);
     tcase_add_test(tc, test_logits_stats_and_argmax);
     tcase_add_test(tc, test_logits_nonfinite);
+    tcase_add_test(tc, test_row_cos_and_target_logprob);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
