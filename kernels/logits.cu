@@ -14,7 +14,8 @@
 
 #define LG_THREADS 512
 #define LG_CHUNK   4096 /* logits per stage-1 block, and the stage-2 sort width */
-#define LG_PART    7    /* doubles per stage-1 partial: m, z, t, non-finite flag, NaN / +inf / -inf counts */
+#define LG_PART                                                                                    \
+    7 /* doubles per stage-1 partial: m, z, t, non-finite flag, NaN / +inf / -inf counts */
 
 typedef unsigned long long u64;
 

@@ -155,8 +155,7 @@ static void run_rows(cv_backend *b, float *out, const float *x, const float *y, 
         CV_CUDA_LAUNCHED(c, "norm / residual kernel (stats, one row)");
         return;
     }
-    double *part =
-        static_cast<double *>(cv_cuda_scratch(c, sizeof(double) * HS_PART * (size_t)T));
+    double *part = static_cast<double *>(cv_cuda_scratch(c, sizeof(double) * HS_PART * (size_t)T));
     if (!part) return;
     row_kernel<OP, true>
         <<<T, ROW_THREADS, 0, c->stream>>>(out, x, y, w, bias, C, eps, part, nullptr);

@@ -513,6 +513,209 @@ START_TEST(test_sigterm_writes_partial_trace) {
 }
 END_TEST
 
+/* ---- the health layer: --stop-on, --stream, --no-health ----------------------------------- */
+
+/* Run args, capturing stdout into `out_path` (stderr to /dev/null). */
+static int run_capture(const char *const *args, const char *out_path) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *argv[64];
+        int n = 0;
+        argv[n++] = bin();
+        for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
+        argv[n] = NULL;
+        if (!freopen(out_path, "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* A Llama whose blocks add next to nothing (std 1e-4) and whose head is the tied embedding: the
+ * next token is the current one, forever, and the final vector repeats (cos_prev -> 1), so the
+ * repetition rule holds from the third repeated pair on. */
+START_TEST(test_stop_on_repetition) {
+    const char *tmp = tu_tmpdir("e2e-rep");
+    char dir[700], out[800], stream[800];
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    cv_synth_shape sh = {50257, 64, 2, 2, 1, 64, 256, 1, CV_DT_F32, 1e-4f, 5, 50256, 50256, 0, 0};
+    cv_error err = {0};
+    ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
+    const char *files[] = {"vocab.json", "merges.txt"}; /* GPT-2's original tokenizer files */
+    for (int i = 0; i < 2; i++) {
+        char src[800], dst[800];
+        snprintf(src, sizeof src, "%s/%s", tu_tok("gpt2"), files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        char *abs = realpath(src, NULL);
+        ck_assert_msg(abs != NULL, "missing %s", src);
+        ck_assert_int_eq(symlink(abs, dst), 0);
+        free(abs);
+    }
+    snprintf(out, sizeof out, "%s/full.json", tmp);
+    const char *full[] = {
+        "run", "--model", dir, "--prompt", "the the the", "--temperature", "0", "--max_new_tokens",
+        "12",  "--out",   out, "--quiet",  NULL};
+    ck_assert_int_eq(run(full), 0);
+    cJSON *doc = load_valid_trace(out);
+    ck_assert(cJSON_IsTrue(get(doc, "extensions.health_flags.repetition_loop_detected")));
+    int first = get(doc, "extensions.health_flags.repetition_first_step")->valueint;
+    int P = cJSON_GetArraySize(get(doc, "prompt.token_ids"));
+    /* cos_prev exists from step 1: the third pair over tau closes at step P + 3 at the earliest */
+    ck_assert_int_ge(first, P + 3);
+    ck_assert_int_lt(first, P + 12);
+    cJSON_Delete(doc);
+
+    /* --stop-on repetition stops right there; --stream wrote one line per step */
+    snprintf(out, sizeof out, "%s/stop.json", tmp);
+    snprintf(stream, sizeof stream, "%s/steps.jsonl", tmp);
+    const char *stop[] = {
+        "run",       "--model",          dir,        "--prompt", "the the the", "--temperature",
+        "0",         "--max_new_tokens", "12",       "--out",    out,           "--quiet",
+        "--stop-on", "nan, repetition",  "--stream", stream,     NULL};
+    ck_assert_int_eq(run(stop), 0);
+    doc = load_valid_trace(out);
+    int n = cJSON_GetArraySize(get(doc, "timeline"));
+    ck_assert_int_eq(n, first - P + 1);
+    ck_assert_str_eq(get(doc, "extensions.health_stop.condition")->valuestring, "repetition");
+    ck_assert_int_eq(get(doc, "extensions.health_stop.step_index")->valueint, first);
+    ck_assert(has_warning(doc, "HEALTH_STOP", "repetition"));
+    cJSON_Delete(doc);
+    char *text;
+    size_t len;
+    ck_assert_msg(cv_read_file(stream, &text, &len, &err) == CV_OK, "%s", err.msg);
+    int lines = 0;
+    char *save = NULL; /* get() uses strtok itself */
+    for (char *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save), lines++) {
+        cJSON *o = cJSON_Parse(line);
+        ck_assert_msg(o, "stream line %d is not JSON: %s", lines, line);
+        ck_assert_int_eq(get(o, "step_index")->valueint, P + lines);
+        ck_assert(cJSON_IsNumber(get(o, "health.entropy_bits")));
+        ck_assert(cJSON_IsBool(get(o, "flags.repetition_loop_detected")));
+        cJSON_Delete(o);
+    }
+    ck_assert_int_eq(lines, n);
+    free(text);
+    tu_rmtree(tmp);
+}
+END_TEST
+
+/* Weights large enough to overflow: NaN/Inf reach the hidden states, risk is 1.0 with
+ * nan_or_inf, and --stop-on nan stops after the first step. */
+START_TEST(test_stop_on_nan) {
+    const char *tmp = tu_tmpdir("e2e-nan");
+    char dir[700], out[800];
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    cv_synth_shape sh = {512, 32, 2, 2, 1, 32, 64, 0, CV_DT_F32, 1e18f, 3, 1, 2, 0, 0};
+    cv_error err = {0};
+    ck_assert_msg(cv_synth_gpt2(dir, &sh, &err) == CV_OK, "%s", err.msg);
+    char src[800], dst[800];
+    snprintf(src, sizeof src, "tests/fixtures/gpt2-tiny/tokenizer.json");
+    snprintf(dst, sizeof dst, "%s/tokenizer.json", dir);
+    char *abs = realpath(src, NULL);
+    ck_assert_int_eq(symlink(abs, dst), 0);
+    free(abs);
+    snprintf(out, sizeof out, "%s/t.json", tmp);
+    const char *args[] = {"run", "--model", dir, "--prompt", "We're going", "--max_new_tokens",
+                          "8",   "--out",   out, "--quiet",  "--stop-on",   "nan",
+                          NULL};
+    ck_assert_int_eq(run(args), 0);
+    cJSON *doc = load_valid_trace(out);
+    /* the run stops at the first step with a NaN / Inf, whichever it is */
+    int P = cJSON_GetArraySize(get(doc, "prompt.token_ids"));
+    int at = get(doc, "extensions.health_stop.step_index")->valueint;
+    const cJSON *tl = get(doc, "timeline");
+    ck_assert_int_eq(cJSON_GetArraySize(tl), at - P + 1);
+    int i = 0;
+    for (const cJSON *st = tl->child; st; st = st->next, i++) {
+        int bad = 0;
+        for (const cJSON *l = get(st, "layers")->child; l; l = l->next)
+            bad |= cJSON_IsTrue(get(l, "extensions.health.has_nan")) ||
+                   cJSON_IsTrue(get(l, "extensions.health.has_inf"));
+        ck_assert_int_eq(bad, st->next == NULL); /* only the last step */
+    }
+    ck_assert(cJSON_IsTrue(get(doc, "extensions.health_flags.nan_detected")) ||
+              cJSON_IsTrue(get(doc, "extensions.health_flags.inf_detected")));
+    const cJSON *risk = get(doc, "extensions.risk.risk_score");
+    ck_assert(risk && cJSON_IsNumber(risk) && risk->valuedouble == 1.0);
+    ck_assert_str_eq(cJSON_GetArrayItem(get(doc, "extensions.risk.risk_factors"), 0)->valuestring,
+                     "nan_or_inf");
+    ck_assert(cJSON_IsArray(get(doc, "extensions.fingerprint.vector")));
+    ck_assert_str_eq(get(doc, "extensions.health_stop.condition")->valuestring, "nan");
+    cJSON_Delete(doc);
+    tu_rmtree(tmp);
+}
+END_TEST
+
+/* --no-health: no health keys anywhere, and every 0.2.0 statistic is the same as with it. */
+START_TEST(test_no_health_same_statistics) {
+    const char *tmp = tu_tmpdir("e2e-nohealth");
+    char a[600], b[600], con[600];
+    snprintf(a, sizeof a, "%s/a.json", tmp);
+    snprintf(b, sizeof b, "%s/b.json", tmp);
+    snprintf(con, sizeof con, "%s/console.txt", tmp);
+    const char *on[] = {"run",
+                        "--model",
+                        "tests/fixtures/llama-tiny",
+                        "--prompt",
+                        "In 1969, the moon",
+                        "--max_new_tokens",
+                        "6",
+                        "--seed",
+                        "5",
+                        "--out",
+                        a,
+                        NULL};
+    const char *off[] = {"run",
+                         "--model",
+                         "tests/fixtures/llama-tiny",
+                         "--prompt",
+                         "In 1969, the moon",
+                         "--max_new_tokens",
+                         "6",
+                         "--seed",
+                         "5",
+                         "--out",
+                         b,
+                         "--no-health",
+                         NULL};
+    ck_assert_int_eq(run_capture(on, con), 0);
+    ck_assert_int_eq(run(off), 0);
+    char *text;
+    size_t len;
+    cv_error err = {0};
+    ck_assert_msg(cv_read_file(con, &text, &len, &err) == CV_OK, "%s", err.msg);
+    ck_assert_msg(strstr(text, "\nHealth: risk "), "no health line in:\n%s", text);
+    free(text);
+    cJSON *da = load_valid_trace(a), *db = load_valid_trace(b);
+    ck_assert_ptr_null(get(db, "extensions.risk"));
+    ck_assert_ptr_nonnull(get(da, "extensions.risk"));
+    const cJSON *ta = get(da, "timeline"), *tb = get(db, "timeline");
+    ck_assert_int_eq(cJSON_GetArraySize(ta), cJSON_GetArraySize(tb));
+    for (const cJSON *x = ta->child, *y = tb->child; x && y; x = x->next, y = y->next) {
+        ck_assert_ptr_null(get(y, "extensions.health"));
+        cJSON *lx = cJSON_Duplicate(get(x, "logits_summary"), 1);
+        ck_assert(cJSON_Compare(lx, get(y, "logits_summary"), 1));
+        cJSON_Delete(lx);
+        const cJSON *la = get(x, "layers"), *lb = get(y, "layers");
+        for (const cJSON *p = la->child, *q = lb->child; p && q; p = p->next, q = q->next) {
+            ck_assert(cJSON_Compare(get(p, "hidden_summary"), get(q, "hidden_summary"), 1));
+            ck_assert(cJSON_Compare(get(p, "attention_summary"), get(q, "attention_summary"), 1));
+        }
+    }
+    cJSON_Delete(da);
+    cJSON_Delete(db);
+    /* a bad condition is a usage error, before loading */
+    const char *bad[] = {"run",      "--model", "tests/fixtures/llama-tiny",
+                         "--prompt", "x",       "--stop-on",
+                         "risk>2",   NULL};
+    ck_assert_int_eq(run(bad), 2);
+    tu_rmtree(tmp);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("e2e");
     TCase *tc = tcase_create("binary");
@@ -531,6 +734,9 @@ int main(void) {
     tcase_add_test(tc, test_out_checked_before_load);
     tcase_add_test(tc, test_sigint_writes_partial_trace);
     tcase_add_test(tc, test_sigterm_writes_partial_trace);
+    tcase_add_test(tc, test_stop_on_repetition);
+    tcase_add_test(tc, test_stop_on_nan);
+    tcase_add_test(tc, test_no_health_same_statistics);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

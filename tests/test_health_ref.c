@@ -133,10 +133,14 @@ static const cJSON *health_of(const cJSON *x) {
                                             "health");
 }
 
-static const char *const k_cases[] = {"gpt2-tiny.p0",  "gpt2-tiny.p1",
-                                      "llama-tiny.p0", "llama-tiny.p1",
-                                      "llama-tiny-tied-bf16.p0", "llama-tiny-tied-bf16.p1",
-                                      "t5-tiny.p0",    "t5-tiny.p1"};
+static const char *const k_cases[] = {"gpt2-tiny.p0",
+                                      "gpt2-tiny.p1",
+                                      "llama-tiny.p0",
+                                      "llama-tiny.p1",
+                                      "llama-tiny-tied-bf16.p0",
+                                      "llama-tiny-tied-bf16.p1",
+                                      "t5-tiny.p0",
+                                      "t5-tiny.p1"};
 
 START_TEST(test_end_to_end) {
     const char *name = k_cases[_i];
@@ -189,8 +193,8 @@ START_TEST(test_end_to_end) {
         cmp(p, cJSON_GetObjectItemCaseSensitive(rs, "step_index"),
             cJSON_GetObjectItemCaseSensitive(os, "step_index"));
         const cJSON *h = health_of(os);
-        static const char *const keys[] = {"entropy_bits", "perplexity",   "surprisal_bits",
-                                           "top_k_margin", "topk_mass",    "cos_prev"};
+        static const char *const keys[] = {"entropy_bits", "perplexity", "surprisal_bits",
+                                           "top_k_margin", "topk_mass",  "cos_prev"};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
             snprintf(p, sizeof p, "steps[%d].%s", i, keys[k]);
             cmp(p, cJSON_GetObjectItemCaseSensitive(rs, keys[k]),
@@ -214,9 +218,9 @@ START_TEST(test_end_to_end) {
             cmp(p, a, health_of(b));
         }
     }
-    static const char *const run_keys[] = {"prompt_analysis", "health_flags",  "risk",
+    static const char *const run_keys[] = {"prompt_analysis",  "health_flags",  "risk",
                                            "compound_signals", "early_warning", "fingerprint",
-                                           "narrative",       "health_profile"};
+                                           "narrative",        "health_profile"};
     const cJSON *ext = cJSON_GetObjectItemCaseSensitive(ours, "extensions");
     for (size_t k = 0; k < sizeof run_keys / sizeof run_keys[0]; k++)
         cmp(run_keys[k], cJSON_GetObjectItemCaseSensitive(ref, run_keys[k]),
@@ -312,8 +316,8 @@ START_TEST(test_on_hf_tensors) {
             }
             cv_attn_health ah;
             cv_attn_health_finalize(heads, H, 0.9, &ah);
-            const cJSON *ra = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(l0, l),
-                                                               "attention");
+            const cJSON *ra =
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(l0, l), "attention");
             close_hf("HF attention entropy_mean", ah.entropy_mean,
                      cJSON_GetObjectItemCaseSensitive(ra, "entropy_mean"));
             close_hf("HF attention entropy_mean_normalized", ah.entropy_mean_normalized,
@@ -326,8 +330,9 @@ START_TEST(test_on_hf_tensors) {
                      cJSON_GetObjectItemCaseSensitive(ra, "concentration_max"));
             close_hf("HF attention concentration_min", ah.concentration_min,
                      cJSON_GetObjectItemCaseSensitive(ra, "concentration_min"));
-            ck_assert_int_eq(ah.collapsed_head_count,
-                             cJSON_GetObjectItemCaseSensitive(ra, "collapsed_head_count")->valueint);
+            ck_assert_int_eq(
+                ah.collapsed_head_count,
+                cJSON_GetObjectItemCaseSensitive(ra, "collapsed_head_count")->valueint);
             ck_assert_int_eq(ah.focused_head_count,
                              cJSON_GetObjectItemCaseSensitive(ra, "focused_head_count")->valueint);
             /* hidden: the clamped l2 of HF's block output l (all P rows at step 0) */
@@ -534,9 +539,9 @@ START_TEST(test_edge_cos_zero_vector) {
     cv_backend *be = cv_backend_cpu_create();
     double acc = 0.0;
     be->row_cos(be, &acc, a, b, 1, C);
-    expect_num("cos of a zero vector", acc,
-               cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "expect"),
-                                                "cos"));
+    expect_num(
+        "cos of a zero vector", acc,
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "expect"), "cos"));
     be->destroy(be);
     free(a);
     free(b);

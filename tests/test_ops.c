@@ -85,6 +85,15 @@ START_TEST(test_attention_vs_naive) {
         for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
         for (int i = 0; i < H * T * NK; i++) bias[i] = frand(&seed);
         double r1[CV_AS_SIZE] = {0, 0, INFINITY, 0}, r2[CV_AS_SIZE] = {0, 0, INFINITY, 0};
+        /* health: per-head records from row heads_from on, basin sums over the middle third */
+        int from = cases[ci].causal ? T - 1 : 0, lo = NK / 3, hi = 2 * NK / 3;
+        double h1[8 * CV_AH_SIZE], h2[8 * CV_AH_SIZE], h3[8 * CV_AH_SIZE];
+        double b1[16] = {0}, b2[16] = {0}, b3[16] = {0};
+        for (int h = 0; h < H; h++) {
+            cv_head_record_reset(h1 + h * CV_AH_SIZE);
+            cv_head_record_reset(h2 + h * CV_AH_SIZE);
+            cv_head_record_reset(h3 + h * CV_AH_SIZE);
+        }
         cv_attn_args a = {.out = o1,
                           .q = q,
                           .k = k,
@@ -102,10 +111,34 @@ START_TEST(test_attention_vs_naive) {
                           .scale = 1.0f / sqrtf((float)hd),
                           .bias = cases[ci].bias ? bias : NULL,
                           .stats = r1,
-                          .probs = p1};
+                          .probs = p1,
+                          .heads = h1,
+                          .heads_from = from,
+                          .basin = b1,
+                          .basin_lo = lo,
+                          .basin_hi = hi};
         be->attention(be, &a);
-        a.out = o2, a.stats = r2, a.probs = p2;
+        a.out = o2, a.stats = r2, a.probs = p2, a.heads = h2, a.basin = b2;
         cv_attention_naive(&a);
+        /* a third oracle from the naive probabilities themselves (HEALTH.md §3, §5) */
+        double *row = malloc(sizeof(double) * NK);
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                int kend = cases[ci].causal ? cases[ci].pos0 + t + 1 : NK;
+                for (int kk = 0; kk < NK; kk++) row[kk] = p2[((size_t)h * T + t) * NK + kk];
+                for (int kk = 0; kk < kend; kk++)
+                    b3[2 * h + (kk >= lo && kk < hi ? 0 : 1)] += row[kk];
+                if (t >= from) cv_head_record_add_probs(h3 + h * CV_AH_SIZE, row, 1, kend);
+            }
+        free(row);
+        for (int i = 0; i < H * CV_AH_SIZE; i++) {
+            ck_assert_double_eq_tol(h1[i], h2[i], 1e-5 * fmax(1, fabs(h2[i])));
+            ck_assert_double_eq_tol(h1[i], h3[i], 1e-5 * fmax(1, fabs(h3[i])));
+        }
+        for (int i = 0; i < 2 * H; i++) {
+            ck_assert_double_eq_tol(b1[i], b2[i], 1e-5);
+            ck_assert_double_eq_tol(b1[i], b3[i], 1e-5);
+        }
         ck_assert(tu_check_close("attention out", o1, o2, (size_t)T * qs, 1e-5));
         ck_assert(tu_check_close("attention probs", p1, p2, (size_t)H * T * NK, 1e-6));
         for (int i = 0; i < CV_AS_SIZE; i++)

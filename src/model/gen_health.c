@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define CHUNK 32 /* prompt rows per LM-head chunk */
-#define LN2 0.69314718055994530942
+#define LN2   0.69314718055994530942
 
 struct cv_gen_health {
     cv_session *s;
@@ -315,9 +315,9 @@ static void stream_line(cv_gen_health *g, const cv_health_step *hs, int32_t toke
     cJSON_Delete(o);
 }
 
-cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host, const cv_stats_layout *lay,
-                             int32_t token, float token_logit, cv_timeline_step *step,
-                             const char **stop, cv_error *err) {
+cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host,
+                             const cv_stats_layout *lay, int32_t token, float token_logit,
+                             cv_timeline_step *step, const char **stop, cv_error *err) {
     *stop = NULL;
     if (!g) return CV_OK;
     cv_status st;

@@ -76,8 +76,7 @@ void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
             if (l->has_cross)
                 cv_head_record_reset(cv_stats_cross_heads(base, l, i) + (size_t)h * CV_AH_SIZE);
         }
-    if (l->prompt_P > 0)
-        memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
+    if (l->prompt_P > 0) memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
 }
 
 void cv_hidden_record_add_rows(double *rec, const float *X, int S, int D) {
@@ -380,7 +379,8 @@ void cv_hidden_health_finalize(const double *rec, int D, cv_hidden_health *out) 
     out->has_nan = rec[CV_HS_NNAN] > 0;
     out->has_inf = rec[CV_HS_NINF] > 0;
     out->clipped = rec[CV_HS_NCLIP] > 0 || out->has_nan;
-    out->clip_fraction = out->clipped && n > 0 ? rec[CV_HS_NCLIP] / n : NAN; /* null unless clipped */
+    out->clip_fraction =
+        out->clipped && n > 0 ? rec[CV_HS_NCLIP] / n : NAN;        /* null unless clipped */
     out->clip_max_before = out->clipped ? rec[CV_HS_MAXABS] : NAN; /* null unless clipped */
     out->l2 = rows > 0 ? rec[CV_HS_L2CLAMP] / rows : NAN;
 }
