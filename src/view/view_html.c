@@ -278,7 +278,54 @@ static void health_section(FILE *out, const cv_trace_view *v) {
     if (risk) {
         const cJSON *score =
             cJSON_IsNumber(risk) ? risk : cJSON_GetObjectItemCaseSensitive(risk, "risk_score");
-        if (cJSON_IsNumber(score)) fprintf(out, "<p>Risk <b>%.2f</b></p>", score->valuedouble);
+        if (cJSON_IsNumber(score)) fprintf(out, "<p>Risk <b>%.2f</b>", score->valuedouble);
+        const cJSON *factors = cJSON_GetObjectItemCaseSensitive(risk, "risk_factors");
+        int i = 0;
+        for (const cJSON *f = factors ? factors->child : NULL; f; f = f->next, i++)
+            if (cJSON_IsString(f)) {
+                fputs(i ? ", " : " &mdash; ", out);
+                cv_html_escape(out, f->valuestring);
+            }
+        fputs("</p>", out);
+        const cJSON *blamed = cJSON_GetObjectItemCaseSensitive(risk, "blamed_layers");
+        if (cJSON_GetArraySize(blamed) > 0) {
+            fputs("<ul class="blame" id="blamed-layers">", out);
+            for (const cJSON *b = blamed->child; b; b = b->next) {
+                const cJSON *ly = cJSON_GetObjectItemCaseSensitive(b, "layer");
+                const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "severity");
+                fprintf(out, "<li>layer %d (severity %.2f): ",
+                        cJSON_IsNumber(ly) ? ly->valueint : -1,
+                        cJSON_IsNumber(sv) ? sv->valuedouble : 0.0);
+                const cJSON *rs = cJSON_GetObjectItemCaseSensitive(b, "reasons");
+                for (const cJSON *r = rs ? rs->child : NULL; r; r = r->next)
+                    if (cJSON_IsString(r)) {
+                        cv_html_escape(out, r->valuestring);
+                        if (r->next) fputs("; ", out);
+                    }
+                fputs("</li>", out);
+            }
+            fputs("</ul>", out);
+        }
+    }
+    const cJSON *sigs = cJSON_GetObjectItemCaseSensitive(ext, "compound_signals");
+    for (const cJSON *c = sigs ? sigs->child : NULL; c; c = c->next) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(c, "description");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(c, "name");
+        fputs("<p class=\"signal\">", out);
+        if (cJSON_IsString(n)) cv_html_escape(out, n->valuestring);
+        if (cJSON_IsString(d)) {
+            fputs(": ", out);
+            cv_html_escape(out, d->valuestring);
+        }
+        fputs("</p>", out);
+    }
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(ext, "health_stop");
+    const cJSON *cond = cJSON_GetObjectItemCaseSensitive(stop, "condition");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(stop, "step_index");
+    if (cJSON_IsString(cond) && cJSON_IsNumber(at)) {
+        fputs("<p class=\"stop\" id=\"health-stop\">Stopped by --stop-on ", out);
+        cv_html_escape(out, cond->valuestring);
+        fprintf(out, " at step %d</p>", at->valueint);
     }
     if (cJSON_IsObject(flags)) {
         fputs("<ul class=\"flags\">", out);
@@ -294,9 +341,11 @@ static void health_section(FILE *out, const cv_trace_view *v) {
         }
         fputs("</ul>", out);
     }
-    if (cJSON_IsString(narr)) {
+    /* the narrative is {"summary": text} (older drafts wrote the text itself) */
+    const cJSON *ntext = cJSON_IsString(narr) ? narr : cJSON_GetObjectItemCaseSensitive(narr, "summary");
+    if (cJSON_IsString(ntext)) {
         fputs("<p class=\"narrative\">", out);
-        cv_html_escape(out, narr->valuestring);
+        cv_html_escape(out, ntext->valuestring);
         fputs("</p>", out);
     }
     fputs("</div>\n", out);
