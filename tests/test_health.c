@@ -923,6 +923,11 @@ START_TEST(test_early_warning) {
     ext = ew_run(NULL, dec, m1, z, 10, w, sizeof w);
     ck_assert_str_eq(w, "");
     cJSON_Delete(ext);
+    double lin[10]; /* equal deltas (exact): the last is not above the first */
+    for (int i = 0; i < 10; i++) lin[i] = i;
+    ext = ew_run(NULL, lin, m1, z, 10, w, sizeof w);
+    ck_assert_str_eq(w, "");
+    cJSON_Delete(ext);
 
     /* margin_collapsed: the last 5 margins all < .1 */
     const double mc[] = {.09, .09, .09, .09, .09}, mn[] = {.09, .09, .09, .09, .1};
