@@ -865,6 +865,20 @@ START_TEST(test_compound_signals) {
         cv_health_run_free(r);
     }
 
+    /* a layer without collapsed or focused heads still counts 1: 1 / 5 = .2 is not above .2 */
+    {
+        cv_health_run *r = mk(NULL, 5, 4, 1);
+        for (int i = 0; i < 3; i++) {
+            LY[0].collapsed_heads = 1;
+            step(r, 4, .2, 0, .9, .1);
+        }
+        ext = finish(r);
+        compounds_of(ext, n, sizeof n);
+        ck_assert_str_eq(n, "");
+        cJSON_Delete(ext);
+        cv_health_run_free(r);
+    }
+
     /* confident_repetition_risk: last-5 H < 2, S < 1, mass > .95 */
     const double h1[] = {1, 1, 1, 1, 1}, s5[] = {.5, .5, .5, .5, .5}, s1[] = {1, 1, 1, 1, 1},
                  a96[] = {.96, .96, .96, .96, .96}, a95[] = {.95, .95, .95, .95, .95};
@@ -924,8 +938,12 @@ START_TEST(test_early_warning) {
     ck_assert_str_eq(w, "");
     cJSON_Delete(ext);
     double lin[10]; /* equal deltas (exact): the last is not above the first */
-    for (int i = 0; i < 10; i++) lin[i] = i;
-    ext = ew_run(NULL, lin, m1, z, 10, w, sizeof w);
+    double m2[10];  /* margin .2: no divergence, no collapse */
+    for (int i = 0; i < 10; i++) {
+        lin[i] = i;
+        m2[i] = .2;
+    }
+    ext = ew_run(NULL, lin, m2, z, 10, w, sizeof w);
     ck_assert_str_eq(w, "");
     cJSON_Delete(ext);
 
@@ -967,6 +985,10 @@ START_TEST(test_early_warning) {
     ck_assert_str_eq(w, "");
     cJSON_Delete(ext);
     ext = ew_run(NULL, ones, m1, z, 5, w, sizeof w); /* mean 0 */
+    ck_assert_str_eq(w, "");
+    cJSON_Delete(ext);
+    const double s0[] = {-1, 1, -1, 1, 0}; /* mean 0: std / mean would be inf */
+    ext = ew_run(NULL, ones, m1, s0, 5, w, sizeof w);
     ck_assert_str_eq(w, "");
     cJSON_Delete(ext);
     ext = ew_run(NULL, ones, m1, sv, 4, w, sizeof w);
