@@ -41,7 +41,9 @@ typedef struct {
     double entropy_mean;  /* attention entropy_mean (nats), NAN if none */
 } cv_health_layer_step;
 
-/* One generated step (step_index = P + i). */
+/* One generated step (step_index = P + i). A NaN logit value while logits_nan and logits_inf are
+ * both 0 reads as absent (e.g. surprisal of a token outside [0, V)) and is left out of the series;
+ * with non-finite logits the values stay in the unfiltered series (HEALTH.md §7). */
 typedef struct {
     int64_t step_index;
     const char *token_text; /* borrowed for the call; the narrative copies what it needs */

@@ -462,7 +462,7 @@ int cv_health_blame(const cv_health_run *r, cv_hblame **out) {
             if (r->l2_n[j] > 0) ss += (r->l2_mean[j] - gmean) * (r->l2_mean[j] - gmean);
         gstd = sqrt(ss / (gn - 1));
     }
-    cv_hblame *b = calloc((size_t)r->L, sizeof *b);
+    cv_hblame *b = calloc((size_t)(unsigned)r->L, sizeof *b);
     if (!b) return -1;
     int nb = 0;
     for (int j = 0; j < r->L; j++) {
