@@ -48,8 +48,8 @@ static int one_run(cv_session *s, cv_config *cfg, const int32_t *prompt, int P, 
     if (cv_report_init(&rep, &err) != CV_OK) return -1;
     cv_status st = cv_session_fill_report(s, cfg, "bench", prompt, (size_t)P, &rep, &err);
     if (st == CV_OK)
-        st = cv_session_generate(s, cfg, prompt, (size_t)P, 1, &rep, NULL, NULL, NULL, &hooks,
-                                 &err);
+        st =
+            cv_session_generate(s, cfg, prompt, (size_t)P, 1, &rep, NULL, NULL, NULL, &hooks, &err);
     cv_report_free(&rep);
     if (st != CV_OK) fprintf(stderr, "bench_health: %s\n", err.msg);
     return st == CV_OK ? 0 : -1;
@@ -123,8 +123,8 @@ int main(int argc, char **argv) {
     const cv_model_config *mc = &s->m->cfg;
     int threads = omp_get_max_threads();
     printf("model %s (%s, %d layers, hidden %d, vocab %d), %d threads\n", dir,
-           cv_dtype_torch_name(s->m->weight_dtype), mc->num_layers, mc->hidden_size,
-           mc->vocab_size, threads);
+           cv_dtype_torch_name(s->m->weight_dtype), mc->num_layers, mc->hidden_size, mc->vocab_size,
+           threads);
     if (prefill + 1 > mc->max_positions) prefill = mc->max_positions - 1;
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)prefill);
     for (int i = 0; i < prefill; i++) prompt[i] = 100 + (i * 37) % 5000; /* avoids EOS */

@@ -13,6 +13,7 @@
  *    logits, clipped and non-finite hidden states, a zero vector's cosine. */
 #include "corevital/backend.h"
 #include "corevital/config.h"
+#include "corevital/health.h"
 #include "corevital/report.h"
 #include "corevital/run.h"
 #include "corevital/stats.h"
@@ -548,6 +549,210 @@ START_TEST(test_edge_cos_zero_vector) {
 }
 END_TEST
 
+/* ---- run-level rules on the reference's constructed series -------------------------------- */
+
+/* A run of the default profile fed `n` steps: per-step values from the named series of `in`
+ * (absent ones benign), layers from `layer_fn`. */
+typedef void (*layer_fn)(const cJSON *in, int step, int L, cv_health_layer_step *out);
+
+static double series_at(const cJSON *in, const char *name, int i, double dflt) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(in, name);
+    return a ? edge_num(cJSON_GetArrayItem(a, i)) : dflt;
+}
+
+static cJSON *run_series(const cJSON *in, int n, int L, int H, int P, layer_fn lf) {
+    cv_health_run *r = cv_health_run_new(cv_health_profile_for("EdgeCase"), L, H, P);
+    ck_assert_ptr_nonnull(r);
+    const cJSON *bas = cJSON_GetObjectItemCaseSensitive(in, "basin_scores");
+    if (cJSON_GetArraySize(bas) > 0) {
+        int bl = cJSON_GetArraySize(bas), bh = cJSON_GetArraySize(bas->child);
+        double *b = malloc(sizeof(double) * (size_t)bl * bh);
+        for (int l = 0; l < bl; l++)
+            for (int h = 0; h < bh; h++)
+                b[l * bh + h] = cJSON_GetArrayItem(cJSON_GetArrayItem(bas, l), h)->valuedouble;
+        ck_assert_int_eq(cv_health_run_set_basins(r, b, bl, bh), 0);
+        free(b);
+    }
+    cv_health_layer_step *ls = calloc((size_t)L, sizeof *ls);
+    for (int i = 0; i < n; i++) {
+        cv_health_step st = {.step_index = P + i, .token_text = "x"};
+        st.entropy_bits = series_at(in, "entropy_bits", i, 1.0);
+        st.perplexity = pow(2.0, st.entropy_bits);
+        st.top_k_margin = series_at(in, "top_k_margin", i, 0.5);
+        st.surprisal_bits = series_at(in, "surprisal_bits", i, 1.0);
+        st.topk_mass = series_at(in, "topk_mass", i, 0.9);
+        st.cos_prev = series_at(in, "cos_prev", i, NAN);
+        for (int l = 0; l < L; l++) {
+            ls[l] = (cv_health_layer_step){.l2 = 10.0, .attn_valid = 1, .entropy_mean = 1.0};
+            if (lf) lf(in, i, l, &ls[l]);
+        }
+        ck_assert_int_eq(cv_health_run_add_step(r, &st, ls), 0);
+    }
+    free(ls);
+    cJSON *ext = cJSON_CreateObject();
+    ck_assert_int_eq(cv_health_finish(r, "edge", "edge", ext), 0);
+    cv_health_run_free(r);
+    /* through our writer and back, so numbers compare as the trace carries them */
+    cv_report rep;
+    cv_error err = {0};
+    ck_assert_int_eq(cv_report_init(&rep, &err), CV_OK);
+    rep.extensions = ext;
+    char *text = NULL;
+    size_t len;
+    ck_assert_int_eq(cv_report_to_json(&rep, 0, &text, &len, &err), CV_OK);
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    cv_report_free(&rep);
+    cJSON *out = cJSON_DetachItemFromObjectCaseSensitive(doc, "extensions");
+    cJSON_Delete(doc);
+    return out;
+}
+
+static void expect_json(const char *what, const cJSON *want, const cJSON *got) {
+    g_fail = 0;
+    cmp(what, want, got);
+    ck_assert_msg(g_fail == 0, "%s differs from the reference", what);
+}
+
+START_TEST(test_edge_repetition) {
+    static const char *const names[] = {"repetition_series", "repetition_nan_resets"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *c = edge_case(g_edge, names[k]);
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
+        const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expect");
+        int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(in, "cos_prev"));
+        int P = cJSON_GetObjectItemCaseSensitive(in, "prompt_tokens")->valueint;
+        cJSON *ext = run_series(in, n, 1, 1, P, NULL);
+        const cJSON *fl = cJSON_GetObjectItemCaseSensitive(ext, "health_flags");
+        for (const cJSON *e = ex->child; e; e = e->next)
+            expect_json(e->string, e, cJSON_GetObjectItemCaseSensitive(fl, e->string));
+        cJSON_Delete(ext);
+    }
+}
+END_TEST
+
+static void collapse_layers(const cJSON *in, int step, int l, cv_health_layer_step *out) {
+    const cJSON *cc =
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(in, "collapsed_counts"), step);
+    out->collapsed_heads = cJSON_GetArrayItem(cc, l)->valueint;
+    out->attn_valid =
+        cJSON_IsTrue(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(in, "valid"), step));
+    if (!out->attn_valid) out->collapsed_heads = 0;
+}
+
+START_TEST(test_edge_collapse) {
+    static const char *const names[] = {"collapse_trend_not_catastrophic", "collapse_trend_low",
+                                        "collapse_catastrophic", "collapse_dev_boundary"};
+    for (int k = 0; k < 4; k++) {
+        const cJSON *c = edge_case(g_edge, names[k]);
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
+        const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expect");
+        const cJSON *cc = cJSON_GetObjectItemCaseSensitive(in, "collapsed_counts");
+        int n = cJSON_GetArraySize(cc), L = cJSON_GetArraySize(cc->child);
+        int H = cJSON_GetObjectItemCaseSensitive(in, "num_heads")->valueint;
+        cJSON *ext = run_series(in, n, L, H, 5, collapse_layers);
+        const cJSON *fl = cJSON_GetObjectItemCaseSensitive(ext, "health_flags");
+        char what[128];
+        snprintf(what, sizeof what, "%s detected", names[k]);
+        expect_json(what, cJSON_GetObjectItemCaseSensitive(ex, "attention_collapse_detected"),
+                    cJSON_GetObjectItemCaseSensitive(fl, "attention_collapse_detected"));
+        snprintf(what, sizeof what, "%s severity", names[k]);
+        expect_json(what, cJSON_GetObjectItemCaseSensitive(ex, "attention_collapse_severity"),
+                    cJSON_GetObjectItemCaseSensitive(fl, "attention_collapse_severity"));
+        snprintf(what, sizeof what, "%s detail", names[k]);
+        expect_json(what, cJSON_GetObjectItemCaseSensitive(ex, "detail"),
+                    cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ext, "risk"),
+                                                     "attention_collapse_detail"));
+        cJSON_Delete(ext);
+    }
+}
+END_TEST
+
+START_TEST(test_edge_risk_and_early_warning) {
+    const cJSON *c = edge_case(g_edge, "risk_v2_series");
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expect");
+    int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(in, "entropy_bits"));
+    cJSON *ext = run_series(in, n, 2, 4, 5, NULL);
+    const cJSON *risk = cJSON_GetObjectItemCaseSensitive(ext, "risk");
+    const cJSON *ew = cJSON_GetObjectItemCaseSensitive(ext, "early_warning");
+    expect_json("risk_score", cJSON_GetObjectItemCaseSensitive(ex, "risk_score"),
+                cJSON_GetObjectItemCaseSensitive(risk, "risk_score"));
+    expect_json("risk_factors", cJSON_GetObjectItemCaseSensitive(ex, "risk_factors"),
+                cJSON_GetObjectItemCaseSensitive(risk, "risk_factors"));
+    expect_json("failure_risk", cJSON_GetObjectItemCaseSensitive(ex, "failure_risk"),
+                cJSON_GetObjectItemCaseSensitive(ew, "failure_risk"));
+    expect_json("warning_signals", cJSON_GetObjectItemCaseSensitive(ex, "warning_signals"),
+                cJSON_GetObjectItemCaseSensitive(ew, "warning_signals"));
+    cJSON_Delete(ext);
+}
+END_TEST
+
+static void compound_layers(const cJSON *in, int step, int l, cv_health_layer_step *out) {
+    (void)step, (void)l;
+    out->collapsed_heads = cJSON_GetObjectItemCaseSensitive(in, "collapsed_head_count")->valueint;
+    out->focused_heads = cJSON_GetObjectItemCaseSensitive(in, "focused_head_count")->valueint;
+}
+
+START_TEST(test_edge_compound_signals) {
+    static const char *const names[] = {"compound_series", "compound_confident_repetition"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *c = edge_case(g_edge, names[k]);
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
+        const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expect");
+        int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(in, "entropy_bits"));
+        int L = cJSON_GetObjectItemCaseSensitive(in, "num_layers")->valueint;
+        cJSON *ext = run_series(in, n, L, 8, 5, compound_layers);
+        expect_json(names[k], cJSON_GetObjectItemCaseSensitive(ex, "compound_signals"),
+                    cJSON_GetObjectItemCaseSensitive(ext, "compound_signals"));
+        cJSON_Delete(ext);
+    }
+}
+END_TEST
+
+static void blame_layers(const cJSON *in, int step, int l, cv_health_layer_step *out) {
+    const cJSON *x = cJSON_GetArrayItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(in, "steps"), step), l);
+    out->l2 = cJSON_GetObjectItemCaseSensitive(x, "l2")->valuedouble;
+    out->collapsed_heads = cJSON_GetObjectItemCaseSensitive(x, "collapsed_head_count")->valueint;
+    out->has_nan = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "has_nan"));
+    out->has_inf = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "has_inf"));
+    out->attn_valid = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "valid"));
+}
+
+START_TEST(test_edge_blame_and_mid_layer) {
+    const cJSON *c = edge_case(g_edge, "blame_and_mid_layer");
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expect");
+    int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(in, "steps"));
+    int L = cJSON_GetObjectItemCaseSensitive(in, "num_layers")->valueint;
+    cJSON *ext = run_series(in, n, L, 4, 5, blame_layers);
+    expect_json("blamed_layers", cJSON_GetObjectItemCaseSensitive(ex, "blamed_layers"),
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ext, "risk"),
+                                                 "blamed_layers"));
+    expect_json(
+        "mid_layer_anomaly_detected",
+        cJSON_GetObjectItemCaseSensitive(ex, "mid_layer_anomaly_detected"),
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ext, "health_flags"),
+                                         "mid_layer_anomaly_detected"));
+    cJSON_Delete(ext);
+}
+END_TEST
+
+START_TEST(test_edge_prompt_hash) {
+    const cJSON *c = edge_case(g_edge, "prompt_hash_unicode");
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
+    char h[65];
+    ck_assert_int_eq(
+        cv_health_prompt_hash(cJSON_GetObjectItemCaseSensitive(in, "prompt")->valuestring,
+                              cJSON_GetObjectItemCaseSensitive(in, "hf_id")->valuestring, h),
+        0);
+    ck_assert_str_eq(h, cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(c, "expect"), "prompt_hash")
+                            ->valuestring);
+}
+END_TEST
+
 static void edge_setup(void) {
     g_edge = load_json("tests/fixtures/health/edge.json");
     ck_assert_msg(g_edge, "cannot read tests/fixtures/health/edge.json");
@@ -570,6 +775,12 @@ int main(void) {
     tcase_add_test(edge, test_edge_logits);
     tcase_add_test(edge, test_edge_hidden);
     tcase_add_test(edge, test_edge_cos_zero_vector);
+    tcase_add_test(edge, test_edge_repetition);
+    tcase_add_test(edge, test_edge_collapse);
+    tcase_add_test(edge, test_edge_risk_and_early_warning);
+    tcase_add_test(edge, test_edge_compound_signals);
+    tcase_add_test(edge, test_edge_blame_and_mid_layer);
+    tcase_add_test(edge, test_edge_prompt_hash);
     suite_add_tcase(s, edge);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);

@@ -69,7 +69,9 @@ struct cv_model {
     const float *head_in;
     int head_rows;
     const cv_weight *head_w;
-    float *xin; /* (max_T, C) scratch: the block input kept for the layer-transformation cosine */
+    float
+        *xin; /* (xin_rows, C) scratch: the block input kept for the layer-transformation cosine */
+    int xin_rows; /* its capacity in rows */
     char dir[4096];
 };
 

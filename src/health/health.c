@@ -138,10 +138,12 @@ cv_health_run *cv_health_run_new(const cv_health_profile *prof, int n_layers, in
     size_t L = (size_t)(r->L ? r->L : 1);
     r->layer_bad = calloc(L, sizeof(int));
     r->layer_collapsed = calloc(L, sizeof(int));
+    r->layer_valid = calloc(L, sizeof(int));
     r->l2_n = calloc(L, sizeof(int));
     r->l2_mean = calloc(L, sizeof(double));
     r->l2_m2 = calloc(L, sizeof(double));
-    if (!r->layer_bad || !r->layer_collapsed || !r->l2_n || !r->l2_mean || !r->l2_m2) {
+    if (!r->layer_bad || !r->layer_collapsed || !r->layer_valid || !r->l2_n || !r->l2_mean ||
+        !r->l2_m2) {
         cv_health_run_free(r);
         return NULL;
     }
@@ -156,6 +158,7 @@ void cv_health_run_free(cv_health_run *r) {
     free(r->cc);
     free(r->layer_bad);
     free(r->layer_collapsed);
+    free(r->layer_valid);
     free(r->l2_n);
     free(r->l2_mean);
     free(r->l2_m2);
@@ -238,6 +241,7 @@ int cv_health_run_add_step(cv_health_run *r, const cv_health_step *s,
             cc[j] = ly->collapsed_heads;
             step_cc += ly->collapsed_heads;
             valid++;
+            r->layer_valid[j]++;
             if (ly->collapsed_heads > 0) r->layer_collapsed[j]++;
             int cnt = ly->collapsed_heads, fc = ly->focused_heads;
             int d = cnt > fc ? cnt : fc;
@@ -473,7 +477,9 @@ int cv_health_blame(const cv_health_run *r, cv_hblame **out) {
             snprintf(x->reasons[x->n_reasons++], sizeof x->reasons[0], "NaN/Inf detected");
             sev = 1.0;
         }
-        double rate = (double)r->layer_collapsed[j] / (r->steps > 1 ? r->steps : 1);
+        /* steps without attention information (decision 3) count on neither side */
+        double rate =
+            (double)r->layer_collapsed[j] / (r->layer_valid[j] > 1 ? r->layer_valid[j] : 1);
         if (rate > 0.5) {
             char p[340];
             cv_py_fmt_pct(p, sizeof p, rate, 0);

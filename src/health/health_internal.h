@@ -28,6 +28,7 @@ struct cv_health_run {
     /* per-layer accumulators (blame) */
     int *layer_bad;       /* NaN/Inf at some step */
     int *layer_collapsed; /* steps with collapsed_heads > 0 */
+    int *layer_valid;     /* steps whose attention had a row with K > 1 (decision 3) */
     int *l2_n;
     double *l2_mean, *l2_m2; /* Welford over the finite l2 values */
     /* attention_bottleneck totals */

@@ -289,12 +289,12 @@ static void health_section(FILE *out, const cv_trace_view *v) {
         fputs("</p>", out);
         const cJSON *blamed = cJSON_GetObjectItemCaseSensitive(risk, "blamed_layers");
         if (cJSON_GetArraySize(blamed) > 0) {
-            fputs("<ul class="blame" id="blamed-layers">", out);
+            fputs("<ul class=\"blame\" id=\"blamed-layers\">", out);
             for (const cJSON *b = blamed->child; b; b = b->next) {
                 const cJSON *ly = cJSON_GetObjectItemCaseSensitive(b, "layer");
                 const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "severity");
-                fprintf(out, "<li>layer %d (severity %.2f): ",
-                        cJSON_IsNumber(ly) ? ly->valueint : -1,
+                fprintf(out,
+                        "<li>layer %d (severity %.2f): ", cJSON_IsNumber(ly) ? ly->valueint : -1,
                         cJSON_IsNumber(sv) ? sv->valuedouble : 0.0);
                 const cJSON *rs = cJSON_GetObjectItemCaseSensitive(b, "reasons");
                 for (const cJSON *r = rs ? rs->child : NULL; r; r = r->next)
@@ -342,7 +342,8 @@ static void health_section(FILE *out, const cv_trace_view *v) {
         fputs("</ul>", out);
     }
     /* the narrative is {"summary": text} (older drafts wrote the text itself) */
-    const cJSON *ntext = cJSON_IsString(narr) ? narr : cJSON_GetObjectItemCaseSensitive(narr, "summary");
+    const cJSON *ntext =
+        cJSON_IsString(narr) ? narr : cJSON_GetObjectItemCaseSensitive(narr, "summary");
     if (cJSON_IsString(ntext)) {
         fputs("<p class=\"narrative\">", out);
         cv_html_escape(out, ntext->valuestring);

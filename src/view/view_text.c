@@ -88,9 +88,12 @@ void cv_view_summary(FILE *out, const cv_trace_view *v, int color) {
             }
         fputs(any ? "\n" : " none\n", out);
     }
-    if (cJSON_IsString(narr)) {
+    /* the narrative is {"summary": text} (older drafts wrote the text itself) */
+    const cJSON *ntext =
+        cJSON_IsString(narr) ? narr : cJSON_GetObjectItemCaseSensitive(narr, "summary");
+    if (cJSON_IsString(ntext)) {
         fputs("narrative ", out);
-        put_clean(out, narr->valuestring, 400);
+        put_clean(out, ntext->valuestring, 400);
         fputc('\n', out);
     }
 
