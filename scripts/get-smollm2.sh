@@ -4,7 +4,7 @@
 # transformers dequantizes it to fp32 and we save ordinary safetensors + tokenizer.json.
 # The weights are dequantized from Q4_1, not the original bf16: say so wherever a figure uses them.
 # Usage: sh scripts/get-smollm2.sh [CACHE_DIR]   (default .cache/smollm2; ignored by git)
-# Needs a Python with torch, transformers, gguf, safetensors ($PYTHON, default python3).
+# Needs a Python with torch, transformers, gguf, accelerate, safetensors ($PYTHON, default python3).
 set -eu
 out=${1:-.cache/smollm2}
 PYTHON=${PYTHON:-python3}
