@@ -59,6 +59,27 @@ START_TEST(test_matmul_vs_naive) {
                         what);
                     free(x), free(bias), free(o1), free(o2), free(wb);
                 }
+    /* long prefills take the packed-panel kernel (T >= 512): ragged panels and rows, odd K */
+    const int Ls[][3] = {{600, 70, 100}, {517, 64, 33}, {1030, 130, 16}};
+    for (size_t di = 0; di < 3; di++)
+        for (size_t li = 0; li < 3; li++) {
+            int T = Ls[li][0], N = Ls[li][1], K = Ls[li][2];
+            float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
+            float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
+            void *wb = malloc(4 * (size_t)N * K);
+            cv_weight w;
+            make_weight(&w, wb, dts[di], N, K, &seed);
+            for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+            for (int i = 0; i < N; i++) bias[i] = frand(&seed);
+            be->matmul(be, o1, x, &w, li == 1 ? NULL : bias, T);
+            cv_matmul_naive(o2, x, &w, li == 1 ? NULL : bias, T);
+            char what[96];
+            snprintf(what, sizeof what, "packed matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]),
+                     T, N, K);
+            ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
+                          what);
+            free(x), free(bias), free(o1), free(o2), free(wb);
+        }
     be->destroy(be);
 }
 END_TEST

@@ -41,6 +41,10 @@ void cv_cpu_matmul_quant(float *out, const float *x, const cv_weight *w, const f
 void cv_cpu_matmul_portable(float *out, const float *x, const cv_weight *w, const float *bias,
                             int T);
 
+/* The unpacked 4 x 4 dot-product AVX-512 matmul at any T (bench ladder). */
+void cv_cpu_matmul_unblocked(float *out, const float *x, const cv_weight *w, const float *bias,
+                             int T);
+
 /* Load 16 weights of a dense row starting at element i, widened to fp32. */
 #ifdef CV_CPU_AVX512
 static inline __m512 cv_load16(const void *row, cv_dtype dt, size_t i) {
