@@ -1,6 +1,7 @@
 /* test_ops.c — each CPU op against its naive twin on random inputs of awkward sizes:
  * the matmul for F32 / F16 / BF16 weights (vector tails, partial tiles), attention (causal and
- * not, GQA, position bias, queries starting mid-cache), RoPE against the closed form. */
+ * not, GQA, position bias, queries starting mid-cache; the tiled and split-key kernels at 2,000+
+ * keys with their statistic records), RoPE against the closed form. */
 #include "corevital/backend.h"
 #include "corevital/dtype.h"
 #include "corevital/stats.h"
@@ -58,6 +59,27 @@ START_TEST(test_matmul_vs_naive) {
                         what);
                     free(x), free(bias), free(o1), free(o2), free(wb);
                 }
+    /* long prefills take the packed-panel kernel (T >= 512): ragged panels and rows, odd K */
+    const int Ls[][3] = {{600, 70, 100}, {517, 64, 33}, {1030, 130, 16}};
+    for (size_t di = 0; di < 3; di++)
+        for (size_t li = 0; li < 3; li++) {
+            int T = Ls[li][0], N = Ls[li][1], K = Ls[li][2];
+            float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
+            float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
+            void *wb = malloc(4 * (size_t)N * K);
+            cv_weight w;
+            make_weight(&w, wb, dts[di], N, K, &seed);
+            for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+            for (int i = 0; i < N; i++) bias[i] = frand(&seed);
+            be->matmul(be, o1, x, &w, li == 1 ? NULL : bias, T);
+            cv_matmul_naive(o2, x, &w, li == 1 ? NULL : bias, T);
+            char what[96];
+            snprintf(what, sizeof what, "packed matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]),
+                     T, N, K);
+            ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
+                          what);
+            free(x), free(bias), free(o1), free(o2), free(wb);
+        }
     be->destroy(be);
 }
 END_TEST
@@ -149,6 +171,98 @@ START_TEST(test_attention_vs_naive) {
 }
 END_TEST
 
+/* The tiled prefill kernel and the split-key decode kernel (taken whenever probs is NULL) against
+ * the double oracle at 2,000+ keys: causal and not, with and without the position bias, GQA,
+ * head_dim 64 and odd widths, queries starting mid-cache, plus every per-row record the kernels
+ * feed (attention record, per-head records, basin masses). Tolerances: outputs 2e-5 absolute
+ * (values are weighted means of V in [-1, 1]); sums over rows 1e-5 relative (fp32 scores and
+ * exponentials, double accumulation across key tiles), per-row extremes (min entropy, largest
+ * weight) likewise: the fp32 scores (|s| up to ~40 here) carry ~1e-6 relative error into 1/z. */
+START_TEST(test_attention_long_vs_naive) {
+    cv_backend *be = cv_backend_cpu_create();
+    unsigned seed = 21;
+    struct {
+        int H, KVH, hd, T, NK, pos0, causal, bias;
+    } cases[] = {{3, 1, 64, 2048, 2048, 0, 1, 0},   /* prefill, GQA 3:1 (SmolLM2's ratio) */
+                 {4, 2, 64, 300, 2100, 1800, 1, 1}, /* a chunk mid-cache, with bias */
+                 {6, 3, 40, 37, 2050, 0, 0, 1},     /* cross-attention shape, odd width */
+                 {4, 4, 64, 129, 2001, 0, 0, 0},    /* bidirectional, ragged tiles */
+                 {9, 3, 64, 1, 3001, 3000, 1, 0},   /* decode */
+                 {4, 2, 20, 1, 2500, 2499, 1, 1},   /* decode, odd width, bias */
+                 {2, 1, 64, 1, 700, 0, 0, 0}};      /* decode, not causal */
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int H = cases[ci].H, KVH = cases[ci].KVH, hd = cases[ci].hd, T = cases[ci].T;
+        int NK = cases[ci].NK;
+        int qs = H * hd + 3, ks = KVH * hd + 5;
+        float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
+        float *v = malloc(sizeof(float) * NK * ks);
+        float *bias = cases[ci].bias ? malloc(sizeof(float) * H * T * NK) : NULL;
+        float *o1 = calloc((size_t)T * qs, sizeof(float)),
+              *o2 = calloc((size_t)T * qs, sizeof(float));
+        for (int i = 0; i < T * qs; i++) q[i] = 3 * frand(&seed);
+        for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
+        if (bias)
+            for (int i = 0; i < H * T * NK; i++) bias[i] = 2 * frand(&seed);
+        double r1[CV_AS_SIZE], r2[CV_AS_SIZE];
+        double *h1 = malloc(sizeof(double) * H * CV_AH_SIZE),
+               *h2 = malloc(sizeof(double) * H * CV_AH_SIZE);
+        double *b1 = calloc(2 * (size_t)H, sizeof(double)),
+               *b2 = calloc(2 * (size_t)H, sizeof(double));
+        cv_attn_record_reset(r1), cv_attn_record_reset(r2);
+        for (int h = 0; h < H; h++)
+            cv_head_record_reset(h1 + h * CV_AH_SIZE), cv_head_record_reset(h2 + h * CV_AH_SIZE);
+        cv_attn_args a = {.out = o1,
+                          .q = q,
+                          .k = k,
+                          .v = v,
+                          .q_stride = qs,
+                          .kv_stride = ks,
+                          .out_stride = qs,
+                          .T = T,
+                          .n_keys = NK,
+                          .q_pos0 = cases[ci].pos0,
+                          .n_heads = H,
+                          .n_kv_heads = KVH,
+                          .head_dim = hd,
+                          .causal = cases[ci].causal,
+                          .scale = 1.0f / sqrtf((float)hd),
+                          .bias = bias,
+                          .stats = r1,
+                          .heads = h1,
+                          .heads_from = T / 2,
+                          .basin = b1,
+                          .basin_lo = NK / 3,
+                          .basin_hi = 2 * NK / 3};
+        be->attention(be, &a);
+        a.out = o2, a.stats = r2, a.heads = h2, a.basin = b2;
+        cv_attention_naive(&a);
+        char what[64];
+        snprintf(what, sizeof what, "long attention case %zu out", ci);
+        ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * qs, 2e-5), "%s", what);
+        ck_assert_double_eq(r1[CV_AS_ROWS], r2[CV_AS_ROWS]);
+        ck_assert_double_eq_tol(r1[CV_AS_ESUM], r2[CV_AS_ESUM], 1e-5 * fabs(r2[CV_AS_ESUM]) + 1e-9);
+        ck_assert_double_eq_tol(r1[CV_AS_EMIN], r2[CV_AS_EMIN], 1e-5 * fabs(r2[CV_AS_EMIN]) + 1e-9);
+        ck_assert_double_eq_tol(r1[CV_AS_WMAX], r2[CV_AS_WMAX], 1e-5 * fabs(r2[CV_AS_WMAX]) + 1e-9);
+        for (int h = 0; h < H; h++) {
+            const double *x = h1 + h * CV_AH_SIZE, *y = h2 + h * CV_AH_SIZE;
+            for (int f = 0; f < CV_AH_SIZE; f++) {
+                double tol = 1e-5 * fabs(y[f]) + 1e-9;
+                ck_assert_msg(fabs(x[f] - y[f]) <= tol, "case %zu head %d field %d: %.17g vs %.17g",
+                              ci, h, f, x[f], y[f]);
+            }
+            for (int f = 0; f < 2; f++)
+                ck_assert_msg(fabs(b1[2 * h + f] - b2[2 * h + f]) <=
+                                  1e-5 * fabs(b2[2 * h + f]) + 1e-9,
+                              "case %zu head %d basin %d: %.17g vs %.17g", ci, h, f, b1[2 * h + f],
+                              b2[2 * h + f]);
+        }
+        free(q), free(k), free(v), free(bias), free(o1), free(o2), free(h1), free(h2), free(b1),
+            free(b2);
+    }
+    be->destroy(be);
+}
+END_TEST
+
 START_TEST(test_rope_closed_form) {
     cv_backend *be = cv_backend_cpu_create();
     int T = 3, H = 2, hd = 8, stride = H * hd;
@@ -177,6 +291,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_matmul_vs_naive);
     tcase_add_test(tc, test_attention_vs_naive);
+    tcase_add_test(tc, test_attention_long_vs_naive);
     tcase_add_test(tc, test_rope_closed_form);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -11,6 +11,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 static inline float dot_f32(const float *a, const float *b, int n) {
@@ -38,7 +39,10 @@ static inline int keys_visible(const cv_attn_args *a, int t) {
     return kend < a->n_keys ? kend : a->n_keys;
 }
 
-void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
+/* One query row at a time: scores for all visible keys in a K-length buffer, then softmax and
+ * the weighted sum of V. The path for probability captures (a->probs, tests) and for hosts
+ * without AVX-512. */
+void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, T = a->T, hd = a->head_dim, NK = a->n_keys;
     const int rep = a->n_heads / a->n_kv_heads;
     const int rows = H * T;
@@ -105,6 +109,458 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
     }
     /* rows merge in a fixed order: deterministic whatever the thread count */
     if (row_z) cv_attn_merge_rows(a, row_z);
+}
+
+#ifdef CV_CPU_AVX512
+/* ---- tiled prefill and split-key decode (AVX-512) -------------------------------------------
+ *
+ * Prefill (T > 1), flash-attention style: a work item is one kv head g and a tile of ATT_BQ
+ * query positions for all rep = H / H_kv query heads that read g (rows r = hi * ATT_BQ + tq),
+ * so each key and value loaded serves rep * ATT_BQ rows. Keys are packed once per call into
+ * (head_dim, ATT_BK) transposed tiles, so a score tile S = Q . K^T is an outer product in
+ * registers (4 rows x 64 keys). For every key tile each row keeps its running max m and, in
+ * double, z = sum e^(s-m), t = sum e^(s-m)(s-m) and the unnormalized basin masses; when the max
+ * rises from m_old to m_new they are rescaled by a = e^(m_old - m_new):
+ *     z <- a z,   t <- a (t + (m_old - m_new) z),   masses <- a masses,   O <- a O
+ * which is exact, so the statistics equal the one-pass kernel's without any (T x keys) matrix.
+ * The work items run longest (last query tile) first, dynamically scheduled, because causal
+ * tiles differ in length.
+ *
+ * Decode (T = 1): the keys are split into chunks of ATT_DCHUNK; a work item is (kv head, chunk)
+ * and computes the partial softmax of all rep heads of the group from one read of that chunk of
+ * K and V (16 keys' dot products reduced by one transpose-add tree). The partials (m, z, t,
+ * masses, unnormalized output) merge per head in chunk order, so results do not depend on the
+ * thread count. */
+#define ATT_MAX_HD 128 /* head_dim up to 8 vectors */
+#define ATT_BQ     16  /* query positions per tile; rows = rep * ATT_BQ, a multiple of 4 */
+#define ATT_BK     128 /* keys per tile */
+#define ATT_DCHUNK 256 /* decode: keys per work item */
+#define ATT_INLINE static inline __attribute__((always_inline))
+
+/* e^x for softmax arguments x <= 0: Cephes' expf polynomial after x = n ln2 + r (about 1 ulp);
+ * x below -104 (and -inf) gives 0; NaN stays NaN (max returns its second operand on NaN). */
+ATT_INLINE __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask16 lanes_below(int n) { /* the first n lanes (n <= 0: none, >= 16: all) */
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* S (4, ATT_BK) = Q (4 rows of stride qs) . Kt (hd, ATT_BK) over the first nch 64-key chunks */
+ATT_INLINE void qk_4rows(float *S, const float *Q, int qs, const float *kt, int hd, int nch) {
+    for (int c = 0; c < nch; c++) {
+        __m512 acc[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+        const float *kc = kt + c * 64;
+        for (int d = 0; d < hd; d++) {
+            __m512 kv[4];
+            for (int j = 0; j < 4; j++) kv[j] = _mm512_load_ps(kc + (size_t)d * ATT_BK + 16 * j);
+            for (int i = 0; i < 4; i++) {
+                __m512 qb = _mm512_set1_ps(Q[(size_t)i * qs + d]);
+                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(qb, kv[j], acc[i][j]);
+            }
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                _mm512_store_ps(S + (size_t)i * ATT_BK + c * 64 + 16 * j, acc[i][j]);
+    }
+}
+
+/* O (4, nv vectors) = alpha[i] * O + P (4, kn) . V (kn keys of stride vs), nv <= 8 */
+ATT_INLINE void pv_4rows(float *O, int os, const float *P, const float *alpha, const float *V,
+                         int vs, int kn, int nv, __mmask16 tail) {
+    for (int vg = 0; vg < nv; vg += 4) {
+        int nj = nv - vg < 4 ? nv - vg : 4;
+        __m512 o[4][4];
+        __mmask16 mk[4];
+        for (int j = 0; j < nj; j++) mk[j] = vg + j == nv - 1 ? tail : (__mmask16)0xffff;
+        for (int i = 0; i < 4; i++) {
+            __m512 al = _mm512_set1_ps(alpha[i]);
+            for (int j = 0; j < nj; j++)
+                o[i][j] = _mm512_mul_ps(al, _mm512_load_ps(O + (size_t)i * os + (vg + j) * 16));
+        }
+        for (int k = 0; k < kn; k++) {
+            const float *vr = V + (size_t)k * vs + vg * 16;
+            __m512 vv[4];
+            for (int j = 0; j < nj; j++) vv[j] = _mm512_maskz_loadu_ps(mk[j], vr + 16 * j);
+            for (int i = 0; i < 4; i++) {
+                __m512 pb = _mm512_set1_ps(P[(size_t)i * ATT_BK + k]);
+                for (int j = 0; j < nj; j++) o[i][j] = _mm512_fmadd_ps(pb, vv[j], o[i][j]);
+            }
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < nj; j++)
+                _mm512_store_ps(O + (size_t)i * os + (vg + j) * 16, o[i][j]);
+    }
+}
+
+/* Per-thread buffers of the prefill kernel (floats 64-byte aligned). */
+typedef struct {
+    float *Q, *O, *S, *m, *alpha;
+    int *lim;
+    double *st; /* per row: z, t, basin mass, off-basin mass (unnormalized) */
+} att_tile_buf;
+
+/* One work item: kv head g, query tile qt. Kt: g's packed key tiles. */
+ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int g, int qt,
+                                    att_tile_buf *w, double *row_z, int nv) {
+    const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
+    const int R = rep * ATT_BQ, hdp = nv * 16, t0 = qt * ATT_BQ;
+    const int tlast = t0 + ATT_BQ - 1 < T - 1 ? t0 + ATT_BQ - 1 : T - 1;
+    const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
+    const int want_basin = a->basin != NULL;
+    for (int r = 0; r < R; r++) { /* padding rows (t > T - 1) repeat the last row, never stored */
+        int h = g * rep + r / ATT_BQ, t = t0 + r % ATT_BQ;
+        if (t > tlast) t = tlast;
+        const float *q = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
+        for (int j = 0; j < nv; j++) {
+            __mmask16 mk = j == nv - 1 ? tail : (__mmask16)0xffff;
+            _mm512_store_ps(w->Q + (size_t)r * hdp + 16 * j, _mm512_maskz_loadu_ps(mk, q + 16 * j));
+            _mm512_store_ps(w->O + (size_t)r * hdp + 16 * j, _mm512_setzero_ps());
+        }
+        w->m[r] = -INFINITY;
+        for (int i = 0; i < 4; i++) w->st[4 * r + i] = 0.0;
+    }
+    const int kmax = keys_visible(a, tlast), kmin = keys_visible(a, t0);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    for (int k0 = 0; k0 < kmax; k0 += ATT_BK) {
+        const int kn = kmax - k0 < ATT_BK ? kmax - k0 : ATT_BK, nch = (kn + 63) / 64;
+        const float *kt = Kt + (size_t)(k0 / ATT_BK) * hd * ATT_BK;
+        for (int r0 = 0; r0 < R; r0 += 4)
+            qk_4rows(w->S + (size_t)r0 * ATT_BK, w->Q + (size_t)r0 * hdp, hdp, kt, hd, nch);
+        const int full = k0 + kn <= kmin; /* every row sees all kn keys of this tile */
+        for (int r = 0; r < R; r++) {
+            int h = g * rep + r / ATT_BQ, t = t0 + r % ATT_BQ;
+            if (t > tlast) t = tlast;
+            int lim = full ? kn : keys_visible(a, t) - k0;
+            if (lim > kn) lim = kn;
+            float *s = w->S + (size_t)r * ATT_BK;
+            w->lim[r] = lim > 0 ? lim : 0;
+            w->alpha[r] = 1.0f;
+            if (lim <= 0) continue; /* no visible key in this tile: the row is untouched */
+            const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
+            const int nvk = (lim + 15) / 16;
+            __m512 mx = _mm512_set1_ps(-INFINITY);
+            for (int j = 0; j < nvk; j++) {
+                __mmask16 mk = lanes_below(lim - 16 * j);
+                __m512 sv = _mm512_mul_ps(_mm512_load_ps(s + 16 * j), scale);
+                if (bias) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(mk, bias + 16 * j));
+                _mm512_store_ps(s + 16 * j, sv);
+                mx = _mm512_mask_max_ps(mx, mk, mx, sv);
+            }
+            float tmax = _mm512_reduce_max_ps(mx), mold = w->m[r];
+            float mnew = tmax > mold ? tmax : mold;
+            __m512 mv = _mm512_set1_ps(mnew), zv = _mm512_setzero_ps(), tv = zv, bv = zv, ov = zv;
+            for (int j = 0; j < nvk; j++) {
+                __mmask16 mk = lanes_below(lim - 16 * j);
+                __m512 d = _mm512_sub_ps(_mm512_load_ps(s + 16 * j), mv);
+                __m512 p = _mm512_maskz_mov_ps(mk, exp512(d));
+                _mm512_store_ps(s + 16 * j, p);
+                zv = _mm512_add_ps(zv, p);
+                tv = _mm512_mask3_fmadd_ps(p, d, tv, mk);
+                if (want_basin) {
+                    __m512i ki = _mm512_add_epi32(lane, _mm512_set1_epi32(k0 + 16 * j));
+                    __mmask16 in =
+                        _mm512_mask_cmpge_epi32_mask(mk, ki, _mm512_set1_epi32(a->basin_lo));
+                    in = _mm512_mask_cmplt_epi32_mask(in, ki, _mm512_set1_epi32(a->basin_hi));
+                    bv = _mm512_mask_add_ps(bv, in, bv, p);
+                    ov = _mm512_mask_add_ps(ov, mk & (__mmask16)~in, ov, p);
+                }
+            }
+            for (int j = nvk * 16; j < nch * 64; j += 16)
+                _mm512_store_ps(s + j, _mm512_setzero_ps());
+            double *st = w->st + 4 * (size_t)r;
+            double zs = _mm512_reduce_add_ps(zv), ts = _mm512_reduce_add_ps(tv);
+            double bs = want_basin ? _mm512_reduce_add_ps(bv) : 0.0;
+            double os = want_basin ? _mm512_reduce_add_ps(ov) : 0.0;
+            if (mnew > mold && mold != -INFINITY) { /* the max rose: rescale what is held */
+                double dm = (double)mold - (double)mnew, al = exp(dm);
+                st[1] = al * (st[1] + dm * st[0]);
+                st[0] *= al, st[2] *= al, st[3] *= al;
+                w->alpha[r] = (float)al;
+            }
+            st[0] += zs, st[1] += ts, st[2] += bs, st[3] += os;
+            w->m[r] = mnew;
+        }
+        const float *vt = a->v + (size_t)k0 * a->kv_stride + (size_t)g * hd;
+        for (int r0 = 0; r0 < R; r0 += 4) {
+            int kb = w->lim[r0];
+            for (int i = 1; i < 4; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
+            if (nv == 4)
+                pv_4rows(w->O + (size_t)r0 * hdp, hdp, w->S + (size_t)r0 * ATT_BK, w->alpha + r0,
+                         vt, a->kv_stride, kb, 4, tail);
+            else
+                pv_4rows(w->O + (size_t)r0 * hdp, hdp, w->S + (size_t)r0 * ATT_BK, w->alpha + r0,
+                         vt, a->kv_stride, kb, nv, tail);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        int h = g * rep + r / ATT_BQ, t = t0 + r % ATT_BQ;
+        if (t > tlast) continue;
+        const double *st = w->st + 4 * (size_t)r;
+        __m512 inv = _mm512_set1_ps((float)(1.0 / st[0]));
+        float *o = a->out + (size_t)t * a->out_stride + (size_t)h * hd;
+        for (int j = 0; j < nv; j++)
+            _mm512_mask_storeu_ps(
+                o + 16 * j, j == nv - 1 ? tail : (__mmask16)0xffff,
+                _mm512_mul_ps(inv, _mm512_load_ps(w->O + (size_t)r * hdp + 16 * j)));
+        double *q = row_z + 4 * ((size_t)h * T + t);
+        q[0] = st[0];
+        q[1] = st[1];
+        q[2] = st[2] / st[0];
+        q[3] = st[3] / st[0];
+    }
+}
+
+static float *align64(float *p) {
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+static void attention_tiled(cv_backend *b, const cv_attn_args *a) {
+    const int H = a->n_heads, T = a->T, hd = a->head_dim, KVH = a->n_kv_heads;
+    const int rep = H / KVH, nv = (hd + 15) / 16, hdp = nv * 16, R = rep * ATT_BQ;
+    const int kmax = keys_visible(a, T - 1), nkt = (kmax + ATT_BK - 1) / ATT_BK;
+    const int nqt = (T + ATT_BQ - 1) / ATT_BQ, nt = omp_get_max_threads();
+    const size_t kt_size = (size_t)hd * ATT_BK, kt_all = (size_t)KVH * nkt * kt_size;
+    /* per thread: Q and O (R, hdp), S (R, ATT_BK), m, alpha, lim (R each), rounded to 16 */
+    const size_t Rp = ((size_t)R + 15) / 16 * 16, per = 2 * (size_t)R * hdp + R * ATT_BK + 3 * Rp;
+    float *fl = cv_cpu_scratch_flt(b, kt_all + (size_t)nt * per + 16);
+    double *dbl = cv_cpu_scratch_dbl(b, 4 * (size_t)H * T + (size_t)nt * 4 * R);
+    if (!fl || !dbl) return; /* out of memory: outputs left as they are */
+    float *Kt = align64(fl);
+    double *row_z = dbl;
+    /* pack K^T: tile (g, kt) holds keys kt*ATT_BK.. of kv head g as (hd, ATT_BK), zero-padded */
+#pragma omp parallel for schedule(static)
+    for (int it = 0; it < KVH * nkt; it++) {
+        int g = it / nkt, k0 = (it % nkt) * ATT_BK;
+        int kn = kmax - k0 < ATT_BK ? kmax - k0 : ATT_BK;
+        float *dst = Kt + (size_t)it * kt_size;
+        for (int kk = 0; kk < kn; kk++) {
+            const float *src = a->k + (size_t)(k0 + kk) * a->kv_stride + (size_t)g * hd;
+            for (int d = 0; d < hd; d++) dst[(size_t)d * ATT_BK + kk] = src[d];
+        }
+        for (int d = 0; d < hd; d++)
+            for (int kk = kn; kk < ATT_BK; kk++) dst[(size_t)d * ATT_BK + kk] = 0.0f;
+    }
+#pragma omp parallel
+    {
+        int me = omp_get_thread_num();
+        float *base = Kt + kt_all + (size_t)me * per;
+        att_tile_buf w = {.Q = base,
+                          .O = base + (size_t)R * hdp,
+                          .S = base + 2 * (size_t)R * hdp,
+                          .m = base + 2 * (size_t)R * hdp + (size_t)R * ATT_BK,
+                          .st = dbl + 4 * (size_t)H * T + (size_t)me * 4 * R};
+        w.alpha = w.m + Rp;
+        w.lim = (int *)(w.alpha + Rp);
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < KVH * nqt; it++) {
+            int qt = nqt - 1 - it / KVH, g = it % KVH; /* longest causal tiles first */
+            attention_tile_item(a, Kt + (size_t)g * nkt * kt_size, g, qt, &w, row_z, nv);
+        }
+    }
+    if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
+}
+
+/* v[j] -> lane j of the result holds the sum of v[j]'s 16 lanes (a transpose-add tree) */
+ATT_INLINE __m512 hsum16(const __m512 v[16]) {
+    __m512 t[8], u[4], x[2];
+    for (int i = 0; i < 8; i++)
+        t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44),
+                             _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[i], t[i + 4], 0x88),
+                             _mm512_shuffle_f32x4(t[i], t[i + 4], 0xDD));
+    for (int i = 0; i < 2; i++)
+        x[i] = _mm512_add_ps(_mm512_shuffle_ps(u[i], u[i + 2], 0x44),
+                             _mm512_shuffle_ps(u[i], u[i + 2], 0xEE));
+    __m512 y =
+        _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], 0x88), _mm512_shuffle_ps(x[0], x[1], 0xDD));
+    /* lane order after the tree: v0 v2 v1 v3 v8 v10 v9 v11 v4 v6 v5 v7 v12 v14 v13 v15 */
+    const __m512i idx = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    return _mm512_permutexvar_ps(idx, y);
+}
+
+/* Decode, one work item: scores of the rep heads of kv head g against keys k0..k0+kn-1 into s
+ * (rep, ATT_DCHUNK), then the chunk's softmax partials and unnormalized outputs. */
+ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
+                             float *po, int nv) {
+    const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads, hdp = nv * 16;
+    const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    const float *kbase = a->k + (size_t)k0 * a->kv_stride + (size_t)g * hd;
+    for (int hi = 0; hi < rep; hi++) {
+        const float *q = a->q + (size_t)(g * rep + hi) * hd;
+        __m512 qv[8];
+        for (int j = 0; j < nv; j++)
+            qv[j] = _mm512_maskz_loadu_ps(j == nv - 1 ? tail : (__mmask16)0xffff, q + 16 * j);
+        for (int kb = 0; kb < kn; kb += 16) {
+            __m512 acc[16];
+            for (int i = 0; i < 16; i++) {
+                acc[i] = _mm512_setzero_ps();
+                if (kb + i >= kn) continue;
+                const float *kr = kbase + (size_t)(kb + i) * a->kv_stride;
+                for (int j = 0; j < nv; j++)
+                    acc[i] = _mm512_fmadd_ps(
+                        qv[j],
+                        _mm512_maskz_loadu_ps(j == nv - 1 ? tail : (__mmask16)0xffff, kr + 16 * j),
+                        acc[i]);
+            }
+            _mm512_store_ps(s + (size_t)hi * ATT_DCHUNK + kb, _mm512_mul_ps(hsum16(acc), scale));
+        }
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int nvk = (kn + 15) / 16;
+    for (int hi = 0; hi < rep; hi++) {
+        float *sh = s + (size_t)hi * ATT_DCHUNK;
+        const float *bias = a->bias ? a->bias + (size_t)(g * rep + hi) * a->n_keys + k0 : NULL;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < nvk; j++) {
+            __mmask16 mk = lanes_below(kn - 16 * j);
+            __m512 sv = _mm512_load_ps(sh + 16 * j);
+            if (bias) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(mk, bias + 16 * j));
+            _mm512_store_ps(sh + 16 * j, sv);
+            mx = _mm512_mask_max_ps(mx, mk, mx, sv);
+        }
+        float m = _mm512_reduce_max_ps(mx);
+        __m512 mv = _mm512_set1_ps(m), zv = _mm512_setzero_ps(), tv = zv, bv = zv, ov = zv;
+        for (int j = 0; j < nvk; j++) {
+            __mmask16 mk = lanes_below(kn - 16 * j);
+            __m512 d = _mm512_sub_ps(_mm512_load_ps(sh + 16 * j), mv);
+            __m512 p = _mm512_maskz_mov_ps(mk, exp512(d));
+            _mm512_store_ps(sh + 16 * j, p);
+            zv = _mm512_add_ps(zv, p);
+            tv = _mm512_mask3_fmadd_ps(p, d, tv, mk);
+            if (a->basin) {
+                __m512i ki = _mm512_add_epi32(lane, _mm512_set1_epi32(k0 + 16 * j));
+                __mmask16 in = _mm512_mask_cmpge_epi32_mask(mk, ki, _mm512_set1_epi32(a->basin_lo));
+                in = _mm512_mask_cmplt_epi32_mask(in, ki, _mm512_set1_epi32(a->basin_hi));
+                bv = _mm512_mask_add_ps(bv, in, bv, p);
+                ov = _mm512_mask_add_ps(ov, mk & (__mmask16)~in, ov, p);
+            }
+        }
+        double *pt = part + 5 * (size_t)hi;
+        pt[0] = m;
+        pt[1] = _mm512_reduce_add_ps(zv);
+        pt[2] = _mm512_reduce_add_ps(tv);
+        pt[3] = a->basin ? _mm512_reduce_add_ps(bv) : 0.0;
+        pt[4] = a->basin ? _mm512_reduce_add_ps(ov) : 0.0;
+    }
+    /* po (rep, hdp) = P (rep, kn) . V, four heads at a time */
+    for (int h0 = 0; h0 < rep; h0 += 4) {
+        int nh = rep - h0 < 4 ? rep - h0 : 4;
+        for (int vg = 0; vg < nv; vg += 4) {
+            int nj = nv - vg < 4 ? nv - vg : 4;
+            __m512 o[4][4];
+            __mmask16 mk[4];
+            for (int j = 0; j < nj; j++) mk[j] = vg + j == nv - 1 ? tail : (__mmask16)0xffff;
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) o[i][j] = _mm512_setzero_ps();
+            const float *vr = a->v + (size_t)k0 * a->kv_stride + (size_t)g * hd + vg * 16;
+            for (int k = 0; k < kn; k++, vr += a->kv_stride) {
+                __m512 vv[4];
+                for (int j = 0; j < nj; j++) vv[j] = _mm512_maskz_loadu_ps(mk[j], vr + 16 * j);
+                for (int i = 0; i < nh; i++) {
+                    __m512 pb = _mm512_set1_ps(s[(size_t)(h0 + i) * ATT_DCHUNK + k]);
+                    for (int j = 0; j < nj; j++) o[i][j] = _mm512_fmadd_ps(pb, vv[j], o[i][j]);
+                }
+            }
+            for (int i = 0; i < nh; i++)
+                for (int j = 0; j < nj; j++)
+                    _mm512_store_ps(po + (size_t)(h0 + i) * hdp + (vg + j) * 16, o[i][j]);
+        }
+    }
+}
+
+static void attention_decode(cv_backend *b, const cv_attn_args *a) {
+    const int H = a->n_heads, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
+    const int nv = (hd + 15) / 16, hdp = nv * 16, kend = keys_visible(a, 0);
+    const int nch = (kend + ATT_DCHUNK - 1) / ATT_DCHUNK, items = KVH * nch;
+    const int nt = omp_get_max_threads();
+    const size_t sc = (size_t)rep * ATT_DCHUNK; /* per-thread scores */
+    float *fl = cv_cpu_scratch_flt(b, (size_t)items * rep * hdp + (size_t)nt * sc + 16);
+    double *dbl = cv_cpu_scratch_dbl(b, 4 * (size_t)H + (size_t)items * rep * 5);
+    if (!fl || !dbl) return;
+    float *po = align64(fl), *scores = po + (size_t)items * rep * hdp;
+    double *row_z = dbl, *part = dbl + 4 * (size_t)H;
+#pragma omp parallel for schedule(static) if ((size_t)kend * KVH * hd > 32768)
+    for (int it = 0; it < items; it++) {
+        int g = it / nch, k0 = (it % nch) * ATT_DCHUNK;
+        int kn = kend - k0 < ATT_DCHUNK ? kend - k0 : ATT_DCHUNK;
+        float *s = scores + (size_t)omp_get_thread_num() * sc;
+        double *pt = part + (size_t)it * rep * 5;
+        float *o = po + (size_t)it * rep * hdp;
+        if (nv == 4)
+            decode_chunk(a, g, k0, kn, s, pt, o, 4);
+        else
+            decode_chunk(a, g, k0, kn, s, pt, o, nv);
+    }
+    /* merge the chunks of each head in order: M = max m_c, w_c = e^(m_c - M),
+     * z = sum w_c z_c, t = sum w_c (t_c + (m_c - M) z_c), masses and outputs likewise */
+    const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
+    for (int h = 0; h < H; h++) {
+        int g = h / rep, hi = h % rep;
+        double M = -INFINITY;
+        for (int c = 0; c < nch; c++) {
+            double mc = part[((size_t)(g * nch + c) * rep + hi) * 5];
+            if (mc > M || c == 0) M = mc;
+        }
+        double z = 0, t = 0, bm = 0, om = 0;
+        __m512 acc[8];
+        for (int j = 0; j < nv; j++) acc[j] = _mm512_setzero_ps();
+        for (int c = 0; c < nch; c++) {
+            size_t pi = (size_t)(g * nch + c) * rep + hi;
+            const double *pc = part + pi * 5;
+            double dm = pc[0] - M, wc = exp(dm);
+            if (nch == 1) dm = 0, wc = 1; /* one chunk: exact as is (also for a NaN max) */
+            t += wc * (pc[2] + dm * pc[1]);
+            z += wc * pc[1];
+            bm += wc * pc[3];
+            om += wc * pc[4];
+            __m512 wv = _mm512_set1_ps((float)wc);
+            for (int j = 0; j < nv; j++)
+                acc[j] = _mm512_fmadd_ps(wv, _mm512_load_ps(po + pi * hdp + 16 * j), acc[j]);
+        }
+        __m512 inv = _mm512_set1_ps((float)(1.0 / z));
+        float *out = a->out + (size_t)h * hd;
+        for (int j = 0; j < nv; j++)
+            _mm512_mask_storeu_ps(out + 16 * j, j == nv - 1 ? tail : (__mmask16)0xffff,
+                                  _mm512_mul_ps(inv, acc[j]));
+        row_z[4 * h] = z;
+        row_z[4 * h + 1] = t;
+        row_z[4 * h + 2] = bm / z;
+        row_z[4 * h + 3] = om / z;
+    }
+    if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
+}
+#endif
+
+void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
+#ifdef CV_CPU_AVX512
+    if (!a->probs && a->head_dim <= ATT_MAX_HD && a->n_keys > 0) {
+        if (a->T == 1)
+            attention_decode(b, a);
+        else
+            attention_tiled(b, a);
+        return;
+    }
+#endif
+    cv_cpu_attention_rows(b, a);
 }
 
 void cv_attn_merge_rows(const cv_attn_args *a, const double *row_z) {

@@ -26,6 +26,9 @@ float *cv_cpu_scratch_flt(cv_backend *b, size_t n);
 void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T);
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a);
+/* The one-row-at-a-time attention (probability captures, non-AVX-512 hosts), kept callable for
+ * the bench ladder. */
+void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a);
 /* Merge per-row softmax sums (z, t, mid mass, off mass; 4 doubles a row, row r = h * T + t) into
  * the records the args name, in row order. */
 void cv_attn_merge_rows(const cv_attn_args *a, const double *row_z);
@@ -37,6 +40,10 @@ void cv_cpu_matmul_quant(float *out, const float *x, const cv_weight *w, const f
 /* The portable (non-AVX-512) dense matmul, kept for the bench ladder. */
 void cv_cpu_matmul_portable(float *out, const float *x, const cv_weight *w, const float *bias,
                             int T);
+
+/* The unpacked 4 x 4 dot-product AVX-512 matmul at any T (bench ladder). */
+void cv_cpu_matmul_unblocked(float *out, const float *x, const cv_weight *w, const float *bias,
+                             int T);
 
 /* Load 16 weights of a dense row starting at element i, widened to fp32. */
 #ifdef CV_CPU_AVX512

@@ -8,6 +8,7 @@
 #include "cpu_internal.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float *bias, int T) {
@@ -133,6 +134,97 @@ MM_DRIVER(f32, CV_DT_F32)
 MM_DRIVER(bf16, CV_DT_BF16)
 MM_DRIVER(f16, CV_DT_F16)
 
+#define MB_INLINE static inline __attribute__((always_inline))
+
+/* ---- long prefill (T >= MM_PACK_T): packed weight panels, outer-product tiles ----------------
+ * The weights are widened and packed once per call into panels of 64 output columns laid out
+ * (K, 64), so a 6 x 64 output tile is an outer product in registers: per k, 4 panel vectors and
+ * 6 broadcast activations feed 24 FMAs, with no horizontal reduction at all. Packing reads the
+ * weights once (N x K) and pays for itself when T is large; below MM_PACK_T the 4 x 4
+ * dot-product tiles above are used. The unpacked kernel re-streamed all of x (T x K) from L3 /
+ * memory once per 4 weight rows, which capped it near 40% of peak at long T. A work item is (panel,
+ * block of rows); the panel stays in L2 while the rows stream past it. */
+#define MM_PACK_T 512
+
+MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const float *bias, size_t N,
+                        size_t K, size_t t0, size_t n0, int RT) {
+    __m512 acc[6][4];
+    for (int i = 0; i < RT; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    const float *xr = x + t0 * K;
+    for (size_t k = 0; k < K; k++) {
+        __m512 wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = _mm512_load_ps(panel + k * 64 + 16 * j);
+        for (int i = 0; i < RT; i++) {
+            __m512 xb = _mm512_set1_ps(xr[i * K + k]);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        size_t n = n0 + 16 * (size_t)j;
+        if (n >= N) break;
+        __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
+        for (int i = 0; i < RT; i++)
+            _mm512_mask_storeu_ps(out + (t0 + i) * N + n, m, _mm512_add_ps(acc[i][j], bv));
+    }
+}
+
+/* returns 0 when the scratch for the panels cannot be had (the caller falls back) */
+static int matmul_packed(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                         const float *bias, size_t N, size_t K, size_t T) {
+    size_t np = (N + 63) / 64;
+    float *fl = cv_cpu_scratch_flt(b, np * K * 64 + 16);
+    if (!fl) return 0;
+    float *P = (float *)(((uintptr_t)fl + 63) & ~(uintptr_t)63);
+    const cv_dtype dt = w->dtype;
+    const size_t es = cv_dtype_size(dt);
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < np; p++) {
+        float *dst = P + p * K * 64;
+        for (size_t c = 0; c < 64; c++) {
+            size_t n = p * 64 + c;
+            if (n >= N) {
+                for (size_t k = 0; k < K; k++) dst[k * 64 + c] = 0.0f;
+                continue;
+            }
+            const void *row = (const char *)w->data + n * K * es;
+            for (size_t k = 0; k < K; k++) dst[k * 64 + c] = cv_elem_f32(row, dt, k);
+        }
+    }
+    size_t rows = 98304 / K / 6 * 6;
+    rows = rows < 12 ? 12 : rows > 192 ? 192 : rows;
+    size_t ntb = (T + rows - 1) / rows, tb = (T + ntb - 1) / ntb;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t it = 0; it < ntb * np; it++) {
+        size_t t0 = (it / np) * tb, p = it % np;
+        size_t t1 = t0 + tb < T ? t0 + tb : T;
+        const float *panel = P + p * K * 64;
+        size_t t = t0;
+        for (; t + 6 <= t1; t += 6) mmp_tile(out, x, panel, bias, N, K, t, p * 64, 6);
+        switch (t1 - t) {
+        case 5:
+            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 5);
+            break;
+        case 4:
+            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 4);
+            break;
+        case 3:
+            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 3);
+            break;
+        case 2:
+            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 2);
+            break;
+        case 1:
+            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 1);
+            break;
+        default:
+            break;
+        }
+    }
+    return 1;
+}
+
 /* BF16 decode: a 64-byte load holds 32 weights; bf16 is the top half of an fp32, so a shift
  * (even elements) and a mask (odd elements) widen them in place, without the cross-lane
  * conversion. The activation row is split once into its even and odd elements to match. */
@@ -175,6 +267,10 @@ static void matmul_bf16_decode(cv_backend *b, float *out, const float *x, const 
 static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const cv_weight *w,
                                 const float *bias, int T) {
     size_t N = (size_t)w->rows, K = (size_t)w->cols;
+    /* long prefill: packed panels (up to 64 MiB of them; a vocabulary-sized head stays unpacked) */
+    if (T >= MM_PACK_T && b && N * K <= ((size_t)16 << 20) &&
+        matmul_packed(b, out, x, w, bias, N, K, (size_t)T))
+        return;
     switch (w->dtype) {
     case CV_DT_BF16:
         if (T == 1 && K <= 4096 && b)
@@ -219,6 +315,25 @@ void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w
 #else
     matmul_dense_portable(out, x, w, bias, T);
 #endif
+}
+
+/* The 4 x 4 dot-product AVX-512 kernel at any T, never packed (the bench ladder's previous
+ * version). */
+void cv_cpu_matmul_unblocked(float *out, const float *x, const cv_weight *w, const float *bias,
+                             int T) {
+#ifdef CV_CPU_AVX512
+    size_t N = (size_t)w->rows, K = (size_t)w->cols;
+    if (w->format == CV_WFMT_DENSE) {
+        if (w->dtype == CV_DT_BF16)
+            matmul_avx512_bf16(out, x, w->data, bias, N, K, (size_t)T);
+        else if (w->dtype == CV_DT_F16)
+            matmul_avx512_f16(out, x, w->data, bias, N, K, (size_t)T);
+        else
+            matmul_avx512_f32(out, x, w->data, bias, N, K, (size_t)T);
+        return;
+    }
+#endif
+    cv_cpu_matmul(NULL, out, x, w, bias, T);
 }
 
 /* Keep the portable path compiled (and tested through the naive comparison) on AVX-512 hosts. */

@@ -182,7 +182,7 @@ static cv_status layer_health(const cv_gen_health *g, const double *hrec, const 
                               const double *cross, double focus, cv_layer_summary *layer,
                               cv_health_layer_step *ls, cv_error *err) {
     cv_hidden_health hh;
-    cv_attn_health ah, ch;
+    cv_attn_health ah, ch = {0};
     cv_hidden_health_finalize(hrec, g->C, &hh);
     cv_attn_health_finalize(heads, g->H, focus, &ah);
     if (cross) cv_attn_health_finalize(cross, g->H, focus, &ch);

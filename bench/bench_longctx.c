@@ -1,0 +1,256 @@
+/* bench_longctx.c — long-context speed: prefill tok/s and decode ms/step at 512..8192 tokens of
+ * context on a Llama-family checkpoint (SmolLM2-135M from scripts/get-smollm2.sh, else a
+ * random-weight model of the same shape written here), statistics on and off, plus the attention
+ * kernels alone at that shape (the one-row-at-a-time kernel vs the tiled prefill / split-key
+ * decode), each checked against the naive twin before it is timed.
+ *
+ * usage: bench_longctx [model_dir] [lens (default 512,2048,4096)] [reps (default 3)]
+ *        BENCH_DECODE=n decode steps per run (default 8); BENCH_KERNELS=0 skips the kernel part,
+ *        BENCH_E2E=0 the end-to-end part.
+ * Built with -DBENCH_BASELINE against an older libcorevital (no kernel ladder), the same source
+ * measures the "before" of a change in the same session. */
+#include "bench_common.h"
+
+#include "corevital/generate.h"
+#include "corevital/stats.h"
+#include "corevital/synth.h"
+#ifndef BENCH_BASELINE
+#include "backend/cpu_internal.h"
+#endif
+
+#include <unistd.h>
+
+typedef struct {
+    double t0, prefill_ms, decode_ms[64];
+    int steps;
+} phase_times;
+static void on_begin(void *u, const char *name) {
+    if (strcmp(name, "prefill") == 0) ((phase_times *)u)->t0 = bench_now_ms();
+}
+static void on_end(void *u, const char *name) {
+    phase_times *p = u;
+    if (strcmp(name, "prefill") == 0) p->prefill_ms = bench_now_ms() - p->t0;
+}
+static void on_step(void *u, double ms) {
+    phase_times *p = u;
+    if (p->steps < 64) p->decode_ms[p->steps] = ms;
+    p->steps++;
+}
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
+}
+
+#ifndef BENCH_BASELINE
+typedef struct {
+    cv_backend *be;
+    cv_attn_args a;
+    int version; /* 1 rows, 2 tiled / split-key */
+} at_arg;
+static void run_at(void *p) {
+    at_arg *x = p;
+    if (x->a.stats) cv_attn_record_reset(x->a.stats);
+    if (x->version == 1)
+        cv_cpu_attention_rows(x->be, &x->a);
+    else
+        x->be->attention(x->be, &x->a);
+}
+
+/* The attention kernels alone at SmolLM2's shape (9 query / 3 kv heads of 64). */
+static int kernel_ladder(const int *lens, int nl, double peak, double bw) {
+    const int H = 9, KVH = 3, hd = 64, qs = H * hd, ks = KVH * hd;
+    cv_backend *be = cv_backend_cpu_create();
+    unsigned seed = 5;
+    char json[512];
+    printf("\nattention kernels, SmolLM2 shape (H 9, KV 3, hd 64), stats on\n");
+    printf("%-8s %6s %-9s %10s %10s %7s\n", "phase", "keys", "version", "ms", "rate", "%limit");
+    for (int li = 0; li < nl; li++) {
+        int T = lens[li], NK = lens[li];
+        float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
+        float *v = malloc(sizeof(float) * NK * ks), *o = malloc(sizeof(float) * T * qs);
+        float *o2 = malloc(sizeof(float) * T * qs);
+        for (int i = 0; i < T * qs; i++) q[i] = frand(&seed);
+        for (int i = 0; i < NK * ks; i++) k[i] = frand(&seed), v[i] = frand(&seed);
+        double rec[CV_AS_SIZE];
+        for (int phase = 0; phase < 2; phase++) { /* 0 prefill (T = NK), 1 decode (T = 1) */
+            int Tq = phase ? 1 : T;
+            at_arg x = {be,
+                        {.out = o,
+                         .q = phase ? q + (size_t)(T - 1) * qs : q,
+                         .k = k,
+                         .v = v,
+                         .q_stride = qs,
+                         .kv_stride = ks,
+                         .out_stride = qs,
+                         .T = Tq,
+                         .n_keys = NK,
+                         .q_pos0 = NK - Tq,
+                         .n_heads = H,
+                         .n_kv_heads = KVH,
+                         .head_dim = hd,
+                         .causal = 1,
+                         .scale = 0.125f,
+                         .stats = rec},
+                        2};
+            /* check the last query rows of both versions against the naive twin */
+            run_at(&x);
+            cv_attn_args nv = x.a;
+            int tail = Tq < 4 ? Tq : 4;
+            nv.q = x.a.q + (size_t)(Tq - tail) * qs, nv.T = tail, nv.q_pos0 = NK - tail;
+            nv.out = o2, nv.stats = NULL;
+            cv_attention_naive(&nv);
+            double err = 0;
+            for (int i = 0; i < tail * qs; i++)
+                err = fmax(err, fabs(o[(size_t)(Tq - tail) * qs + i] - o2[i]));
+            if (err > 1e-4) {
+                fprintf(stderr, "FAILED check: attention keys %d phase %d err %g\n", NK, phase,
+                        err);
+                return 1;
+            }
+            for (int ver = 1; ver <= 2; ver++) {
+                x.version = ver;
+                double ms = bench_time_ms(run_at, &x, phase ? 15 : 3);
+                /* prefill: causal QK^T and PV flops; decode: K and V bytes read */
+                double flops = 4.0 * H * hd * ((double)T * (T + 1) / 2);
+                double bytes = 2.0 * NK * ks * sizeof(float);
+                double rate = phase ? bytes / (ms * 1e6) : flops / (ms * 1e6);
+                double pct = 100 * rate / (phase ? bw : peak);
+                printf("%-8s %6d %-9s %10.3f %7.1f %-2s %6.1f%%\n", phase ? "decode" : "prefill",
+                       NK,
+                       ver == 1 ? "rows"
+                       : phase  ? "split"
+                                : "tiled",
+                       ms, rate, phase ? "GB/s" : "GF/s", pct);
+                snprintf(json, sizeof json,
+                         "{\"bench\":\"longctx_attention\",\"phase\":\"%s\",\"keys\":%d,"
+                         "\"version\":\"%s\",\"threads\":%d,\"ms\":%.4f,\"rate\":%.2f,"
+                         "\"unit\":\"%s\",\"pct_limit\":%.1f}",
+                         phase ? "decode" : "prefill", NK,
+                         ver == 1 ? "rows"
+                         : phase  ? "split"
+                                  : "tiled",
+                         omp_get_max_threads(), ms, rate, phase ? "GB/s" : "GFLOP/s", pct);
+                bench_json("longctx", json);
+            }
+        }
+        free(q), free(k), free(v), free(o), free(o2);
+    }
+    be->destroy(be);
+    return 0;
+}
+#endif
+
+static int parse_lens(const char *s, int *lens, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        lens[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : ".cache/smollm2/model";
+    int lens[8] = {512, 2048, 4096}, nl = 3;
+    if (argc > 2) nl = parse_lens(argv[2], lens, 8);
+    int reps = argc > 3 ? atoi(argv[3]) : 3;
+    if (reps < 1) reps = 1;
+    if (reps > 16) reps = 16;
+    int decode = getenv("BENCH_DECODE") ? atoi(getenv("BENCH_DECODE")) : 8;
+    if (decode < 1) decode = 1;
+    if (decode > 64) decode = 64;
+    int threads = omp_get_max_threads();
+    double bw = bench_read_bandwidth_gbs(), peak = bench_peak_gflops();
+    printf("machine: %d threads, read bandwidth %.1f GB/s, fp32 FMA peak %.0f GFLOP/s\n", threads,
+           bw, peak);
+    char cfgpath[1100];
+    snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+    cv_error err = {0};
+    if (access(cfgpath, R_OK) != 0) { /* no checkpoint: SmolLM2-135M's shape, random weights */
+        dir = "runs/bench-models/smollm2-shape";
+        snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+        mkdir("runs", 0755);
+        mkdir("runs/bench-models", 0755);
+        cv_synth_shape sh = {49152, 576, 30, 9, 3, 1536, 8192, 1, CV_DT_F32, 0.02f, 3, 1, 2, 0, 0};
+        if (access(cfgpath, R_OK) != 0 && cv_synth_llama(dir, &sh, &err) != CV_OK) {
+            fprintf(stderr, "bench_longctx: %s\n", err.msg);
+            return 1;
+        }
+        printf("model: random-weight SmolLM2-135M shape at %s (no tokenizer needed)\n", dir);
+    } else {
+        printf("model: %s\n", dir);
+    }
+#ifndef BENCH_BASELINE
+    if (!getenv("BENCH_KERNELS") || atoi(getenv("BENCH_KERNELS")))
+        if (kernel_ladder(lens, nl, peak, bw)) return 1;
+#endif
+    if (getenv("BENCH_E2E") && !atoi(getenv("BENCH_E2E"))) return 0;
+    cv_config cfg;
+    if (cv_config_init(&cfg, &err) != CV_OK) return 1;
+    cv_config_set(&cfg, "model.hf_id", dir, &err);
+    cv_config_set(&cfg, "device.requested", "cpu", &err);
+    cv_config_set(&cfg, "generation.do_sample", "false", &err);
+    char nt[16];
+    snprintf(nt, sizeof nt, "%d", decode + 1);
+    cv_config_set(&cfg, "generation.max_new_tokens", nt, &err);
+    cv_session *s;
+    if (cv_session_open(&cfg, &s, NULL, &err) != CV_OK) {
+        fprintf(stderr, "bench_longctx: %s\n", err.msg);
+        return 1;
+    }
+    printf("\nend to end (greedy, %d decode steps after the prompt; medians of %d)\n", decode,
+           reps);
+    printf("%6s %-5s %14s %14s\n", "ctx", "stats", "prefill tok/s", "decode ms/step");
+    char json[1024];
+    for (int li = 0; li < nl; li++) {
+        int P = lens[li];
+        int32_t *prompt = malloc(sizeof(int32_t) * P);
+        for (int i = 0; i < P; i++) prompt[i] = 100 + (i * 37) % 5000; /* no EOS */
+        double pre[2][16], dec[2][16];
+        /* stats on and off alternate within each repetition; the first is a warm-up (unless
+         * reps is 1: long contexts are slow) */
+        const int warm = reps > 1;
+        for (int r = 0; r < reps + warm; r++)
+            for (int inst = 1; inst >= 0; inst--) {
+                phase_times pt = {0};
+                cv_gen_hooks hooks = {&pt, on_begin, on_end, on_step};
+                int32_t *ids = NULL;
+                size_t n = 0;
+                cv_status st = cv_session_generate(s, &cfg, prompt, (size_t)P, inst, NULL, &ids, &n,
+                                                   NULL, &hooks, &err);
+                free(ids);
+                if (st != CV_OK) {
+                    fprintf(stderr, "bench_longctx: %s\n", err.msg);
+                    return 1;
+                }
+                if (r < warm) continue;
+                int ri = r - warm;
+                pre[inst][ri] = P / (pt.prefill_ms / 1e3);
+                int ns = pt.steps < 64 ? pt.steps : 64;
+                dec[inst][ri] = ns ? bench_median(pt.decode_ms, ns) : NAN;
+            }
+        for (int inst = 1; inst >= 0; inst--) {
+            double p = bench_median(pre[inst], reps), d = bench_median(dec[inst], reps);
+            printf("%6d %-5s %14.1f %14.2f\n", P, inst ? "on" : "off", p, d);
+            snprintf(json, sizeof json,
+                     "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"stats\":%s,"
+                     "\"threads\":%d,\"build\":\"%s\",\"prefill_tok_s\":%.2f,"
+                     "\"decode_ms_step\":%.3f,\"reps\":%d}",
+                     dir, P, inst ? "true" : "false", threads,
+#ifdef BENCH_BASELINE
+                     "baseline",
+#else
+                     "current",
+#endif
+                     p, d, reps);
+            bench_json("longctx", json);
+        }
+        free(prompt);
+    }
+    cv_session_close(s);
+    cv_config_free(&cfg);
+    return 0;
+}
