@@ -84,7 +84,11 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
     g->prev = be->alloc(be, sizeof(float) * (size_t)g->C);
     g->cosdev = be->alloc(be, sizeof(double));
     int max_T = P > 0 ? P : 1;
-    if (!m->xin) m->xin = cv_model_alloc(m, sizeof(float) * (size_t)max_T * g->C, err);
+    if (m->xin_rows < max_T) { /* sessions run many prompts: grow to the longest so far */
+        cv_model_release(m, m->xin);
+        m->xin = cv_model_alloc(m, sizeof(float) * (size_t)max_T * g->C, err);
+        m->xin_rows = m->xin ? max_T : 0;
+    }
     if (!g->seq2seq && P >= 2) g->chunk = be->alloc(be, sizeof(float) * CHUNK * (size_t)g->V);
     if (!g->run || !g->lsteps || !g->prev || !g->cosdev || !m->xin ||
         (!g->seq2seq && P >= 2 && !g->chunk)) {
