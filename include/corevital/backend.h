@@ -56,7 +56,7 @@ typedef struct {
     int heads_from;
     double *basin;
     int basin_lo, basin_hi;
-    float *probs;      /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
+    float *probs; /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
 } cv_attn_args;
 
 typedef struct cv_backend cv_backend;

@@ -33,7 +33,7 @@ const cv_health_profile *cv_health_profile_for(const char *architecture);
 /* One layer at one step (decoder layers; for T5, the decoder's self-attention). NAN marks a
  * value that is absent. */
 typedef struct {
-    double l2;           /* the flags' l2_norm_mean: on clamp(X, +-1e6) (HEALTH.md §4) */
+    double l2;            /* the flags' l2_norm_mean: on clamp(X, +-1e6) (HEALTH.md §4) */
     int has_nan, has_inf; /* in X, in the attention slice or in the cross-attention slice */
     int attn_valid;       /* 0 when every row of the step had K <= 1 (decision 3): no counts */
     int collapsed_heads;  /* heads with head_entropy_norm < 0.03 */
@@ -46,7 +46,7 @@ typedef struct {
     int64_t step_index;
     const char *token_text; /* borrowed for the call; the narrative copies what it needs */
     double entropy_bits, perplexity, surprisal_bits, top_k_margin, topk_mass;
-    double cos_prev; /* NAN at the first step */
+    double cos_prev;            /* NAN at the first step */
     int logits_nan, logits_inf; /* non-finite raw logits at this step (decision 4) */
 } cv_health_step;
 
@@ -68,7 +68,7 @@ int cv_health_run_add_step(cv_health_run *r, const cv_health_step *s,
 
 /* Online state after the steps added so far. */
 int cv_health_steps(const cv_health_run *r);
-int cv_health_repetition(const cv_health_run *r); /* flag so far (decision 2) */
+int cv_health_repetition(const cv_health_run *r);                /* flag so far (decision 2) */
 int64_t cv_health_repetition_first_step(const cv_health_run *r); /* step_index, -1 if never */
 int cv_health_nan(const cv_health_run *r);                       /* NaN anywhere so far */
 int cv_health_inf(const cv_health_run *r);

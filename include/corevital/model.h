@@ -69,7 +69,7 @@ struct cv_model {
     const float *head_in;
     int head_rows;
     const cv_weight *head_w;
-    float *xin; /* (max_T, C) scratch: the block input kept for the layer-transformation cosine */
+    float *xin;   /* (max_T, C) scratch: the block input kept for the layer-transformation cosine */
     int xin_rows; /* max_T that xin holds; a longer prompt in the same session grows it */
     char dir[4096];
 };

@@ -51,7 +51,16 @@ enum {
 };
 /* Logits record: V, entropy (nats), k, log-sum-exp of the finite logits, NaN count, +inf count,
  * -inf count, then k (id, prob) pairs. */
-enum { CV_LS_V, CV_LS_ENTROPY, CV_LS_K, CV_LS_LSE, CV_LS_NNAN, CV_LS_NPINF, CV_LS_NNINF, CV_LS_FIXED };
+enum {
+    CV_LS_V,
+    CV_LS_ENTROPY,
+    CV_LS_K,
+    CV_LS_LSE,
+    CV_LS_NNAN,
+    CV_LS_NPINF,
+    CV_LS_NNINF,
+    CV_LS_FIXED
+};
 #define CV_TOPK_MAX 64
 #define CV_ATTN_EPS 1e-10 /* the reference's epsilon inside ln(a + eps) */
 
@@ -83,8 +92,7 @@ void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_c
  * this pass is over a prompt of P tokens and also gathers the prompt analysis. */
 void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_row, int prompt_P);
 static inline double *cv_stats_heads(double *base, const cv_stats_layout *l, int layer) {
-    return base && l->health ? base + l->heads_off + (size_t)layer * l->n_heads * CV_AH_SIZE
-                             : NULL;
+    return base && l->health ? base + l->heads_off + (size_t)layer * l->n_heads * CV_AH_SIZE : NULL;
 }
 static inline double *cv_stats_cross_heads(double *base, const cv_stats_layout *l, int layer) {
     return base && l->health && l->has_cross

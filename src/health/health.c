@@ -14,8 +14,8 @@
 /* ---- profiles (HEALTH.md §0, decision 11) ---- */
 
 static const cv_health_profile PROFILES[] = {
-    {"default", 4.0, 0.9995, 8.0, 0.9}, {"gpt2", 5.0, 0.9995, 5.0, 0.9},
-    {"llama", 3.5, 0.9998, 10.0, 0.85}, {"mistral", 4.0, 0.9997, 8.0, 0.85},
+    {"default", 4.0, 0.9995, 8.0, 0.9},  {"gpt2", 5.0, 0.9995, 5.0, 0.9},
+    {"llama", 3.5, 0.9998, 10.0, 0.85},  {"mistral", 4.0, 0.9997, 8.0, 0.85},
     {"mixtral", 4.5, 0.9997, 8.0, 0.85}, {"phi3", 3.8, 0.9996, 7.0, 0.88},
     {"qwen2", 4.5, 0.9997, 8.0, 0.88},
 };
@@ -30,8 +30,8 @@ const cv_health_profile *cv_health_profile_for(const char *architecture) {
     static const struct {
         const char *sub;
         int idx;
-    } keys[] = {{"gpt2", 1},    {"llama", 2}, {"mixtral", 4}, {"mistral", 3},
-                {"qwen2", 6},   {"phi3", 5},  {"phi-3", 5}};
+    } keys[] = {{"gpt2", 1},  {"llama", 2}, {"mixtral", 4}, {"mistral", 3},
+                {"qwen2", 6}, {"phi3", 5},  {"phi-3", 5}};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (strstr(a, keys[i].sub)) return &PROFILES[keys[i].idx];
     return &PROFILES[0];
@@ -97,7 +97,9 @@ double cv_hs_mean_first(const cv_hseries *s, int k) {
     return t / m;
 }
 
-double cv_hs_mean(const cv_hseries *s) { return cv_hs_mean_first(s, s->n); }
+double cv_hs_mean(const cv_hseries *s) {
+    return cv_hs_mean_first(s, s->n);
+}
 
 double cv_hs_stdev(const double *v, int n) {
     if (n < 2) return 0.0;
@@ -148,7 +150,7 @@ cv_health_run *cv_health_run_new(const cv_health_profile *prof, int n_layers, in
 
 void cv_health_run_free(cv_health_run *r) {
     if (!r) return;
-    cv_hseries *all[] = {&r->ent,    &r->margin,   &r->surp,   &r->mass,  &r->ent_f,
+    cv_hseries *all[] = {&r->ent,      &r->margin, &r->surp,   &r->mass, &r->ent_f,
                          &r->margin_f, &r->surp_f, &r->mass_f, &r->rate};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->v);
     free(r->cc);
@@ -289,11 +291,21 @@ int cv_health_run_add_step(cv_health_run *r, const cv_health_step *s,
     return 0;
 }
 
-int cv_health_steps(const cv_health_run *r) { return r->steps; }
-int cv_health_repetition(const cv_health_run *r) { return r->rep; }
-int64_t cv_health_repetition_first_step(const cv_health_run *r) { return r->rep_first; }
-int cv_health_nan(const cv_health_run *r) { return r->nan; }
-int cv_health_inf(const cv_health_run *r) { return r->inf; }
+int cv_health_steps(const cv_health_run *r) {
+    return r->steps;
+}
+int cv_health_repetition(const cv_health_run *r) {
+    return r->rep;
+}
+int64_t cv_health_repetition_first_step(const cv_health_run *r) {
+    return r->rep_first;
+}
+int cv_health_nan(const cv_health_run *r) {
+    return r->nan;
+}
+int cv_health_inf(const cv_health_run *r) {
+    return r->inf;
+}
 
 /* ---- attention collapse (S/attention.py detect_attention_collapse, decision 10) ---- */
 
@@ -342,7 +354,9 @@ static void add_factor(cv_heval *e, const char *f, double c) {
     }
 }
 
-static double finite_mean(const cv_hseries *s) { return cv_hs_mean(s); }
+static double finite_mean(const cv_hseries *s) {
+    return cv_hs_mean(s);
+}
 
 static void risk(const cv_health_run *r, cv_heval *e) {
     if (r->nan || r->inf) {
@@ -472,8 +486,8 @@ int cv_health_blame(const cv_health_run *r, cv_hblame **out) {
             if (z > 2.5) {
                 char p[340];
                 cv_py_fmt_f(p, sizeof p, z, 1);
-                snprintf(x->reasons[x->n_reasons++], sizeof x->reasons[0],
-                         "L2 norm outlier (z=%s)", p);
+                snprintf(x->reasons[x->n_reasons++], sizeof x->reasons[0], "L2 norm outlier (z=%s)",
+                         p);
                 sev = fmax(sev, 0.5);
             }
         }
@@ -539,7 +553,9 @@ char *cv_health_narrative(const cv_health_run *r) {
 
 /* ---- JSON ---- */
 
-static cJSON *jnum(double v) { return isfinite(v) ? cv_json_float(v) : cJSON_CreateNull(); }
+static cJSON *jnum(double v) {
+    return isfinite(v) ? cv_json_float(v) : cJSON_CreateNull();
+}
 
 /* Adds `item` to `obj` under `key`; returns 0, -1 when item is NULL (out of memory). */
 static int put(cJSON *obj, const char *key, cJSON *item) {
@@ -571,8 +587,8 @@ static cJSON *flags_json(const cv_health_run *r, const cv_heval *e) {
     rc |= put(o, "high_entropy_steps", cJSON_CreateNumber(r->high_entropy));
     rc |= put(o, "repetition_loop_detected", cJSON_CreateBool(r->rep));
     rc |= put(o, "mid_layer_anomaly_detected", cJSON_CreateBool(r->mid));
-    rc |= put(o, "repetition_first_step", r->rep ? cJSON_CreateNumber((double)r->rep_first)
-                                                 : cJSON_CreateNull());
+    rc |= put(o, "repetition_first_step",
+              r->rep ? cJSON_CreateNumber((double)r->rep_first) : cJSON_CreateNull());
     if (rc) {
         cJSON_Delete(o);
         return NULL;
@@ -612,8 +628,9 @@ static cJSON *collapse_detail_json(const cv_health_run *r, const cv_heval *e) {
     if (!o) return NULL;
     int rc = 0;
     if (e->collapse_reason) {
-        rc = put(o, "reason", cJSON_CreateString(e->collapse_reason == 1 ? "insufficient_data"
-                                                                         : "no_attention_data"));
+        rc = put(o, "reason",
+                 cJSON_CreateString(e->collapse_reason == 1 ? "insufficient_data"
+                                                            : "no_attention_data"));
         if (rc) {
             cJSON_Delete(o);
             return NULL;

@@ -102,8 +102,7 @@ void cv_health_early_warning(const cv_health_run *r, cv_heval *e);
 /* The 25-value fingerprint v2. */
 void cv_health_fingerprint(const cv_health_run *r, const cv_heval *e, double out[25]);
 /* Narrative from a computed evaluation and blame list (narrative.c); caller frees. */
-char *cv_health_narrative_of(const cv_health_run *r, const cv_heval *e, const cv_hblame *b,
-                             int nb);
+char *cv_health_narrative_of(const cv_health_run *r, const cv_heval *e, const cv_hblame *b, int nb);
 
 /* Python-compatible formatting: f"{x:.{prec}f}" and f"{x:.{prec}%}" (nan, inf, -inf). */
 void cv_py_fmt_f(char *buf, size_t n, double x, int prec);

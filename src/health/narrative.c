@@ -55,9 +55,9 @@ static int has_factor(const cv_heval *e, const char *f) {
 /* narrative.py _dominant_factor */
 static const char *dominant(const cv_heval *e) {
     static const char *const prio[] = {
-        "nan_or_inf",       "repetition_loop", "mid_layer_anomaly",
-        "attention_collapse", "elevated_entropy", "entropy_rising",
-        "low_confidence_margin", "low_topk_mass", "elevated_surprisal"};
+        "nan_or_inf",        "repetition_loop", "mid_layer_anomaly",     "attention_collapse",
+        "elevated_entropy",  "entropy_rising",  "low_confidence_margin", "low_topk_mass",
+        "elevated_surprisal"};
     for (size_t i = 0; i < sizeof prio / sizeof prio[0]; i++)
         if (has_factor(e, prio[i])) return prio[i];
     for (int i = 0; i < e->n_factors; i++)

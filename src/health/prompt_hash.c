@@ -32,8 +32,7 @@ static int is_space(uint32_t c) {
     return 0;
 }
 static int is_ignorable(uint32_t c) {
-    return in_ranges(PY_CASE_IGNORABLE, sizeof PY_CASE_IGNORABLE / sizeof PY_CASE_IGNORABLE[0],
-                     c);
+    return in_ranges(PY_CASE_IGNORABLE, sizeof PY_CASE_IGNORABLE / sizeof PY_CASE_IGNORABLE[0], c);
 }
 static int is_cased(uint32_t c) {
     return in_ranges(PY_CASED, sizeof PY_CASED / sizeof PY_CASED[0], c);

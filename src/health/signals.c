@@ -59,11 +59,11 @@ void cv_health_compound(const cv_health_run *r, cv_heval *e) {
         double se = cv_hs_slope(H->v, H->n), sm = cv_hs_slope(M->v, M->n),
                ss = cv_hs_slope(S->v, S->n);
         if (se > 0.05 && sm < -0.01 && ss > 0.05) {
-            cv_hsignal *s = new_signal(e, "degenerating_generation",
-                                       "compound:degenerating_generation",
-                                       "Output quality is degrading over time: entropy and "
-                                       "surprisal are rising while confidence margin is falling.",
-                                       0.7);
+            cv_hsignal *s =
+                new_signal(e, "degenerating_generation", "compound:degenerating_generation",
+                           "Output quality is degrading over time: entropy and "
+                           "surprisal are rising while confidence margin is falling.",
+                           0.7);
             evidence(s, "Entropy slope: +", se, 3, "/step");
             evidence(s, "Margin slope: ", sm, 3, "/step");
             evidence(s, "Surprisal slope: +", ss, 3, "/step");

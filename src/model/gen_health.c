@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define CHUNK 32 /* prompt rows per LM-head chunk */
-#define LN2 0.69314718055994530942
+#define LN2   0.69314718055994530942
 
 struct cv_gen_health {
     cv_session *s;
@@ -183,6 +183,7 @@ static cv_status layer_health(const cv_gen_health *g, const double *hrec, const 
                               cv_health_layer_step *ls, cv_error *err) {
     cv_hidden_health hh;
     cv_attn_health ah, ch;
+    memset(&ch, 0, sizeof ch); /* read only when cross is set; zeroed for the analyzers */
     cv_hidden_health_finalize(hrec, g->C, &hh);
     cv_attn_health_finalize(heads, g->H, focus, &ah);
     if (cross) cv_attn_health_finalize(cross, g->H, focus, &ch);
@@ -199,10 +200,10 @@ static cv_status layer_health(const cv_gen_health *g, const double *hrec, const 
     if (!bad) {
         bad |= add(h, "attention", attn_json(&ah));
         if (cross) bad |= add(h, "cross_attention", attn_json(&ch));
-        bad |= add(hid, "clipped", cJSON_CreateBool(hh.clipped)) |
-               add(hid, "clip_fraction", jnum(hh.clip_fraction)) |
-               add(hid, "clip_max_before",
-                   hh.clipped ? jnum(hh.clip_max_before) : cJSON_CreateNull());
+        bad |=
+            add(hid, "clipped", cJSON_CreateBool(hh.clipped)) |
+            add(hid, "clip_fraction", jnum(hh.clip_fraction)) |
+            add(hid, "clip_max_before", hh.clipped ? jnum(hh.clip_max_before) : cJSON_CreateNull());
         cJSON_AddItemToObject(h, "hidden", hid);
         hid = NULL;
         bad |= add(h, "has_nan", cJSON_CreateBool(ls->has_nan)) |
@@ -319,9 +320,9 @@ static void stream_line(cv_gen_health *g, const cv_health_step *hs, int32_t toke
     cJSON_Delete(o);
 }
 
-cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host, const cv_stats_layout *lay,
-                             int32_t token, float token_logit, cv_timeline_step *step,
-                             const char **stop, cv_error *err) {
+cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host,
+                             const cv_stats_layout *lay, int32_t token, float token_logit,
+                             cv_timeline_step *step, const char **stop, cv_error *err) {
     *stop = NULL;
     if (!g) return CV_OK;
     cv_status st;

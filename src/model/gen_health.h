@@ -28,9 +28,9 @@ cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena
 /* Finalize step i from its downloaded records: the chosen token and its raw logit, the step's
  * timeline entry (extensions filled; may be NULL when no report is kept). *stop gets the name of
  * a --stop-on condition that now holds, or NULL. */
-cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host, const cv_stats_layout *lay,
-                             int32_t token, float token_logit, cv_timeline_step *step,
-                             const char **stop, cv_error *err);
+cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host,
+                             const cv_stats_layout *lay, int32_t token, float token_logit,
+                             cv_timeline_step *step, const char **stop, cv_error *err);
 
 /* The encoder's records (seq2seq): encoder layers' extensions, the prompt analysis. */
 cv_status cv_gen_health_encoder(cv_gen_health *g, const double *host, const cv_stats_layout *lay,

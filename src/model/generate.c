@@ -437,7 +437,9 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
                                (size_t)n_gen, err);
         free(ids64);
-        if (st == CV_OK) st = cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", stop, stop_step, err);
+        if (st == CV_OK)
+            st = cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", stop,
+                                      stop_step, err);
         free(rep->generated.output_text);
         rep->generated.output_text = text;
         rep->summary.prompt_tokens = (int64_t)P;

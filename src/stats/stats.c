@@ -76,8 +76,7 @@ void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
             if (l->has_cross)
                 cv_head_record_reset(cv_stats_cross_heads(base, l, i) + (size_t)h * CV_AH_SIZE);
         }
-    if (l->prompt_P > 0)
-        memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
+    if (l->prompt_P > 0) memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
 }
 
 void cv_hidden_record_add_rows(double *rec, const float *X, int S, int D) {
