@@ -129,8 +129,9 @@ static const char *GPT2 = "tests/fixtures/gpt2-tiny";
 START_TEST(test_prompt_file_parsing) {
     cv_batch b;
     cv_error err = {0};
-    const char *jl = "{\"prompt\": \"a\", \"id\": \"x1\"}\n\n{\"prompt\": \"b\", \"max_new_tokens\": "
-                     "3, \"seed\": 9, \"id\": 17}\r\n{\"prompt\": \"c\"}\n";
+    const char *jl =
+        "{\"prompt\": \"a\", \"id\": \"x1\"}\n\n{\"prompt\": \"b\", \"max_new_tokens\": "
+        "3, \"seed\": 9, \"id\": 17}\r\n{\"prompt\": \"c\"}\n";
     ck_assert_int_eq(cv_batch_parse(jl, strlen(jl), "p.jsonl", &b, &err), CV_OK);
     ck_assert(b.jsonl);
     ck_assert_int_eq(b.n, 3);
@@ -175,7 +176,8 @@ START_TEST(test_prompt_file_parsing) {
     ck_assert_str_eq(since, "2026-01-31T00:00:00Z");
     ck_assert_int_eq(cv_store_parse_since("2026-01-31T12:30:00Z", now, since), 0);
     ck_assert_str_eq(since, "2026-01-31T12:30:00Z");
-    const char *bad_since[] = {"", "1x", "d", "-1d", "2026-13-01", "2026-01-31T25:00:00", "yesterday"};
+    const char *bad_since[] = {"",         "1x", "d", "-1d", "2026-13-01", "2026-01-31T25:00:00",
+                               "yesterday"};
     for (size_t i = 0; i < sizeof bad_since / sizeof *bad_since; i++)
         ck_assert_msg(cv_store_parse_since(bad_since[i], now, since) == -1, "%s", bad_since[i]);
 }
@@ -199,8 +201,8 @@ START_TEST(test_batch_with_failing_prompt) {
     strcat(text, "\"}\n{\"prompt\": \"Another one\"}\n");
     write_text(prompts, text);
     free(text);
-    const char *args[] = {"run", "--model", GPT2, "--prompts", prompts, "--out", out,
-                          "--store", db, "--max_new_tokens", "4", NULL};
+    const char *args[] = {"run", "--model", GPT2, "--prompts",        prompts, "--out",
+                          out,   "--store", db,   "--max_new_tokens", "4",     NULL};
     ck_assert_int_eq(run(args), 3); /* finished, with a failed prompt */
     cJSON *ix = load_index(idx);
     ck_assert_int_eq(cJSON_GetArraySize(ix), 4);
@@ -291,8 +293,9 @@ START_TEST(test_resume_and_shards) {
         snprintf(out, sizeof out, "%s/shard%d", tmp, k);
         snprintf(dbs[k - 1], sizeof dbs[k - 1], "%s/shard%d.db", tmp, k);
         snprintf(shard, sizeof shard, "%d/%d", k, S);
-        const char *args[] = {"run", "--model", GPT2, "--prompts", prompts, "--shard", shard,
-                              "--out", out, "--store", dbs[k - 1], "--max_new_tokens", "2", NULL};
+        const char *args[] = {"run", "--model", GPT2, "--prompts", prompts,    "--shard",
+                              shard, "--out",   out,  "--store",   dbs[k - 1], "--max_new_tokens",
+                              "2",   NULL};
         ck_assert_int_eq(run(args), 0);
         snprintf(idx, sizeof idx, "%s/index.jsonl", out);
         cJSON *ix = load_index(idx);
@@ -308,7 +311,8 @@ START_TEST(test_resume_and_shards) {
                          cJSON_GetArraySize(ix));
         cJSON_Delete(ix);
     }
-    for (int p = 0; p < N; p++) ck_assert_msg(seen[p] == 1, "position %d seen %d times", p, seen[p]);
+    for (int p = 0; p < N; p++)
+        ck_assert_msg(seen[p] == 1, "position %d seen %d times", p, seen[p]);
     /* merging the shards' stores gives every run once; merging again adds nothing */
     char merged[600];
     snprintf(merged, sizeof merged, "%s/all.db", tmp);
@@ -325,8 +329,8 @@ START_TEST(test_resume_and_shards) {
     char out1[600], idx1[700];
     snprintf(out1, sizeof out1, "%s/shard1", tmp);
     snprintf(idx1, sizeof idx1, "%s/index.jsonl", out1);
-    const char *res[] = {"run", "--model", GPT2, "--prompts", prompts, "--out", out1,
-                         "--resume", "--max_new_tokens", "2", NULL};
+    const char *res[] = {"run",      "--model",          GPT2, "--prompts", prompts, "--out", out1,
+                         "--resume", "--max_new_tokens", "2",  NULL};
     ck_assert_int_eq(run(res), 0);
     cJSON *ix = load_index(idx1);
     ck_assert_int_eq(cJSON_GetArraySize(ix), N); /* each id exactly once */
@@ -354,8 +358,9 @@ START_TEST(test_store_commands) {
     snprintf(lsout, sizeof lsout, "%s/ls.txt", tmp);
     snprintf(exp, sizeof exp, "%s/export.json", tmp);
     snprintf(showout, sizeof showout, "%s/show.txt", tmp);
-    const char *r1[] = {"run", "--model", GPT2, "--prompt", "Hello store", "--max_new_tokens",
-                        "3", "--out", trace, "--store", db, NULL};
+    const char *r1[] = {"run",         "--model",          GPT2, "--prompt",
+                        "Hello store", "--max_new_tokens", "3",  "--out",
+                        trace,         "--store",          db,   NULL};
     ck_assert_int_eq(run(r1), 0);
     char *t = slurp(trace, NULL);
     cJSON *doc = cJSON_Parse(t);
@@ -376,8 +381,8 @@ START_TEST(test_store_commands) {
     l = slurp(lsout, NULL);
     ck_assert_ptr_null(strstr(l, id8));
     free(l);
-    const char *ls3[] = {"runs", "ls", "--store", db, "--since", "1h", "--limit", "1", "--model",
-                         GPT2, NULL};
+    const char *ls3[] = {"runs",    "ls", "--store", db,   "--since", "1h",
+                         "--limit", "1",  "--model", GPT2, NULL};
     ck_assert_int_eq(run_to(ls3, lsout), 0);
     l = slurp(lsout, NULL);
     ck_assert_ptr_nonnull(strstr(l, id8));
@@ -440,10 +445,10 @@ START_TEST(test_concurrent_writers) {
     }
     write_text(prompts, text);
     /* two processes, one store, started together (the first one creates it) */
-    const char *a1[] = {"run", "--model", GPT2, "--prompts", prompts, "--out", o1, "--store", db,
-                        "--max_new_tokens", "3", NULL};
-    const char *a2[] = {"run", "--model", GPT2, "--prompts", prompts, "--out", o2, "--store", db,
-                        "--max_new_tokens", "3", NULL};
+    const char *a1[] = {"run", "--model", GPT2, "--prompts",        prompts, "--out",
+                        o1,    "--store", db,   "--max_new_tokens", "3",     NULL};
+    const char *a2[] = {"run", "--model", GPT2, "--prompts",        prompts, "--out",
+                        o2,    "--store", db,   "--max_new_tokens", "3",     NULL};
     pid_t p1 = spawn(a1, NULL), p2 = spawn(a2, NULL);
     ck_assert_int_eq(wait_rc(p1), 0);
     ck_assert_int_eq(wait_rc(p2), 0);
@@ -485,8 +490,8 @@ START_TEST(test_sigint_in_batch_keeps_index) {
     char text[4000] = "";
     for (int i = 0; i < 40; i++) strcat(text, "a b c d\n");
     write_text(prompts, text);
-    const char *args[] = {"run", "--model", dir, "--prompts", prompts, "--out", out,
-                          "--temperature", "0", "--max_new_tokens", "400", NULL};
+    const char *args[] = {"run", "--model",       dir, "--prompts",        prompts, "--out",
+                          out,   "--temperature", "0", "--max_new_tokens", "400",   NULL};
     pid_t pid = spawn(args, NULL);
     usleep(1500000);
     kill(pid, SIGINT);
@@ -503,8 +508,9 @@ START_TEST(test_sigint_in_batch_keeps_index) {
     ck_assert_str_eq(jstr(cJSON_GetArrayItem(ix, n - 1), "status"), "interrupted");
     cJSON_Delete(ix);
     /* --resume finishes the rest, the interrupted prompt included */
-    const char *res[] = {"run", "--model", dir, "--prompts", prompts, "--out", out,
-                         "--temperature", "0", "--max_new_tokens", "5", "--resume", NULL};
+    const char *res[] = {"run", "--model",       dir, "--prompts",        prompts, "--out",
+                         out,   "--temperature", "0", "--max_new_tokens", "5",     "--resume",
+                         NULL};
     ck_assert_int_eq(run(res), 0);
     ix = load_index(idx);
     for (int p = 0; p < 40; p++) {
@@ -522,8 +528,8 @@ END_TEST
 /* ---- calibration ---- */
 
 static void write_prompt_set(const char *path, int n) {
-    static const char *const words[] = {"the", "a", "cat", "dog", "runs", "fast", "slow", "red",
-                                        "blue", "house", "tree", "sky", "water", "light"};
+    static const char *const words[] = {"the", "a",    "cat",   "dog",  "runs", "fast",  "slow",
+                                        "red", "blue", "house", "tree", "sky",  "water", "light"};
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     unsigned s = 12345;
@@ -566,8 +572,8 @@ START_TEST(test_calibration_same_prompts_near_baseline) {
     snprintf(idx, sizeof idx, "%s/index.jsonl", out);
     write_prompt_set(prompts, 16);
     const char *M = "tests/fixtures/llama-tiny";
-    const char *cal[] = {"calibrate", "--model", M, "--prompts", prompts, "-o", base,
-                         "--temperature", "0", "--max_new_tokens", "6", NULL};
+    const char *cal[] = {"calibrate", "--model",       M,   "--prompts",        prompts, "-o",
+                         base,        "--temperature", "0", "--max_new_tokens", "6",     NULL};
     ck_assert_int_eq(run(cal), 0);
     char *bt = slurp(base, NULL);
     cJSON *b = cJSON_Parse(bt);
@@ -584,9 +590,9 @@ START_TEST(test_calibration_same_prompts_near_baseline) {
               cJSON_GetObjectItem(ent, "p95")->valuedouble);
     cJSON_Delete(b);
     /* the same prompts again, compared with the baseline: nothing far from normal */
-    const char *run_args[] = {"run", "--model", M, "--prompts", prompts, "--out", out,
-                              "--calibration", base, "--temperature", "0", "--max_new_tokens",
-                              "6", NULL};
+    const char *run_args[] = {
+        "run", "--model",       M,   "--prompts",        prompts, "--out", out, "--calibration",
+        base,  "--temperature", "0", "--max_new_tokens", "6",     NULL};
     ck_assert_int_eq(run(run_args), 0);
     cJSON *ix = load_index(idx);
     for (const cJSON *r = ix->child; r; r = r->next) {
@@ -607,14 +613,14 @@ START_TEST(test_calibration_same_prompts_near_baseline) {
     /* another model: refused (exit 2), no trace written */
     char other[600];
     snprintf(other, sizeof other, "%s/other.json", tmp);
-    const char *wrong[] = {"run", "--model", GPT2, "--prompt", "the cat", "--calibration", base,
-                           "--out", other, "--max_new_tokens", "2", NULL};
+    const char *wrong[] = {"run", "--model", GPT2,  "--prompt",         "the cat", "--calibration",
+                           base,  "--out",   other, "--max_new_tokens", "2",       NULL};
     ck_assert_int_eq(run(wrong), 2);
     ck_assert(!cv_is_file(other));
     char out2[600];
     snprintf(out2, sizeof out2, "%s/out2", tmp);
-    const char *wrongb[] = {"run", "--model", GPT2, "--prompts", prompts, "--calibration", base,
-                            "--out", out2, "--max_new_tokens", "2", NULL};
+    const char *wrongb[] = {"run", "--model", GPT2, "--prompts",        prompts, "--calibration",
+                            base,  "--out",   out2, "--max_new_tokens", "2",     NULL};
     ck_assert_int_eq(run(wrongb), 2);
     tu_rmtree(tmp);
 }
@@ -675,14 +681,25 @@ START_TEST(test_calibration_flags_scaled_layer) {
     cv_synth_shape sh = {512, 64, 4, 4, 2, 128, 256, 0, CV_DT_F32, 0.05f, 11, 1, 2, 0, 0};
     synth_llama_fixture_tok(dir, &sh);
     write_prompt_set(prompts, 16);
-    const char *cal[] = {"calibrate", "--model", dir, "--prompts", prompts, "-o", base,
-                         "--temperature", "0", "--max_new_tokens", "6", NULL};
+    const char *cal[] = {"calibrate", "--model",       dir, "--prompts",        prompts, "-o",
+                         base,        "--temperature", "0", "--max_new_tokens", "6",     NULL};
     ck_assert_int_eq(run(cal), 0);
     /* the same checkpoint (same path, same identity) with block 1's output projections x8 */
     const char *which[] = {"self_attn.o_proj.weight", "mlp.down_proj.weight"};
     scale_layer(dir, 1, which, 2, 8.0f);
-    const char *r[] = {"run", "--model", dir, "--prompt", "the cat runs fast", "--calibration",
-                       base, "--out", trace, "--temperature", "0", "--max_new_tokens", "6",
+    const char *r[] = {"run",
+                       "--model",
+                       dir,
+                       "--prompt",
+                       "the cat runs fast",
+                       "--calibration",
+                       base,
+                       "--out",
+                       trace,
+                       "--temperature",
+                       "0",
+                       "--max_new_tokens",
+                       "6",
                        NULL};
     ck_assert_int_eq(run_to(r, stdout_path), 0);
     cJSON *doc;
@@ -698,8 +715,8 @@ START_TEST(test_calibration_flags_scaled_layer) {
     cJSON_Delete(doc);
     /* the console names it */
     char *so = slurp(stdout_path, NULL);
-    ck_assert_msg(strstr(so, "Calibration: divergence") && strstr(so, "outside the baseline"),
-                  "%s", so);
+    ck_assert_msg(strstr(so, "Calibration: divergence") && strstr(so, "outside the baseline"), "%s",
+                  so);
     free(so);
     tu_rmtree(tmp);
 }

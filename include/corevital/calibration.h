@@ -28,11 +28,11 @@
 
 #include <stdio.h>
 
-#define CV_CAL_RESERVOIR  4096
-#define CV_CAL_LAYER_STATS 7
+#define CV_CAL_RESERVOIR    4096
+#define CV_CAL_LAYER_STATS  7
 #define CV_CAL_STEP_METRICS 3
 
-extern const char *const cv_cal_layer_stat_names[CV_CAL_LAYER_STATS]; /* "hidden.mean", ... */
+extern const char *const cv_cal_layer_stat_names[CV_CAL_LAYER_STATS];   /* "hidden.mean", ... */
 extern const char *const cv_cal_step_metric_names[CV_CAL_STEP_METRICS]; /* "entropy", ... */
 
 typedef struct cv_baseline cv_baseline;
@@ -49,8 +49,7 @@ cv_status cv_baseline_load(const char *path, cv_baseline **out, cv_error *err);
 void cv_baseline_free(cv_baseline *b);
 
 /* CV_ERR_USAGE naming the first difference when the baseline was made for another model. */
-cv_status cv_baseline_check_model(const cv_baseline *b, const cv_model_info *model,
-                                  cv_error *err);
+cv_status cv_baseline_check_model(const cv_baseline *b, const cv_model_info *model, cv_error *err);
 /* Add extensions.calibration to the report (replacing one already there). */
 cv_status cv_baseline_apply(const cv_baseline *b, cv_report *rep, cv_error *err);
 

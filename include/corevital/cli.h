@@ -97,7 +97,8 @@ cv_status cv_cli_check_out(const cv_config *cfg, cv_error *err);
 /* The success block printed to stdout (the Python reference's text, plus the step count's
  * meaning and the generated text). */
 void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location);
-/* The health line and narrative from the trace's extensions (nothing when the health layer was off). */
+/* The health line and narrative from the trace's extensions (nothing when the health layer was
+ * off). */
 void cv_cli_print_health(FILE *out, const cv_report *rep);
 
 /* The signal plumbing shared by `run` and the batch (run_cmd.c): the first SIGINT / SIGTERM asks

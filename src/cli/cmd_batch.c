@@ -31,7 +31,7 @@
 typedef struct {
     const cv_run_args *args;
     cv_config *cfg;
-    const char *out_dir;  /* NULL: no traces (calibrate without --out) */
+    const char *out_dir; /* NULL: no traces (calibrate without --out) */
     char index_path[4096];
     int shard_k, shard_n;
     char **done_ids; /* --resume */
@@ -55,8 +55,8 @@ static void progress_show(progress *p, const char *id, const char *status, int64
     double secs = (cv_now_ms() - p->t0) / 1000.0;
     double tps = secs > 0 ? (double)p->tokens / secs : 0;
     if (p->tty) {
-        double eta = p->finished ? secs / (double)p->finished * (double)(p->total - p->finished)
-                                 : 0;
+        double eta =
+            p->finished ? secs / (double)p->finished * (double)(p->total - p->finished) : 0;
         fprintf(stderr, "\r\033[K[%zu/%zu] %.1f tok/s, ETA %d:%02d:%02d  %s %s", p->finished,
                 p->total, tps, (int)(eta / 3600), (int)fmod(eta / 60, 60), (int)fmod(eta, 60), id,
                 status);
@@ -149,7 +149,8 @@ static cv_status run_one(batch_ctx *c, cv_session *s, const cv_batch_item *it, p
     cv_status pst = cv_report_init(&rep, perr);
     if (pst == CV_OK) pst = cv_session_tokenize(s, it->prompt, &ids, &P, perr);
     if (pst == CV_OK) pst = cv_session_fill_report(s, cfg, it->prompt, ids, P, &rep, perr);
-    if (pst == CV_OK) pst = cv_session_generate(s, cfg, ids, P, 1, &rep, NULL, NULL, NULL, NULL, perr);
+    if (pst == CV_OK)
+        pst = cv_session_generate(s, cfg, ids, P, 1, &rep, NULL, NULL, NULL, NULL, perr);
     if (pst == CV_OK) pst = cv_report_fill_run_config(&rep, cfg, perr);
     if (pst == CV_OK && c->apply) pst = cv_baseline_apply(c->apply, &rep, perr);
     free(ids);
@@ -222,7 +223,8 @@ static int prepare(batch_ctx *c, const cv_batch *b, size_t *n_selected, cv_error
         if (a->resume &&
             cv_index_load_done(c->index_path, &c->done_ids, &c->n_done, &bad, err) != CV_OK)
             return CV_EXIT_USAGE;
-        if (bad) CV_WARN("%s: %zu unreadable line(s) skipped (a write cut short?)", c->index_path, bad);
+        if (bad)
+            CV_WARN("%s: %zu unreadable line(s) skipped (a write cut short?)", c->index_path, bad);
     }
     size_t sel = 0, skipped = 0;
     for (size_t i = 0; i < b->n; i++) {
@@ -233,7 +235,8 @@ static int prepare(batch_ctx *c, const cv_batch *b, size_t *n_selected, cv_error
             sel++;
     }
     *n_selected = sel;
-    if (skipped) CV_INFO("--resume: %zu prompt(s) already in %s are skipped", skipped, c->index_path);
+    if (skipped)
+        CV_INFO("--resume: %zu prompt(s) already in %s are skipped", skipped, c->index_path);
     if (a->calibration && cv_baseline_load(a->calibration, &c->apply, err) != CV_OK)
         return CV_EXIT_USAGE;
     if (c->cfg->store.path && cv_store_open(c->cfg->store.path, 1, &c->store, err) != CV_OK) {
@@ -323,8 +326,7 @@ int cv_cli_run_batch(const cv_run_args *a, cv_config *cfg) {
         if (c.index_path[0]) printf("Index:           %s\n", c.index_path);
         if (c.store) printf("Store:           %s\n", cfg->store.path);
         if (c.collect && rc == CV_EXIT_OK && !sig)
-            printf("Baseline:        %s (%zu runs)\n", a->output,
-                   cv_baseline_num_runs(c.collect));
+            printf("Baseline:        %s (%zu runs)\n", a->output, cv_baseline_num_runs(c.collect));
     }
     fflush(stdout);
     if (sig) {

@@ -15,29 +15,30 @@
 #include <time.h>
 
 static void runs_help(FILE *f) {
-    fputs("usage: corevital runs ls [--store PATH] [--model M] [--since T] [--limit N]\n"
-          "       corevital runs show ID [--store PATH]\n"
-          "       corevital runs export ID [--store PATH] [-o FILE]\n"
-          "       corevital runs merge A.db B.db ... -o C.db\n"
-          "\n"
-          "The run store: a SQLite file that run --store / store.path records every run in.\n"
-          "\n"
-          "  ls       the runs, newest first: id (first 8 of the trace id), time, model, prompt and\n"
-          "           generated tokens, elapsed ms, risk, health flags, prompt\n"
-          "           --model M   only this model (its hf_id or directory, as given to run)\n"
-          "           --since T   only runs since T: 30m, 2h, 1d, 1w ago, or an ISO date / time\n"
-          "                       in UTC (2026-01-31, 2026-01-31T12:00:00Z)\n"
-          "           --limit N   at most N runs\n"
-          "  show     one run's columns and steps; ID may be a unique prefix of the trace id\n"
-          "  export   the run's trace, byte-identical to the file run wrote (stdout or -o FILE)\n"
-          "  merge    copy the runs of several stores (e.g. one per shard) into C.db; a trace id\n"
-          "           already in C.db is kept\n"
-          "\n"
-          "  --store PATH   the store (default: store.path from the configuration)\n"
-          "\n"
-          "Exit codes: 0 ok, 1 no such run / ambiguous prefix / I/O failure, 2 usage error\n"
-          "(including a missing store or a file that is not a CoreVital store).\n",
-          f);
+    fputs(
+        "usage: corevital runs ls [--store PATH] [--model M] [--since T] [--limit N]\n"
+        "       corevital runs show ID [--store PATH]\n"
+        "       corevital runs export ID [--store PATH] [-o FILE]\n"
+        "       corevital runs merge A.db B.db ... -o C.db\n"
+        "\n"
+        "The run store: a SQLite file that run --store / store.path records every run in.\n"
+        "\n"
+        "  ls       the runs, newest first: id (first 8 of the trace id), time, model, prompt and\n"
+        "           generated tokens, elapsed ms, risk, health flags, prompt\n"
+        "           --model M   only this model (its hf_id or directory, as given to run)\n"
+        "           --since T   only runs since T: 30m, 2h, 1d, 1w ago, or an ISO date / time\n"
+        "                       in UTC (2026-01-31, 2026-01-31T12:00:00Z)\n"
+        "           --limit N   at most N runs\n"
+        "  show     one run's columns and steps; ID may be a unique prefix of the trace id\n"
+        "  export   the run's trace, byte-identical to the file run wrote (stdout or -o FILE)\n"
+        "  merge    copy the runs of several stores (e.g. one per shard) into C.db; a trace id\n"
+        "           already in C.db is kept\n"
+        "\n"
+        "  --store PATH   the store (default: store.path from the configuration)\n"
+        "\n"
+        "Exit codes: 0 ok, 1 no such run / ambiguous prefix / I/O failure, 2 usage error\n"
+        "(including a missing store or a file that is not a CoreVital store).\n",
+        f);
 }
 
 typedef struct {
@@ -55,10 +56,10 @@ static int parse(int argc, char **argv, runs_args *a, cv_error *err) {
             a->help = 1;
             return 0;
         }
-        const char **dst = strcmp(arg, "--store") == 0   ? &a->store
-                           : strcmp(arg, "--model") == 0 ? &a->model
-                           : strcmp(arg, "--since") == 0 ? &a->since
-                           : strcmp(arg, "--limit") == 0 ? &a->limit
+        const char **dst = strcmp(arg, "--store") == 0                                ? &a->store
+                           : strcmp(arg, "--model") == 0                              ? &a->model
+                           : strcmp(arg, "--since") == 0                              ? &a->since
+                           : strcmp(arg, "--limit") == 0                              ? &a->limit
                            : (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0) ? &a->out
                                                                                       : NULL;
         if (dst) {
@@ -120,8 +121,7 @@ int cv_cmd_runs(int argc, char **argv) {
     int is_export = strcmp(sub, "export") == 0, is_merge = strcmp(sub, "merge") == 0;
     if (!is_ls && !is_show && !is_export && !is_merge) {
         fprintf(stderr,
-                "error: invalid choice: '%s' (choose from 'ls', 'show', 'export', 'merge')\n",
-                sub);
+                "error: invalid choice: '%s' (choose from 'ls', 'show', 'export', 'merge')\n", sub);
         return CV_EXIT_USAGE;
     }
     if (!is_ls && (a.model || a.since || a.limit)) {
@@ -140,8 +140,8 @@ int cv_cmd_runs(int argc, char **argv) {
         size_t added;
         cv_status st = cv_store_merge(a.out, a.pos + 1, (size_t)(a.n_pos - 1), &added, &err);
         if (st != CV_OK)
-            return fail(&err, st == CV_ERR_IO || st == CV_ERR_FORMAT ? CV_EXIT_USAGE
-                                                                      : CV_EXIT_RUNTIME);
+            return fail(&err,
+                        st == CV_ERR_IO || st == CV_ERR_FORMAT ? CV_EXIT_USAGE : CV_EXIT_RUNTIME);
         printf("merged %zu run(s) from %d store(s) into %s\n", added, a.n_pos - 1, a.out);
         return CV_EXIT_OK;
     }

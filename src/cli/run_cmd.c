@@ -372,7 +372,9 @@ static cv_status parse_args(int argc, char **argv, cv_run_args *a, int calibrate
                        "prompt file)");
     if (!a->prompts && (a->shard || a->index || a->resume))
         return cv_fail(err, CV_ERR_USAGE, "argument %s: only with --prompts (a batch)",
-                       a->shard ? "--shard" : a->index ? "--index" : "--resume");
+                       a->shard   ? "--shard"
+                       : a->index ? "--index"
+                                  : "--resume");
     if (!have_model || (!a->prompt && !a->prompts))
         return cv_fail(err, CV_ERR_USAGE, "the following arguments are required: %s%s%s",
                        have_model ? "" : "--model", !have_model && !a->prompt ? ", " : "",
@@ -734,7 +736,8 @@ int cv_cmd_run(int argc, char **argv) {
             size_t len = 0;
             st = cv_read_file(location, &json, &len, &err);
             if (st == CV_OK) st = cv_store_add_trace(store, json, len, location, &err);
-            if (st != CV_OK) cv_error_prefix(&err, "the trace %s is written, but the store", location);
+            if (st != CV_OK)
+                cv_error_prefix(&err, "the trace %s is written, but the store", location);
             free(json);
         }
         if (st != CV_OK) {

@@ -264,8 +264,7 @@ cv_status cv_index_append(const char *path, const cv_index_record *r, cv_error *
         st = cv_fail(err, CV_ERR_IO, "cannot open the index %s: %s", path, strerror(errno));
     } else {
         ssize_t w;
-        do
-            w = write(fd, line, n + 1);
+        do w = write(fd, line, n + 1);
         while (w < 0 && errno == EINTR);
         if (w != (ssize_t)(n + 1) || fsync(fd) != 0)
             st = cv_fail(err, CV_ERR_IO, "cannot write the index %s: %s", path,

@@ -17,13 +17,16 @@
 
 #define BASELINE_FORMAT  "corevital-baseline"
 #define BASELINE_VERSION 1
-#define Z_ANOMALY        3.0  /* HEALTH.md §8: |z| > 3 is an anomaly */
+#define Z_ANOMALY        3.0 /* HEALTH.md §8: |z| > 3 is an anomaly */
 #define Z_STD_MIN        1e-10
 
-const char *const cv_cal_layer_stat_names[CV_CAL_LAYER_STATS] = {
-    "hidden.mean",          "hidden.std",          "hidden.l2_norm_mean",
-    "hidden.max_abs",       "attention.entropy_mean", "attention.entropy_min",
-    "attention.concentration_max"};
+const char *const cv_cal_layer_stat_names[CV_CAL_LAYER_STATS] = {"hidden.mean",
+                                                                 "hidden.std",
+                                                                 "hidden.l2_norm_mean",
+                                                                 "hidden.max_abs",
+                                                                 "attention.entropy_mean",
+                                                                 "attention.entropy_min",
+                                                                 "attention.concentration_max"};
 const char *const cv_cal_step_metric_names[CV_CAL_STEP_METRICS] = {"entropy", "margin",
                                                                    "surprisal"};
 /* the step metrics' keys in timeline[i].extensions.health */
@@ -123,11 +126,13 @@ static double json_num(const cJSON *j, int *ok) {
 
 /* Step i's value of layer statistic s at layer j (0 when absent: *ok = 0). */
 static double layer_value(const cv_layer_summary *l, int s, int *ok) {
-    const cv_num *n[CV_CAL_LAYER_STATS] = {
-        &l->hidden_summary.mean,         &l->hidden_summary.std,
-        &l->hidden_summary.l2_norm_mean, &l->hidden_summary.max_abs,
-        &l->attention_summary.entropy_mean, &l->attention_summary.entropy_min,
-        &l->attention_summary.concentration_max};
+    const cv_num *n[CV_CAL_LAYER_STATS] = {&l->hidden_summary.mean,
+                                           &l->hidden_summary.std,
+                                           &l->hidden_summary.l2_norm_mean,
+                                           &l->hidden_summary.max_abs,
+                                           &l->attention_summary.entropy_mean,
+                                           &l->attention_summary.entropy_min,
+                                           &l->attention_summary.concentration_max};
     *ok = n[s]->present && isfinite(n[s]->v);
     return n[s]->v;
 }
@@ -169,7 +174,8 @@ static cv_status baseline_alloc(int num_layers, cv_baseline **out, cv_error *err
         return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     }
     b->num_layers = num_layers;
-    for (int i = 0; i < num_layers * CV_CAL_LAYER_STATS; i++) b->layers[i].rng = 1000u + (uint64_t)i;
+    for (int i = 0; i < num_layers * CV_CAL_LAYER_STATS; i++)
+        b->layers[i].rng = 1000u + (uint64_t)i;
     for (int m = 0; m < CV_CAL_STEP_METRICS; m++) b->steps[m].rng = 7u + (uint64_t)m;
     *out = b;
     return CV_OK;
@@ -185,8 +191,8 @@ cv_status cv_baseline_new(const cv_model_info *mi, cv_baseline **out, cv_error *
     b->architecture = dup_or_null(mi->architecture);
     b->hidden_size = mi->hidden_size;
     b->heads = mi->num_attention_heads;
-    if ((mi->hf_id && !b->hf_id) || (mi->revision && !b->revision) ||
-        (mi->dtype && !b->dtype) || (mi->architecture && !b->architecture)) {
+    if ((mi->hf_id && !b->hf_id) || (mi->revision && !b->revision) || (mi->dtype && !b->dtype) ||
+        (mi->architecture && !b->architecture)) {
         cv_baseline_free(b);
         *out = NULL;
         return cv_fail(err, CV_ERR_NOMEM, "out of memory");
@@ -205,17 +211,17 @@ static int str_eq(const char *a, const char *b) {
 cv_status cv_baseline_check_model(const cv_baseline *b, const cv_model_info *mi, cv_error *err) {
     const char *what = NULL;
     char have[512] = "", want[512] = "";
-#define CHECK_STR(name, x, y)                                                                     \
-    if (!what && !str_eq(x, y)) {                                                                 \
-        what = name;                                                                              \
-        snprintf(have, sizeof have, "%s", (x) ? (x) : "null");                                    \
-        snprintf(want, sizeof want, "%s", (y) ? (y) : "null");                                    \
+#define CHECK_STR(name, x, y)                                                                      \
+    if (!what && !str_eq(x, y)) {                                                                  \
+        what = name;                                                                               \
+        snprintf(have, sizeof have, "%s", (x) ? (x) : "null");                                     \
+        snprintf(want, sizeof want, "%s", (y) ? (y) : "null");                                     \
     }
-#define CHECK_INT(name, x, y)                                                                     \
-    if (!what && (x) != (y)) {                                                                    \
-        what = name;                                                                              \
-        snprintf(have, sizeof have, "%d", x);                                                     \
-        snprintf(want, sizeof want, "%d", y);                                                     \
+#define CHECK_INT(name, x, y)                                                                      \
+    if (!what && (x) != (y)) {                                                                     \
+        what = name;                                                                               \
+        snprintf(have, sizeof have, "%d", x);                                                      \
+        snprintf(want, sizeof want, "%d", y);                                                      \
     }
     CHECK_STR("hf_id", b->hf_id, mi->hf_id);
     CHECK_STR("revision", b->revision, mi->revision);
@@ -311,8 +317,9 @@ cv_status cv_baseline_write(const cv_baseline *bc, const char *path, cv_error *e
         cJSON_AddNumberToObject(l, "layer_index", j);
         cJSON *stats = cJSON_AddObjectToObject(l, "stats");
         for (int s = 0; s < CV_CAL_LAYER_STATS; s++)
-            cJSON_AddItemToObject(stats, cv_cal_layer_stat_names[s],
-                                  pool_to_json(&b->layers[(size_t)j * CV_CAL_LAYER_STATS + (size_t)s]));
+            cJSON_AddItemToObject(
+                stats, cv_cal_layer_stat_names[s],
+                pool_to_json(&b->layers[(size_t)j * CV_CAL_LAYER_STATS + (size_t)s]));
     }
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
@@ -350,8 +357,8 @@ static cv_status load_pool(const cJSON *o, const char *where, const char *path, 
     for (int k = 0; k < 8; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
         if (!cJSON_IsNumber(v) || (k == 1 && v->valuedouble < 0))
-            return cv_fail(err, CV_ERR_FORMAT, "%s: %s.%s is missing or not a number", path,
-                           where, keys[k]);
+            return cv_fail(err, CV_ERR_FORMAT, "%s: %s.%s is missing or not a number", path, where,
+                           keys[k]);
         *dst[k] = v->valuedouble;
     }
     return CV_OK;
@@ -391,12 +398,13 @@ cv_status cv_baseline_load(const char *path, cv_baseline **out, cv_error *err) {
     if (!fmt || strcmp(fmt, BASELINE_FORMAT) != 0)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: \"format\" is not \"%s\"", path, BASELINE_FORMAT);
     else if (!cJSON_IsNumber(ver) || ver->valueint != BASELINE_VERSION)
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: baseline version is not %d", path,
-                     BASELINE_VERSION);
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: baseline version is not %d", path, BASELINE_VERSION);
     else if (!cJSON_IsObject(model) || jint(model, "num_layers", &nl) ||
              jint(model, "hidden_size", &hs) || jint(model, "num_attention_heads", &heads))
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: \"model\" lacks num_layers / hidden_size / "
-                     "num_attention_heads", path);
+        st = cv_fail(err, CV_ERR_FORMAT,
+                     "%s: \"model\" lacks num_layers / hidden_size / "
+                     "num_attention_heads",
+                     path);
     else if (jint(root, "num_runs", &runs))
         st = cv_fail(err, CV_ERR_FORMAT, "%s: \"num_runs\" is missing", path);
     else if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) != nl)
@@ -416,15 +424,14 @@ cv_status cv_baseline_load(const char *path, cv_baseline **out, cv_error *err) {
         char where[128];
         for (int k = 0; k < CV_CAL_STEP_METRICS && st == CV_OK; k++) {
             snprintf(where, sizeof where, "step_metrics.%s", cv_cal_step_metric_names[k]);
-            st = load_pool(cJSON_GetObjectItemCaseSensitive(sm, cv_cal_step_metric_names[k]),
-                           where, path, &b->steps[k], err);
+            st = load_pool(cJSON_GetObjectItemCaseSensitive(sm, cv_cal_step_metric_names[k]), where,
+                           path, &b->steps[k], err);
         }
         int j = 0;
         for (const cJSON *l = layers->child; l && st == CV_OK; l = l->next, j++) {
             const cJSON *stats = cJSON_GetObjectItemCaseSensitive(l, "stats");
             for (int s = 0; s < CV_CAL_LAYER_STATS && st == CV_OK; s++) {
-                snprintf(where, sizeof where, "layers[%d].stats.%s", j,
-                         cv_cal_layer_stat_names[s]);
+                snprintf(where, sizeof where, "layers[%d].stats.%s", j, cv_cal_layer_stat_names[s]);
                 st = load_pool(cJSON_GetObjectItemCaseSensitive(stats, cv_cal_layer_stat_names[s]),
                                where, path, &b->layers[(size_t)j * CV_CAL_LAYER_STATS + (size_t)s],
                                err);
@@ -574,8 +581,7 @@ void cv_calibration_print(FILE *out, const cv_report *rep) {
     const cJSON *cal = cJSON_GetObjectItemCaseSensitive(rep->extensions, "calibration");
     if (!cal) return;
     fprintf(out, "Calibration: divergence %.2f against %d baseline runs",
-            jnum(cal, "divergence_score"),
-            (int)jnum(cal, "baseline_num_runs"));
+            jnum(cal, "divergence_score"), (int)jnum(cal, "baseline_num_runs"));
     /* the three layers with the largest |mean z| of one statistic */
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(cal, "layers");
     struct {

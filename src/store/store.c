@@ -73,8 +73,8 @@ static cv_status check_is_store(cv_store *s, cv_error *err) {
         st = cv_fail(err, CV_ERR_FORMAT, "%s is not a CoreVital run store (no schema version)",
                      s->path);
     else if (strcmp(v, STORE_SCHEMA_VERSION) != 0)
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: store schema %s, this build reads schema %s",
-                     s->path, v, STORE_SCHEMA_VERSION);
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: store schema %s, this build reads schema %s", s->path,
+                     v, STORE_SCHEMA_VERSION);
     sqlite3_finalize(q);
     return st;
 }
@@ -170,9 +170,8 @@ static void fired_flags(const cJSON *flags, char *buf, size_t n) {
     size_t used = 0;
     buf[0] = '\0';
     for (const cJSON *f = flags ? flags->child : NULL; f; f = f->next) {
-        int fired = cJSON_IsTrue(f) ||
-                    (strcmp(f->string, "high_entropy_steps") == 0 && cJSON_IsNumber(f) &&
-                     f->valuedouble > 0);
+        int fired = cJSON_IsTrue(f) || (strcmp(f->string, "high_entropy_steps") == 0 &&
+                                        cJSON_IsNumber(f) && f->valuedouble > 0);
         if (!fired) continue;
         int w = snprintf(buf + used, n - used, "%s%s", used ? "," : "", f->string);
         if (w < 0 || (size_t)w >= n - used) break;
@@ -246,8 +245,8 @@ static cv_status insert_steps(cv_store *s, const cJSON *doc, const char *id, cv_
         sqlite3_finalize(q);
         return db_fail(s, CV_ERR_IO, "replace the steps", err);
     }
-    static const char *const health[] = {"entropy_bits", "perplexity",  "surprisal_bits",
-                                         "top_k_margin", "topk_mass", "cos_prev"};
+    static const char *const health[] = {"entropy_bits", "perplexity", "surprisal_bits",
+                                         "top_k_margin", "topk_mass",  "cos_prev"};
     for (const cJSON *t = jget(doc, "timeline") ? jget(doc, "timeline")->child : NULL; t;
          t = t->next) {
         sqlite3_reset(q);
@@ -368,8 +367,8 @@ cv_status cv_store_list(cv_store *s, const cv_store_query *qr, FILE *out, size_t
         const char *flags = col_text(q, 7);
         fprintf(out, "%.8s  %-20s  %-24s  %5lld  %5lld  %7lld  %5s  %-20s  %s\n", col_text(q, 0),
                 col_text(q, 1), model, (long long)sqlite3_column_int64(q, 3),
-                (long long)sqlite3_column_int64(q, 4), (long long)sqlite3_column_int64(q, 5),
-                risk, *flags ? flags : "-", prompt);
+                (long long)sqlite3_column_int64(q, 4), (long long)sqlite3_column_int64(q, 5), risk,
+                *flags ? flags : "-", prompt);
     }
     cv_status st = rc == SQLITE_DONE ? CV_OK : db_fail(s, CV_ERR_IO, "list", err);
     sqlite3_finalize(q);
@@ -432,8 +431,8 @@ cv_status cv_store_show(cv_store *s, const char *id, FILE *out, cv_error *err) {
                            -1, &q, NULL) != SQLITE_OK)
         return db_fail(s, CV_ERR_IO, "show", err);
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    fprintf(out, "\n%5s  %7s  %-16s  %8s  %8s  %9s\n", "step", "token", "text", "entropy",
-            "margin", "surprisal");
+    fprintf(out, "\n%5s  %7s  %-16s  %8s  %8s  %9s\n", "step", "token", "text", "entropy", "margin",
+            "surprisal");
     while (sqlite3_step(q) == SQLITE_ROW) {
         char text[80];
         one_line(col_text(q, 2), 16, text, sizeof text);
@@ -490,21 +489,22 @@ cv_status cv_store_merge(const char *dst, const char *const *srcs, size_t n, siz
         int rc = sqlite3_step(q);
         sqlite3_finalize(q);
         if (rc != SQLITE_DONE) {
-            st = cv_fail(err, CV_ERR_IO, "cannot read store %s: %s", srcs[i],
-                         sqlite3_errmsg(d->db));
+            st =
+                cv_fail(err, CV_ERR_IO, "cannot read store %s: %s", srcs[i], sqlite3_errmsg(d->db));
             break;
         }
         /* runs first: only the trace ids dst lacks, then their steps and traces */
-        st = exec(d, "BEGIN IMMEDIATE;"
-                     "CREATE TEMP TABLE IF NOT EXISTS merge_new (trace_id TEXT PRIMARY KEY);"
-                     "DELETE FROM merge_new;"
-                     "INSERT INTO merge_new SELECT trace_id FROM src.runs WHERE trace_id NOT IN "
-                     "(SELECT trace_id FROM main.runs);"
-                     "INSERT INTO main.runs SELECT * FROM src.runs WHERE trace_id IN merge_new;"
-                     "INSERT OR IGNORE INTO main.steps SELECT * FROM src.steps WHERE trace_id IN "
-                     "merge_new;"
-                     "INSERT OR IGNORE INTO main.traces SELECT * FROM src.traces WHERE trace_id "
-                     "IN merge_new;",
+        st = exec(d,
+                  "BEGIN IMMEDIATE;"
+                  "CREATE TEMP TABLE IF NOT EXISTS merge_new (trace_id TEXT PRIMARY KEY);"
+                  "DELETE FROM merge_new;"
+                  "INSERT INTO merge_new SELECT trace_id FROM src.runs WHERE trace_id NOT IN "
+                  "(SELECT trace_id FROM main.runs);"
+                  "INSERT INTO main.runs SELECT * FROM src.runs WHERE trace_id IN merge_new;"
+                  "INSERT OR IGNORE INTO main.steps SELECT * FROM src.steps WHERE trace_id IN "
+                  "merge_new;"
+                  "INSERT OR IGNORE INTO main.traces SELECT * FROM src.traces WHERE trace_id "
+                  "IN merge_new;",
                   srcs[i], err);
         if (st == CV_OK) {
             sqlite3_stmt *c;
@@ -530,8 +530,12 @@ int cv_store_parse_since(const char *s, time_t now, char out[21]) {
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (end != s && end[0] && !end[1] && v >= 0 && errno == 0 && s[0] != '-' && s[0] != '+') {
-        long long unit = end[0] == 's' ? 1 : end[0] == 'm' ? 60 : end[0] == 'h' ? 3600
-                       : end[0] == 'd' ? 86400 : end[0] == 'w' ? 604800 : 0;
+        long long unit = end[0] == 's'   ? 1
+                         : end[0] == 'm' ? 60
+                         : end[0] == 'h' ? 3600
+                         : end[0] == 'd' ? 86400
+                         : end[0] == 'w' ? 604800
+                                         : 0;
         if (!unit || v > 100000LL * 86400 / unit) return -1;
         time_t t = now - (time_t)(v * unit);
         struct tm tm;
@@ -610,8 +614,8 @@ cv_status cv_gunzip(const void *in, size_t n, size_t expect, char **out, size_t 
     inflateEnd(&z);
     if (rc != Z_STREAM_END || got != expect) {
         free(buf);
-        return cv_fail(err, CV_ERR_FORMAT,
-                       "stored trace is corrupt (zlib %d, %zu of %zu bytes)", rc, got, expect);
+        return cv_fail(err, CV_ERR_FORMAT, "stored trace is corrupt (zlib %d, %zu of %zu bytes)",
+                       rc, got, expect);
     }
     buf[got] = '\0';
     *out = buf;
