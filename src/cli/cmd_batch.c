@@ -174,6 +174,10 @@ static cv_status run_one(batch_ctx *c, cv_session *s, const cv_batch_item *it, p
         pg->tokens += rep.summary.generated_tokens;
         progress_show(pg, it->id, status, rep.summary.generated_tokens, rep.summary.elapsed_ms,
                       report_risk(&rep));
+        if (c->apply && !pg->tty && !pg->quiet) { /* which layers / steps left the baseline */
+            fputs("  ", stderr);
+            cv_calibration_print(stderr, &rep);
+        }
     } else {
         pg->failed++;
         if (pg->tty) fputs("\r\033[K", stderr);
