@@ -11,14 +11,14 @@
 
 CC      ?= gcc
 BUILD   ?= build
-PKGS    := libcjson libutf8proc yaml-0.1 libcurl zlib libcrypto
+PKGS    := libcjson libutf8proc yaml-0.1 libcurl zlib libcrypto sqlite3
 
 # Install missing Debian -dev packages once, before anything is compiled.
 ifeq ($(shell pkg-config --exists $(PKGS) check 2>/dev/null && echo ok),)
   $(info corevital: missing build dependencies, running scripts/install-deps.sh)
   DEPS_RC := $(shell sh scripts/install-deps.sh >&2; echo $$?)
   ifneq ($(DEPS_RC),0)
-    $(error scripts/install-deps.sh failed; install: libcjson-dev libutf8proc-dev libyaml-dev libcurl4-openssl-dev zlib1g-dev libssl-dev check pkg-config)
+    $(error scripts/install-deps.sh failed; install: libcjson-dev libutf8proc-dev libyaml-dev libcurl4-openssl-dev zlib1g-dev libssl-dev libsqlite3-dev check pkg-config)
   endif
 endif
 

@@ -80,6 +80,9 @@ struct cv_config {
         char *stop_on; /* NULL, or conditions "repetition,nan,risk>0.8" (cv_stop_on_parse) */
         char *stream;  /* NULL, a file path, or "-" (stdout): one JSON line per step */
     } health;
+    struct {
+        char *path; /* NULL, or the SQLite run store every run is recorded in (store.h) */
+    } store;
 
     /* Set only from the command line (not YAML keys). */
     char *out_path; /* --out FILE.json: the trace file itself (NULL =
@@ -104,9 +107,9 @@ cv_status cv_config_init(cv_config *c, cv_error *err);
 void cv_config_free(cv_config *c);
 
 /* Set one key from its text form. `value` NULL means null (allowed only for nullable keys:
- * model.revision, sink.remote_url, performance.mode). List keys (summaries.*.stats) take a
- * comma-separated list, optionally in brackets: "mean,std" or "[mean, std]".
- * Errors name the key and the value ("generation.top_k: invalid int value: 'x'"). */
+ * model.revision, sink.remote_url, performance.mode, store.path, ...). List keys
+ * (summaries.*.stats) take a comma-separated list, optionally in brackets: "mean,std" or "[mean,
+ * std]". Errors name the key and the value ("generation.top_k: invalid int value: 'x'"). */
 cv_status cv_config_set(cv_config *c, const char *key, const char *value, cv_error *err);
 /* Set a list key from separate items (YAML sequences). */
 cv_status cv_config_set_list(cv_config *c, const char *key, const char *const *items, size_t n,

@@ -7,7 +7,10 @@
  * Failures after that (model load, generation, sink) exit 1. */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/cli.h"
+#include "corevital/batch.h"
+#include "corevital/calibration.h"
 #include "corevital/generate.h"
+#include "corevital/store.h"
 #include "corevital/remote_sinks.h"
 
 #include "corevital/log.h"
@@ -60,6 +63,10 @@ static void top_help(FILE *f) {
           "  summary    print a terminal summary of a trace\n"
           "  compare    compare two traces (first divergence, per-layer differences)\n"
           "  validate   check a trace against schema 0.2.0, listing every problem\n"
+          "  calibrate  run a prompt set and write a baseline of normal (corevital calibrate "
+          "--help)\n"
+          "  runs       list, show, export and merge the runs of a store (corevital runs "
+          "--help)\n"
           "\n"
           "options:\n"
           "  -h, --help   show this help and exit\n"
@@ -70,6 +77,7 @@ static void top_help(FILE *f) {
 static void run_help(FILE *f) {
     fputs(
         "usage: corevital run --model ID_OR_DIR --prompt TEXT [options]\n"
+        "       corevital run --model ID_OR_DIR --prompts FILE [batch options] [options]\n"
         "\n"
         "Generate from PROMPT with fused statistics and write the trace (schema " CV_SCHEMA_VERSION
         ").\n"
@@ -77,7 +85,15 @@ static void run_help(FILE *f) {
         "options:\n"
         "  --model ID_OR_DIR        model directory (config.json, *.safetensors, tokenizer) or\n"
         "                           Hugging Face id (required)\n"
-        "  --prompt TEXT            prompt text, UTF-8 (required)\n"
+        "  --prompt TEXT            prompt text, UTF-8 (this or --prompts is required)\n"
+        "  --prompts FILE|-         a batch: JSONL ({\"prompt\", \"id\", \"max_new_tokens\",\n"
+        "                           \"seed\"} per line) or plain text (one prompt per line),\n"
+        "                           - = stdin; the model loads once, each prompt gets its trace\n"
+        "                           <out>/<id>.json and a line in <out>/index.jsonl\n"
+        "  --store PATH.db          record every run in this SQLite store (store.path);\n"
+        "                           see corevital runs --help\n"
+        "  --calibration FILE       compare with a baseline from corevital calibrate\n"
+        "                           (extensions.calibration); refused for another model\n"
         "  --max_new_tokens N       tokens to generate, >= 1 (default 20)\n"
         "  --device {auto,cpu,cuda} (default auto)\n"
         "  --seed N                 sampling seed (default 42)\n"
@@ -106,10 +122,42 @@ static void run_help(FILE *f) {
         "  --threads N              CPU threads (OpenMP), 0 = all cores (default 0)\n"
         "  -h, --help               show this help and exit\n"
         "\n"
+        "batch options (with --prompts; --out is then a directory):\n"
+        "  --shard K/N              run only the prompts at 0-based positions p with\n"
+        "                           p % N == K-1 (one machine of N)\n"
+        "  --index PATH             the batch index (default <out>/index.jsonl)\n"
+        "  --resume                 continue an index: skip the ids it has finished\n"
+        "\n"
         "Precedence: built-in defaults < configs/default.yaml < --config < COREVITAL_*\n"
         "environment (e.g. COREVITAL_GENERATION_MAX_NEW_TOKENS=5) < options given here.\n"
-        "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.\n",
+        "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (also a baseline\n"
+        "made for another model), 3 a batch finished but some prompts failed (see the index),\n"
+        "130/143 interrupted by SIGINT/SIGTERM (finished traces and the index are kept).\n",
         f);
+}
+
+static void calibrate_help(FILE *f) {
+    fputs("usage: corevital calibrate --model ID_OR_DIR --prompts FILE -o BASELINE.json "
+          "[options]\n"
+          "\n"
+          "Run a prompt set (the model loads once) and write a baseline of normal for this model:\n"
+          "per layer and statistic (hidden mean/std/l2_norm_mean/max_abs, attention entropy_mean/\n"
+          "entropy_min/concentration_max) and per step metric (entropy, margin, surprisal) the\n"
+          "count, mean, sample std, min, max, p5, median and p95, with the model's identity.\n"
+          "Use it with corevital run --calibration BASELINE.json.\n"
+          "\n"
+          "options:\n"
+          "  --model ID_OR_DIR        the model (required)\n"
+          "  --prompts FILE|-         the prompt set, as for run --prompts (required)\n"
+          "  -o, --output FILE        the baseline file to write (required)\n"
+          "  --out DIR                also write each prompt's trace and an index there\n"
+          "  --store PATH.db          also record the runs in a store\n"
+          "  --shard K/N, --index PATH, --resume   as for run --prompts\n"
+          "  every other run option (--max_new_tokens, --temperature, --seed, --device, ...)\n"
+          "\n"
+          "Exit codes: 0 ok, 1 runtime failure (or no prompt succeeded), 2 usage error, 3 some\n"
+          "prompts failed (the baseline holds the others), 130/143 interrupted (no baseline).\n",
+          f);
 }
 
 /* ---- parsing ---- */
@@ -147,6 +195,13 @@ static const opt_def k_opts[] = {
     {"--stop-on", "health.stop_on", O_VALUE, NULL},
     {"--stream", "health.stream", O_VALUE, NULL},
     {"--no-health", "health.enabled", O_FLAG, "false"},
+    {"--prompts", NULL, O_VALUE, NULL},
+    {"--store", "store.path", O_VALUE, NULL},
+    {"--calibration", NULL, O_VALUE, NULL},
+    {"--shard", NULL, O_VALUE, NULL},
+    {"--index", NULL, O_VALUE, NULL},
+    {"--resume", NULL, O_FLAG, "true"},
+    {"--output", NULL, O_VALUE, NULL}, /* calibrate only; also -o */
 };
 
 static const opt_def *find_opt(const char *name, size_t len) {
@@ -199,8 +254,9 @@ static cv_status add_setting(cv_run_args *a, const char *option, const char *key
     return CV_OK;
 }
 
-cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err) {
+static cv_status parse_args(int argc, char **argv, cv_run_args *a, int calibrate, cv_error *err) {
     memset(a, 0, sizeof *a);
+    a->calibrate = calibrate;
     /* --help wins wherever it is, like argparse. */
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -210,6 +266,7 @@ cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err)
     int have_model = 0;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        if (calibrate && strcmp(arg, "-o") == 0) arg = "--output";
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
             return cv_fail(err, CV_ERR_USAGE, "unrecognized arguments: %s", arg);
         const char *eq = strchr(arg, '=');
@@ -237,7 +294,39 @@ cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err)
         }
 
         if (strcmp(o->name, "--prompt") == 0) {
+            if (calibrate)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "argument --prompt: calibrate takes a prompt set (--prompts FILE)");
             a->prompt = value;
+        } else if (strcmp(o->name, "--prompts") == 0) {
+            if (!*value) return cv_fail(err, CV_ERR_USAGE, "argument --prompts: empty path");
+            a->prompts = value;
+        } else if (strcmp(o->name, "--calibration") == 0) {
+            if (calibrate)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "argument --calibration: not with calibrate (it writes a baseline)");
+            a->calibration = value;
+        } else if (strcmp(o->name, "--shard") == 0) {
+            int k, n;
+            if (cv_shard_parse(value, &k, &n) != 0)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "argument --shard: invalid value: '%s' (K/N with 1 <= K <= N, "
+                               "e.g. 2/8)",
+                               value);
+            a->shard = value;
+        } else if (strcmp(o->name, "--index") == 0) {
+            if (!*value) return cv_fail(err, CV_ERR_USAGE, "argument --index: empty path");
+            a->index = value;
+        } else if (strcmp(o->name, "--resume") == 0) {
+            a->resume = 1;
+        } else if (strcmp(o->name, "--output") == 0) {
+            if (!calibrate)
+                return cv_fail(err, CV_ERR_USAGE,
+                               "unrecognized arguments: %s (-o/--output is calibrate's; run "
+                               "writes to --out)",
+                               argv[i]);
+            if (!*value) return cv_fail(err, CV_ERR_USAGE, "argument --output: empty path");
+            a->output = value;
         } else if (strcmp(o->name, "--quiet") == 0) {
             a->quiet = 1;
         } else if (strcmp(o->name, "--report") == 0) {
@@ -270,11 +359,35 @@ cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err)
             if (strcmp(o->name, "--model") == 0) have_model = 1;
         }
     }
-    if (!have_model || !a->prompt)
+    if (calibrate) {
+        if (!have_model || !a->prompts || !a->output)
+            return cv_fail(err, CV_ERR_USAGE, "the following arguments are required: %s%s%s",
+                           have_model ? "" : "--model ", a->prompts ? "" : "--prompts ",
+                           a->output ? "" : "-o/--output");
+        return CV_OK;
+    }
+    if (a->prompt && a->prompts)
+        return cv_fail(err, CV_ERR_USAGE,
+                       "argument --prompts: not allowed with argument --prompt (one prompt or a "
+                       "prompt file)");
+    if (!a->prompts && (a->shard || a->index || a->resume))
+        return cv_fail(err, CV_ERR_USAGE, "argument %s: only with --prompts (a batch)",
+                       a->shard   ? "--shard"
+                       : a->index ? "--index"
+                                  : "--resume");
+    if (!have_model || (!a->prompt && !a->prompts))
         return cv_fail(err, CV_ERR_USAGE, "the following arguments are required: %s%s%s",
                        have_model ? "" : "--model", !have_model && !a->prompt ? ", " : "",
-                       a->prompt ? "" : "--prompt");
+                       a->prompt || a->prompts ? "" : "--prompt (or --prompts)");
     return CV_OK;
+}
+
+cv_status cv_cli_parse_run(int argc, char **argv, cv_run_args *a, cv_error *err) {
+    return parse_args(argc, argv, a, 0, err);
+}
+
+cv_status cv_cli_parse_calibrate(int argc, char **argv, cv_run_args *a, cv_error *err) {
+    return parse_args(argc, argv, a, 1, err);
 }
 
 static int ends_with_json(const char *s) {
@@ -440,6 +553,7 @@ void cv_cli_print_summary(FILE *out, const cv_report *rep, const char *location)
     fprintf(out, "Generated text:\n%s\n",
             rep->generated.output_text ? rep->generated.output_text : "");
     cv_cli_print_health(out, rep);
+    cv_calibration_print(out, rep);
 }
 
 /* One health line (risk and its main factor, flags that fired, the most blamed layer), then the
@@ -504,7 +618,7 @@ static void on_stop_signal(int signo) {
     signal(signo == SIGINT ? SIGTERM : SIGINT, SIG_DFL);
 }
 
-static void install_stop_handlers(void) {
+void cv_cli_install_stop_handlers(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -515,12 +629,16 @@ static void install_stop_handlers(void) {
 
 /* While the trace is written (temp file + rename) the signals wait, so an interruption never
  * leaves a partial temporary file; they are delivered when the write is done. */
-static void block_stop_signals(sigset_t *old) {
+void cv_cli_block_stop_signals(void *old) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, old);
+    sigprocmask(SIG_BLOCK, &set, (sigset_t *)old);
+}
+
+void cv_cli_restore_signals(const void *old) {
+    sigprocmask(SIG_SETMASK, (const sigset_t *)old, NULL);
 }
 
 /* ---- commands ---- */
@@ -550,12 +668,31 @@ int cv_cmd_run(int argc, char **argv) {
     CV_INFO("Starting CoreVital v%s", COREVITAL_VERSION);
     CV_INFO("Model: %s", cfg.model.hf_id);
     CV_INFO("Device: %s", cfg.device.requested);
+    if (args.prompts) { /* a batch: src/cli/cmd_batch.c */
+        int brc = cv_cli_run_batch(&args, &cfg);
+        cv_config_free(&cfg);
+        return brc;
+    }
+    /* The baseline and the store are checked before the model loads (exit 2). */
+    cv_baseline *baseline = NULL;
+    cv_store *store = NULL;
+    if (args.calibration && cv_baseline_load(args.calibration, &baseline, &err) != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        cv_config_free(&cfg);
+        return CV_EXIT_USAGE;
+    }
+    if (cfg.store.path && cv_store_open(cfg.store.path, 1, &store, &err) != CV_OK) {
+        fprintf(stderr, "error: --store / store.path: %s\n", err.msg);
+        cv_baseline_free(baseline);
+        cv_config_free(&cfg);
+        return CV_EXIT_USAGE;
+    }
 
     cv_report rep;
     memset(&rep, 0, sizeof rep);
     int rc = CV_EXIT_OK;
     cv_generate_reset_stop();
-    install_stop_handlers();
+    cv_cli_install_stop_handlers();
     char location[4096];
     cv_status st;
     if (cfg.performance.mode) {
@@ -581,14 +718,28 @@ int cv_cmd_run(int argc, char **argv) {
     }
     /* run_config mirrors the effective configuration, whoever produced the rest. */
     if (st == CV_OK) st = cv_report_fill_run_config(&rep, &cfg, &err);
+    if (st == CV_OK && baseline) {
+        /* a baseline of another model is a usage error, reported before any trace is written */
+        st = cv_baseline_apply(baseline, &rep, &err);
+        if (st == CV_ERR_USAGE) rc = CV_EXIT_USAGE;
+    }
     if (st != CV_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
-        rc = CV_EXIT_RUNTIME;
+        if (rc == CV_EXIT_OK) rc = CV_EXIT_RUNTIME;
     } else {
         sigset_t old;
-        block_stop_signals(&old);
+        cv_cli_block_stop_signals(&old);
         st = cv_sinks_write(&cfg, &rep, location, sizeof location, &err);
         int sig = cv_generate_stop_signal();
+        if (st == CV_OK && store) { /* the file's exact bytes, so `runs export` gives it back */
+            char *json = NULL;
+            size_t len = 0;
+            st = cv_read_file(location, &json, &len, &err);
+            if (st == CV_OK) st = cv_store_add_trace(store, json, len, location, &err);
+            if (st != CV_OK)
+                cv_error_prefix(&err, "the trace %s is written, but the store", location);
+            free(json);
+        }
         if (st != CV_OK) {
             fprintf(stderr, "error: %s\n", err.msg);
             rc = CV_EXIT_RUNTIME;
@@ -618,8 +769,34 @@ int cv_cmd_run(int argc, char **argv) {
     }
     cv_report_free(&rep);
     cv_config_free(&cfg);
+    cv_baseline_free(baseline);
+    cv_store_close(store);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    return rc;
+}
+
+int cv_cmd_calibrate(int argc, char **argv) {
+    cv_run_args args;
+    cv_error err = {CV_OK, ""};
+    if (cv_cli_parse_calibrate(argc, argv, &args, &err) != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CV_EXIT_USAGE;
+    }
+    if (args.help) {
+        calibrate_help(stdout);
+        return CV_EXIT_OK;
+    }
+    cv_config cfg;
+    if (cv_cli_build_config(&args, NULL, &cfg, &err) != CV_OK) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return CV_EXIT_USAGE;
+    }
+    cv_log_level level;
+    if (cv_log_parse_level(cfg.logging.level, &level) == 0) cv_log_set_level(level);
+    if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
+    int rc = cv_cli_run_batch(&args, &cfg);
+    cv_config_free(&cfg);
     return rc;
 }
 
@@ -643,12 +820,14 @@ int cv_cli_main(int argc, char **argv) {
     if (strcmp(cmd, "summary") == 0) return cv_cmd_summary(argc - 1, argv + 1);
     if (strcmp(cmd, "compare") == 0) return cv_cmd_compare(argc - 1, argv + 1);
     if (strcmp(cmd, "validate") == 0) return cv_cmd_validate(argc - 1, argv + 1);
+    if (strcmp(cmd, "calibrate") == 0) return cv_cmd_calibrate(argc - 1, argv + 1);
+    if (strcmp(cmd, "runs") == 0) return cv_cmd_runs(argc - 1, argv + 1);
     if (cmd[0] == '-')
         fprintf(stderr, "error: unrecognized arguments: %s (see corevital --help)\n", cmd);
     else
         fprintf(stderr,
                 "error: invalid choice: '%s' (choose from 'run', 'tokenize', 'report', "
-                "'summary', 'compare', 'validate')\n",
+                "'summary', 'compare', 'validate', 'calibrate', 'runs')\n",
                 cmd);
     return CV_EXIT_USAGE;
 }

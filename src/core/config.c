@@ -79,6 +79,7 @@ static const key_def k_keys[] = {
     {"health.enabled", KT_BOOL, OFF(health.enabled), NULL},
     {"health.stop_on", KT_NSTR, OFF(health.stop_on), NULL},
     {"health.stream", KT_NSTR, OFF(health.stream), NULL},
+    {"store.path", KT_NSTR, OFF(store.path), NULL},
 };
 #undef OFF
 #define N_KEYS (sizeof k_keys / sizeof k_keys[0])
@@ -96,6 +97,7 @@ static const char *const k_sections[] = {"model",
                                          "logging",
                                          "performance",
                                          "health",
+                                         "store",
                                          NULL};
 
 /* COREVITAL_* variables that are not settings (so they are not "unknown key" errors): the
