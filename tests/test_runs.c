@@ -485,13 +485,14 @@ START_TEST(test_sigint_in_batch_keeps_index) {
     snprintf(prompts, sizeof prompts, "%s/p.txt", tmp);
     snprintf(out, sizeof out, "%s/out", tmp);
     snprintf(idx, sizeof idx, "%s/index.jsonl", out);
-    cv_synth_shape sh = {512, 64, 2, 4, 2, 128, 4096, 0, CV_DT_F32, 0.1f, 5, 1, 2, 0, 0};
+    /* an EOS id the model cannot emit and long generations: the signal lands inside a prompt */
+    cv_synth_shape sh = {512, 64, 2, 4, 2, 128, 4096, 0, CV_DT_F32, 0.1f, 5, 1, 4000, 0, 0};
     synth_llama_fixture_tok(dir, &sh);
     char text[4000] = "";
     for (int i = 0; i < 40; i++) strcat(text, "a b c d\n");
     write_text(prompts, text);
     const char *args[] = {"run", "--model",       dir, "--prompts",        prompts, "--out",
-                          out,   "--temperature", "0", "--max_new_tokens", "400",   NULL};
+                          out,   "--temperature", "0", "--max_new_tokens", "3000",  NULL};
     pid_t pid = spawn(args, NULL);
     usleep(1500000);
     kill(pid, SIGINT);

@@ -224,6 +224,11 @@ void cv_format_double(double v, char *buf, size_t n);
 /* A cJSON number that keeps Python float formatting (100.0 stays "100.0") when serialized by
  * cv_report_to_json inside extensions. Plain cJSON numbers print as ints when integral. */
 cJSON *cv_json_float(double v);
+/* The same, formatted only when cv_report_to_json writes it (a number node carrying the
+ * CV_CJSON_FLOAT mark, a bit cJSON never uses): for the many values built inside the generation
+ * loop. cJSON's own printers see a plain number. Non-finite values become null. */
+cJSON *cv_json_float_lazy(double v);
+#define CV_CJSON_FLOAT (1 << 14)
 
 /* ---- validation (validate.c) ---- */
 

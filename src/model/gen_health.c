@@ -45,9 +45,10 @@ static double round_to(double x, int decimals) {
     return strtod(buf, NULL);
 }
 
-/* A float for extensions, null when not finite (our traces never carry NaN). */
+/* A float for extensions, null when not finite (our traces never carry NaN). Formatted when the
+ * trace is written, not here in the generation loop (a few hundred values a step). */
 static cJSON *jnum(double v) {
-    return isfinite(v) ? cv_json_float(v) : cJSON_CreateNull();
+    return isfinite(v) ? cv_json_float_lazy(v) : cJSON_CreateNull();
 }
 
 static int add(cJSON *obj, const char *k, cJSON *v) {
