@@ -294,6 +294,7 @@ extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
     b->argmax = cv_cuda_argmax;
     b->row_cos = cv_cuda_row_cos;
     b->target_logprob = cv_cuda_target_logprob;
+    b->logprob_accum = cv_cuda_logprob_accum;
     b->destroy = cu_destroy;
     CV_DEBUG("cuda: device %d %s, %d SMs, %.1f GiB", device, prop.name, prop.multiProcessorCount,
              (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));

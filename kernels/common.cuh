@@ -177,5 +177,7 @@ int32_t cv_cuda_argmax(cv_backend *b, const float *logits, int V);
 void cv_cuda_row_cos(cv_backend *b, double *acc, const float *x, const float *y, int T, int C);
 void cv_cuda_target_logprob(cv_backend *b, double *out, const float *logits, int T, int V,
                             const int32_t *targets);
+void cv_cuda_logprob_accum(cv_backend *b, double *state, const float *logits, int T, int n,
+                           int col0, const int32_t *targets);
 
 #endif

@@ -81,3 +81,52 @@ void cv_cuda_target_logprob(cv_backend *b, double *out, const float *logits, int
     target_logprob_kernel<<<T, HL_THREADS, 0, c->stream>>>(out, logits, V, dt);
     CV_CUDA_LAUNCHED(c, "target log-probabilities");
 }
+
+/* logprob_accum (CPU twin cpu_logprob_accum): one block per row folds a vocabulary slice into the
+ * row's running (max, sum of e^(l - max), target logit). */
+__global__ void __launch_bounds__(HL_THREADS)
+    logprob_accum_kernel(double *state, const float *logits, int n, int col0,
+                         const int32_t *targets) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    const size_t r = blockIdx.x;
+    const float *l = logits + r * n;
+    double *st = state + 3 * r;
+    float m = -INFINITY;
+    int bad = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = l[i];
+        m = fmaxf(m, v);
+        bad |= isnan(v) || (isinf(v) && v > 0);
+    }
+    m = cv_block_max_f(m, shf);
+    bad = __syncthreads_or(bad);
+    const double mo = st[0]; /* read by every thread before thread 0 writes */
+    const double mn = (double)m > mo ? (double)m : mo;
+    double z = 0.0;
+    if (!bad && !isnan(mo))
+        for (int i = threadIdx.x; i < n; i += blockDim.x) z += expf(l[i] - (float)mn);
+    z = cv_block_sum_d(z, shd); /* its barriers also order the reads of st[] before the writes */
+    if (threadIdx.x == 0) {
+        int y = targets[r] - col0;
+        if (y >= 0 && y < n) st[2] = l[y];
+        if (bad || isnan(mo)) {
+            st[0] = NAN;
+        } else {
+            st[1] = (mo == -INFINITY ? 0.0 : st[1] * exp(mo - mn)) + z;
+            st[0] = mn;
+        }
+    }
+}
+
+void cv_cuda_logprob_accum(cv_backend *b, double *state, const float *logits, int T, int n,
+                           int col0, const int32_t *targets) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (T <= 0 || n <= 0) return;
+    int32_t *dt = static_cast<int32_t *>(cv_cuda_scratch(c, sizeof(int32_t) * (size_t)T));
+    if (!dt) return;
+    CV_CUDA_CHECK(c, cudaMemcpyAsync(dt, targets, sizeof(int32_t) * (size_t)T,
+                                     cudaMemcpyHostToDevice, c->stream));
+    logprob_accum_kernel<<<T, HL_THREADS, 0, c->stream>>>(state, logits, n, col0, dt);
+    CV_CUDA_LAUNCHED(c, "log-softmax accumulation");
+}

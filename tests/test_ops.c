@@ -263,6 +263,48 @@ START_TEST(test_attention_long_vs_naive) {
 }
 END_TEST
 
+/* Prompt surprisals: the vocabulary-sliced running log-softmax equals the one-row op, whatever
+ * the slicing (a slice of 1 column, uneven slices, the whole row), NaN and +inf rows included. */
+START_TEST(test_logprob_accum_vs_rows) {
+    cv_backend *be = cv_backend_cpu_create();
+    unsigned seed = 21;
+    const int T = 7, V = 1037;
+    float *l = malloc(sizeof(float) * T * V);
+    int32_t tg[7];
+    for (int i = 0; i < T * V; i++) l[i] = 12 * frand(&seed);
+    for (int t = 0; t < T; t++) tg[t] = (t * 311 + 5) % V;
+    l[2 * V + 900] = NAN;
+    l[4 * V + 3] = INFINITY;
+    l[5 * V + 17] = -INFINITY; /* a masked token: fine */
+    double want[7];
+    be->target_logprob(be, want, l, T, V, tg);
+    const int slices[] = {1, 100, 333, 1037, 4096};
+    float *buf = malloc(sizeof(float) * T * 4096);
+    for (size_t si = 0; si < sizeof slices / sizeof slices[0]; si++) {
+        double st[21];
+        for (int t = 0; t < T; t++) st[3 * t] = -INFINITY, st[3 * t + 1] = 0, st[3 * t + 2] = NAN;
+        for (int c0 = 0; c0 < V; c0 += slices[si]) {
+            int n = V - c0 < slices[si] ? V - c0 : slices[si];
+            for (int t = 0; t < T; t++)
+                memcpy(buf + (size_t)t * n, l + (size_t)t * V + c0, sizeof(float) * n);
+            be->logprob_accum(be, st, buf, T, n, c0, tg);
+        }
+        for (int t = 0; t < T; t++) {
+            double got = st[3 * t + 2] - (st[3 * t] + log(st[3 * t + 1]));
+            if (isnan(want[t]))
+                ck_assert_msg(isnan(got), "slice %d row %d: %g, want NaN", slices[si], t, got);
+            else
+                ck_assert_msg(fabs(got - want[t]) <= 1e-9 * fmax(1, fabs(want[t])),
+                              "slice %d row %d: %.17g vs %.17g", slices[si], t, got, want[t]);
+        }
+    }
+    ck_assert(isnan(want[2]) && isnan(want[4]) && isfinite(want[5]));
+    free(l);
+    free(buf);
+    be->destroy(be);
+}
+END_TEST
+
 START_TEST(test_rope_closed_form) {
     cv_backend *be = cv_backend_cpu_create();
     int T = 3, H = 2, hd = 8, stride = H * hd;
@@ -293,6 +335,7 @@ int main(void) {
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_test(tc, test_attention_long_vs_naive);
     tcase_add_test(tc, test_rope_closed_form);
+    tcase_add_test(tc, test_logprob_accum_vs_rows);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -123,6 +123,13 @@ struct cv_backend {
      * out in backend memory */
     void (*target_logprob)(cv_backend *b, double *out, const float *logits, int T, int V,
                            const int32_t *targets);
+    /* Online log-softmax over vocabulary slices: logits (T, n) are columns col0..col0+n-1 of T
+     * rows; state (T x 3 doubles: running max, running sum of e^(l - max), the target's logit;
+     * start from {-inf, 0, NaN}) is updated in place, the target logit taken when targets[t]
+     * falls in the slice (targets on the host). A NaN or +inf logit makes the row's max NaN. The
+     * row's log-probability is then target - (max + ln sum). */
+    void (*logprob_accum)(cv_backend *b, double *state, const float *logits, int T, int n, int col0,
+                          const int32_t *targets);
     /* index of the largest logit (first on ties) — greedy decoding without copying the row back */
     int32_t (*argmax)(cv_backend *b, const float *logits, int V);
 

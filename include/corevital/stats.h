@@ -84,14 +84,13 @@ static inline size_t cv_logits_record_size(int k) {
  * arena goes on with per-head records (L x H, then L x H for cross-attention), and for a prompt
  * pass (prefill / encoder) the prompt analysis: basin sums (L x H x 2: sum over query rows of
  * the mass on the middle third of the keys, and off it), the layer transformations' cosine sums
- * (L: entry l sums cos(h_{l-1}[t], h_l[t]) over rows t, entry 0 unused) and the prompt
- * surprisals (P: entry t = ln softmax(logits_t)[token_{t+1}], t < P - 1). */
+ * (L: entry l sums cos(h_{l-1}[t], h_l[t]) over rows t, entry 0 unused). */
 typedef struct {
     int n_layers, dim, has_cross, topk;
     size_t hidden_off, attn_off, cross_off, logits_off, total; /* in doubles */
     /* health: 0 when off */
     int health, n_heads, heads_last_row, prompt_P;
-    size_t heads_off, cross_heads_off, basin_off, ltrans_off, psurp_off;
+    size_t heads_off, cross_heads_off, basin_off, ltrans_off;
 } cv_stats_layout;
 
 void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_cross, int topk);
@@ -113,9 +112,7 @@ static inline double *cv_stats_basin(double *base, const cv_stats_layout *l, int
 static inline double *cv_stats_ltrans(double *base, const cv_stats_layout *l) {
     return base && l->prompt_P > 0 ? base + l->ltrans_off : NULL;
 }
-static inline double *cv_stats_psurp(double *base, const cv_stats_layout *l) {
-    return base && l->prompt_P > 0 ? base + l->psurp_off : NULL;
-}
+
 static inline double *cv_stats_hidden(double *base, const cv_stats_layout *l, int layer) {
     return base ? base + l->hidden_off + (size_t)layer * cv_hidden_record_size(l->dim) : NULL;
 }

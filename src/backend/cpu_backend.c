@@ -309,6 +309,33 @@ static void cpu_target_logprob(cv_backend *b, double *out, const float *logits, 
     }
 }
 
+static void cpu_logprob_accum(cv_backend *b, double *state, const float *logits, int T, int n,
+                              int col0, const int32_t *targets) {
+    (void)b;
+#pragma omp parallel for schedule(static) if ((size_t)T * n > 65536)
+    for (int t = 0; t < T; t++) {
+        const float *l = logits + (size_t)t * n;
+        double *st = state + 3 * (size_t)t;
+        float m = -INFINITY;
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            if (l[i] > m) m = l[i];
+            bad |= isnan(l[i]) || (isinf(l[i]) && l[i] > 0);
+        }
+        int y = targets[t] - col0;
+        if (y >= 0 && y < n) st[2] = l[y];
+        if (bad || isnan(st[0])) {
+            st[0] = NAN;
+            continue;
+        }
+        double mo = st[0], mn = (double)m > mo ? (double)m : mo;
+        double z = 0.0;
+        for (int i = 0; i < n; i++) z += expf(l[i] - (float)mn);
+        st[1] = (mo == -INFINITY ? 0.0 : st[1] * exp(mo - mn)) + z;
+        st[0] = mn;
+    }
+}
+
 static int32_t cpu_argmax(cv_backend *b, const float *x, int V) {
     (void)b;
     int32_t best = 0;
@@ -364,6 +391,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->argmax = cpu_argmax;
     b->row_cos = cpu_row_cos;
     b->target_logprob = cpu_target_logprob;
+    b->logprob_accum = cpu_logprob_accum;
     b->destroy = cpu_destroy;
     return b;
 }

@@ -36,6 +36,7 @@ struct cv_gen_health {
     int stream_owned;
     cJSON *prompt_analysis; /* built at the prompt pass */
     cv_health_layer_step *lsteps;
+    double *psurp; /* P - 1 prompt log-probabilities (ln), from the prefill */
 };
 
 static double round_to(double x, int decimals) {
@@ -123,6 +124,7 @@ void cv_gen_health_close(cv_gen_health *g) {
     cv_health_run_free(g->run);
     cJSON_Delete(g->prompt_analysis);
     free(g->lsteps);
+    free(g->psurp);
     free(g);
 }
 
@@ -133,21 +135,79 @@ void cv_gen_health_layout(const cv_gen_health *g, cv_stats_layout *lay, int prom
     cv_stats_layout_health(lay, g->H, !encoder, prompt_pass ? g->P : 0);
 }
 
+/* Prompt surprisals (HEALTH.md §5) from the prefill's final-norm rows: row t < P - 1 predicts
+ * token t + 1. With a dense LM head, the vocabulary is cut into slices of VS rows and each slice's
+ * logits are computed for every prompt row at once (a wide matmul, the fast kernels), folded into
+ * a running log-sum-exp per row: no P x V matrix, at most SLICE_FLOATS floats of logits. A
+ * quantized head goes through rows in chunks of CHUNK instead. Fills g->psurp (ln p). */
+#define SLICE_FLOATS (8u << 20)
+static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, cv_error *err) {
+    cv_model *m = g->s->m;
+    cv_backend *be = g->s->be;
+    const int R = g->P - 1, V = g->V, C = g->C;
+    const cv_weight *w = m->head_w;
+    free(g->psurp);
+    g->psurp = malloc(sizeof(double) * (size_t)(R > 0 ? R : 1));
+    if (!g->psurp) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    if (R <= 0) return CV_OK;
+    if (w->format == CV_WFMT_DENSE) {
+        size_t vs = SLICE_FLOATS / (size_t)R;
+        vs = vs < 256 ? 256 : vs > (size_t)V ? (size_t)V : vs & ~(size_t)15;
+        float *buf = be->alloc(be, sizeof(float) * (size_t)R * vs);
+        double *state = be->alloc(be, sizeof(double) * 3 * (size_t)R);
+        double *host = malloc(sizeof(double) * 3 * (size_t)R);
+        if (!buf || !state || !host) {
+            if (buf) be->free(be, buf);
+            if (state) be->free(be, state);
+            free(host);
+            return cv_fail(err, CV_ERR_NOMEM, "out of memory for the prompt surprisals");
+        }
+        for (int t = 0; t < R; t++)
+            host[3 * t] = -INFINITY, host[3 * t + 1] = 0.0, host[3 * t + 2] = NAN;
+        be->upload(be, state, host, sizeof(double) * 3 * (size_t)R);
+        size_t es = cv_dtype_size(w->dtype);
+        for (size_t c0 = 0; c0 < (size_t)V; c0 += vs) {
+            size_t n = (size_t)V - c0 < vs ? (size_t)V - c0 : vs;
+            cv_weight slice = *w; /* rows c0 .. c0 + n of the (V, C) head, in place */
+            slice.data = (const char *)w->data + c0 * (size_t)C * es;
+            slice.rows = (int64_t)n;
+            slice.owned = NULL;
+            be->matmul(be, buf, m->head_in, &slice, NULL, R);
+            be->logprob_accum(be, state, buf, R, (int)n, (int)c0, prompt + 1);
+        }
+        be->download(be, host, state, sizeof(double) * 3 * (size_t)R);
+        for (int t = 0; t < R; t++)
+            g->psurp[t] = host[3 * t + 2] - (host[3 * t] + log(host[3 * t + 1]));
+        be->free(be, buf);
+        be->free(be, state);
+        free(host);
+        return CV_OK;
+    }
+    double *dps = be->alloc(be, sizeof(double) * (size_t)R);
+    if (!dps) return cv_fail(err, CV_ERR_NOMEM, "out of memory for the prompt surprisals");
+    for (int r0 = 0; r0 < R; r0 += CHUNK) {
+        int n = R - r0 < CHUNK ? R - r0 : CHUNK;
+        be->matmul(be, g->chunk, m->head_in + (size_t)r0 * C, w, NULL, n);
+        be->target_logprob(be, dps + r0, g->chunk, n, V, prompt + r0 + 1);
+    }
+    be->download(be, g->psurp, dps, sizeof(double) * (size_t)R);
+    be->free(be, dps);
+    return CV_OK;
+}
+
 cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena,
                                       const cv_stats_layout *lay, const int32_t *prompt,
                                       cv_error *err) {
     if (!g) return CV_OK;
+    (void)dev_arena;
     cv_model *m = g->s->m;
     cv_backend *be = g->s->be;
     if (!m->head_in) return cv_fail(err, CV_ERR_RUNTIME, "health: the forward kept no final rows");
     const float *last = m->head_in + (size_t)(m->head_rows - 1) * g->C;
-    double *ps = cv_stats_psurp(dev_arena, lay);
-    if (ps && !g->seq2seq && m->head_w) /* rows t < P - 1 predict token t + 1 */
-        for (int r0 = 0; r0 < g->P - 1; r0 += CHUNK) {
-            int n = g->P - 1 - r0 < CHUNK ? g->P - 1 - r0 : CHUNK;
-            be->matmul(be, g->chunk, m->head_in + (size_t)r0 * g->C, m->head_w, NULL, n);
-            be->target_logprob(be, ps + r0, g->chunk, n, g->V, prompt + r0 + 1);
-        }
+    if (lay->prompt_P > 0 && !g->seq2seq && m->head_w) {
+        cv_status st = prompt_surprisals(g, prompt, err);
+        if (st != CV_OK) return st;
+    }
     g->cos_prev = NAN;
     if (i > 0) {
         double z = 0.0;
@@ -227,8 +287,8 @@ static cv_status prompt_analysis(cv_gen_health *g, const double *host, const cv_
           *layers = cJSON_CreateArray();
     double *basins = malloc(sizeof(double) * (size_t)n_layers * H + 1);
     int bad = !pa || !ps || !lt || !layers || !basins;
-    const double *psv = cv_stats_psurp((double *)host, lay);
-    if (!bad && !g->seq2seq)
+    const double *psv = g->psurp;
+    if (!bad && !g->seq2seq && psv)
         for (int t = 0; t < P - 1; t++)
             bad |= !cJSON_AddItemToArray(ps, jnum(round_to(-psv[t] / LN2, 4))) ? 1 : 0;
     const double *ltv = cv_stats_ltrans((double *)host, lay);

@@ -22,7 +22,7 @@ void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_c
     lay->logits_off = lay->cross_off + (has_cross ? (size_t)n_layers * CV_AS_SIZE : 0);
     lay->total = lay->logits_off + cv_logits_record_size(topk);
     lay->health = lay->n_heads = lay->heads_last_row = lay->prompt_P = 0;
-    lay->heads_off = lay->cross_heads_off = lay->basin_off = lay->ltrans_off = lay->psurp_off = 0;
+    lay->heads_off = lay->cross_heads_off = lay->basin_off = lay->ltrans_off = 0;
 }
 
 void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_row, int prompt_P) {
@@ -40,8 +40,6 @@ void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_ro
         at += L * H * 2;
         lay->ltrans_off = at;
         at += L;
-        lay->psurp_off = at;
-        at += (size_t)prompt_P;
     }
     lay->total = at;
 }
