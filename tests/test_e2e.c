@@ -144,19 +144,24 @@ END_TEST
 
 /* A random Llama of shape sh written to dir, with a real tokenizer (tests/data/tokenizers)
  * linked in. */
-static void synth_llama_with_tokenizer(const char *dir, const cv_synth_shape *sh, const char *tok) {
-    char src[800], dst[800];
-    cv_error err = {0};
-    ck_assert_msg(cv_synth_llama(dir, sh, &err) == CV_OK, "%s", err.msg);
-    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(src, sizeof src, "%s/%s", tu_tok(tok), files[i]);
+/* Symlink files of a tokenizer directory into a model directory. */
+static void link_files(const char *dir, const char *from, const char *const *files, int n) {
+    for (int i = 0; i < n; i++) {
+        char src[800], dst[800];
+        snprintf(src, sizeof src, "%s/%s", from, files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         char *abs = realpath(src, NULL);
         ck_assert_msg(abs != NULL, "missing %s", src);
         ck_assert_int_eq(symlink(abs, dst), 0);
         free(abs);
     }
+}
+
+static void synth_llama_with_tokenizer(const char *dir, const cv_synth_shape *sh, const char *tok) {
+    cv_error err = {0};
+    ck_assert_msg(cv_synth_llama(dir, sh, &err) == CV_OK, "%s", err.msg);
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+    link_files(dir, tu_tok(tok), files, 2);
 }
 
 /* A tiny random Llama with a real tokenizer attached. */
@@ -544,15 +549,7 @@ START_TEST(test_stop_on_repetition) {
     cv_error err = {0};
     ck_assert_msg(cv_synth_llama(dir, &sh, &err) == CV_OK, "%s", err.msg);
     const char *files[] = {"vocab.json", "merges.txt"}; /* GPT-2's original tokenizer files */
-    for (int i = 0; i < 2; i++) {
-        char src[800], dst[800];
-        snprintf(src, sizeof src, "%s/%s", tu_tok("gpt2"), files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        char *abs = realpath(src, NULL);
-        ck_assert_msg(abs != NULL, "missing %s", src);
-        ck_assert_int_eq(symlink(abs, dst), 0);
-        free(abs);
-    }
+    link_files(dir, tu_tok("gpt2"), files, 2);
     snprintf(out, sizeof out, "%s/full.json", tmp);
     const char *full[] = {
         "run", "--model", dir, "--prompt", "the the the", "--temperature", "0", "--max_new_tokens",
@@ -611,12 +608,8 @@ START_TEST(test_stop_on_nan) {
     cv_synth_shape sh = {512, 32, 2, 2, 1, 32, 64, 0, CV_DT_F32, 1e18f, 3, 1, 2, 0, 0};
     cv_error err = {0};
     ck_assert_msg(cv_synth_gpt2(dir, &sh, &err) == CV_OK, "%s", err.msg);
-    char src[800], dst[800];
-    snprintf(src, sizeof src, "tests/fixtures/gpt2-tiny/tokenizer.json");
-    snprintf(dst, sizeof dst, "%s/tokenizer.json", dir);
-    char *abs = realpath(src, NULL);
-    ck_assert_int_eq(symlink(abs, dst), 0);
-    free(abs);
+    const char *files[] = {"tokenizer.json"};
+    link_files(dir, "tests/fixtures/gpt2-tiny", files, 1);
     snprintf(out, sizeof out, "%s/t.json", tmp);
     const char *args[] = {"run", "--model", dir, "--prompt", "We're going", "--max_new_tokens",
                           "8",   "--out",   out, "--quiet",  "--stop-on",   "nan",
