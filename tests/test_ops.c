@@ -111,6 +111,8 @@ START_TEST(test_attention_vs_naive) {
         int from = cases[ci].causal ? T - 1 : 0, lo = NK / 3, hi = 2 * NK / 3;
         double h1[8 * CV_AH_SIZE], h2[8 * CV_AH_SIZE], h3[8 * CV_AH_SIZE];
         double b1[16] = {0}, b2[16] = {0}, b3[16] = {0};
+        double *sp1 = calloc((size_t)H * CV_SPARSE_SLOTS, sizeof(double));
+        double *sp2 = calloc((size_t)H * CV_SPARSE_SLOTS, sizeof(double));
         for (int h = 0; h < H; h++) {
             cv_head_record_reset(h1 + h * CV_AH_SIZE);
             cv_head_record_reset(h2 + h * CV_AH_SIZE);
@@ -138,9 +140,10 @@ START_TEST(test_attention_vs_naive) {
                           .heads_from = from,
                           .basin = b1,
                           .basin_lo = lo,
-                          .basin_hi = hi};
+                          .basin_hi = hi,
+                          .sparse = sp1};
         be->attention(be, &a);
-        a.out = o2, a.stats = r2, a.probs = p2, a.heads = h2, a.basin = b2;
+        a.out = o2, a.stats = r2, a.probs = p2, a.heads = h2, a.basin = b2, a.sparse = sp2;
         cv_attention_naive(&a);
         /* a third oracle from the naive probabilities themselves (HEALTH.md §3, §5) */
         double *row = malloc(sizeof(double) * NK);
@@ -161,6 +164,23 @@ START_TEST(test_attention_vs_naive) {
             ck_assert_double_eq_tol(b1[i], b2[i], 1e-5);
             ck_assert_double_eq_tol(b1[i], b3[i], 1e-5);
         }
+        /* sparse prompt attention: the same (q, k) lists, weights to float rounding */
+        for (int h = 0; h < H; h++) {
+            const double *x = sp1 + (size_t)h * CV_SPARSE_SLOTS,
+                         *y = sp2 + (size_t)h * CV_SPARSE_SLOTS;
+            ck_assert_int_eq((int)x[0], (int)y[0]);
+            ck_assert_int_le((int)x[0], CV_SPARSE_CAP);
+            for (int j = 0; j < (int)x[0]; j++) {
+                ck_assert_int_eq((int)x[1 + 3 * j], (int)y[1 + 3 * j]);
+                ck_assert_int_eq((int)x[2 + 3 * j], (int)y[2 + 3 * j]);
+                ck_assert_double_eq_tol(x[3 + 3 * j], y[3 + 3 * j], 1e-6);
+                ck_assert(x[3 + 3 * j] > CV_SPARSE_MIN);
+                if (j) /* row-major */
+                    ck_assert(x[1 + 3 * j] > x[3 * j - 2] ||
+                              (x[1 + 3 * j] == x[3 * j - 2] && x[2 + 3 * j] > x[3 * j - 1]));
+            }
+        }
+        free(sp1), free(sp2);
         ck_assert(tu_check_close("attention out", o1, o2, (size_t)T * qs, 1e-5));
         ck_assert(tu_check_close("attention probs", p1, p2, (size_t)H * T * NK, 1e-6));
         for (int i = 0; i < CV_AS_SIZE; i++)

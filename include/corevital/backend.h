@@ -56,6 +56,9 @@ typedef struct {
     int heads_from;
     double *basin;
     int basin_lo, basin_hi;
+    /* sparse prompt attention (n_heads x CV_SPARSE_SLOTS, stats.h), over every query row, or
+     * NULL; filled (not accumulated) by the per-row kernel */
+    double *sparse;
     float *probs; /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
 } cv_attn_args;
 

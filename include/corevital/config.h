@@ -76,9 +76,10 @@ struct cv_config {
         char *mode; /* NULL (off), summary, detailed, strict */
     } performance;
     struct {
-        int enabled;   /* the health layer (HEALTH.md): extensions, console line; default on */
-        char *stop_on; /* NULL, or conditions "repetition,nan,risk>0.8" (cv_stop_on_parse) */
-        char *stream;  /* NULL, a file path, or "-" (stdout): one JSON line per step */
+        int enabled;      /* the health layer (HEALTH.md): extensions, console line; default on */
+        char *stop_on;    /* NULL, or conditions "repetition,nan,risk>0.8" (cv_stop_on_parse) */
+        char *stream;     /* NULL, a file path, or "-" (stdout): one JSON line per step */
+        int prompt_heads; /* prompt_analysis.layers[l].heads: sparse prompt attention (CPU) */
     } health;
     struct {
         char *path; /* NULL, or the SQLite run store every run is recorded in (store.h) */

@@ -82,6 +82,7 @@ static inline void cv_model_attn_health(cv_attn_args *a, double *stats, const cv
     a->heads = cross ? cv_stats_cross_heads(stats, lay, l) : cv_stats_heads(stats, lay, l);
     a->heads_from = lay && lay->heads_last_row ? a->T - 1 : 0;
     a->basin = cross ? NULL : cv_stats_basin(stats, lay, l);
+    a->sparse = cross ? NULL : cv_stats_sparse(stats, lay, l);
     a->basin_lo = lay ? lay->prompt_P / 3 : 0;
     a->basin_hi = lay ? 2 * lay->prompt_P / 3 : 0;
 }

@@ -89,9 +89,16 @@ typedef struct {
     int n_layers, dim, has_cross, topk;
     size_t hidden_off, attn_off, cross_off, logits_off, total; /* in doubles */
     /* health: 0 when off */
-    int health, n_heads, heads_last_row, prompt_P;
-    size_t heads_off, cross_heads_off, basin_off, ltrans_off;
+    int health, n_heads, heads_last_row, prompt_P, sparse;
+    size_t heads_off, cross_heads_off, basin_off, ltrans_off, sparse_off;
 } cv_stats_layout;
+
+/* Sparse prompt attention (HEALTH.md §5, layers[l].heads): per head at most CV_SPARSE_CAP
+ * (q, k, w) with w > CV_SPARSE_MIN, the largest weights (ties to the lower (q, k)), kept in
+ * row-major order: a count, then CV_SPARSE_CAP triples. */
+#define CV_SPARSE_CAP   50
+#define CV_SPARSE_MIN   0.01f
+#define CV_SPARSE_SLOTS (1 + 3 * CV_SPARSE_CAP)
 
 void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_cross, int topk);
 /* Add the health records to a layout. heads_last_row: per-head records take only each head's
@@ -109,6 +116,12 @@ static inline double *cv_stats_cross_heads(double *base, const cv_stats_layout *
 static inline double *cv_stats_basin(double *base, const cv_stats_layout *l, int layer) {
     return base && l->prompt_P > 0 ? base + l->basin_off + (size_t)layer * l->n_heads * 2 : NULL;
 }
+static inline double *cv_stats_sparse(double *base, const cv_stats_layout *l, int layer) {
+    return base && l->sparse ? base + l->sparse_off + (size_t)layer * l->n_heads * CV_SPARSE_SLOTS
+                             : NULL;
+}
+/* With the sparse prompt attention too (a prompt pass of a health layout). */
+void cv_stats_layout_sparse(cv_stats_layout *lay);
 static inline double *cv_stats_ltrans(double *base, const cv_stats_layout *l) {
     return base && l->prompt_P > 0 ? base + l->ltrans_off : NULL;
 }

@@ -42,6 +42,87 @@ static inline int keys_visible(const cv_attn_args *a, int t) {
 /* One query row at a time: scores for all visible keys in a K-length buffer, then softmax and
  * the weighted sum of V. The path for probability captures (a->probs, tests) and for hosts
  * without AVX-512. */
+/* ---- sparse prompt attention (HEALTH.md §5): the best CV_SPARSE_CAP (q, k, w) of a head ---- */
+
+typedef struct {
+    float w;
+    int q, k;
+} sparse_entry;
+typedef struct {
+    sparse_entry e[CV_SPARSE_CAP];
+    int n;
+} sparse_heap; /* a min-heap: e[0] is the worst kept */
+
+/* a ranks below b: a smaller weight, or an equal one at a later (q, k) */
+static int sparse_worse(const sparse_entry *a, const sparse_entry *b) {
+    if (a->w != b->w) return a->w < b->w;
+    return a->q != b->q ? a->q > b->q : a->k > b->k;
+}
+
+static void sparse_sift_down(sparse_heap *hp, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < hp->n && sparse_worse(&hp->e[l], &hp->e[m])) m = l;
+        if (r < hp->n && sparse_worse(&hp->e[r], &hp->e[m])) m = r;
+        if (m == i) return;
+        sparse_entry t = hp->e[i];
+        hp->e[i] = hp->e[m];
+        hp->e[m] = t;
+        i = m;
+    }
+}
+
+static void sparse_push(sparse_heap *hp, float w, int q, int k) {
+    sparse_entry x = {w, q, k};
+    if (hp->n < CV_SPARSE_CAP) {
+        int i = hp->n++;
+        hp->e[i] = x;
+        while (i > 0 && sparse_worse(&hp->e[i], &hp->e[(i - 1) / 2])) {
+            sparse_entry t = hp->e[i];
+            hp->e[i] = hp->e[(i - 1) / 2];
+            hp->e[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+    } else if (sparse_worse(&hp->e[0], &x)) {
+        hp->e[0] = x;
+        sparse_sift_down(hp, 0);
+    }
+}
+
+static int sparse_cmp_rank(const void *a, const void *b) { /* best first */
+    return sparse_worse(b, a) ? -1 : sparse_worse(a, b) ? 1 : 0;
+}
+static int sparse_cmp_pos(const void *a, const void *b) { /* row-major */
+    const sparse_entry *x = a, *y = b;
+    return x->q != y->q ? (x->q < y->q ? -1 : 1) : (x->k < y->k ? -1 : x->k > y->k);
+}
+
+/* The threads' heaps of each head -> one list in the record: the order is total, so the kept
+ * set is the same whatever the thread count. */
+static void sparse_merge(double *out, const sparse_heap *heaps, int nt, int H) {
+    sparse_entry *all = malloc(sizeof *all * CV_SPARSE_CAP * (size_t)nt);
+    for (int h = 0; h < H; h++) {
+        double *o = out + (size_t)h * CV_SPARSE_SLOTS;
+        o[0] = 0;
+        if (!all) continue; /* out of memory: no list (never a wrong one) */
+        int n = 0;
+        for (int i = 0; i < nt; i++) {
+            const sparse_heap *hp = &heaps[(size_t)i * H + h];
+            for (int j = 0; j < hp->n; j++) all[n++] = hp->e[j];
+        }
+        qsort(all, (size_t)n, sizeof all[0], sparse_cmp_rank);
+        if (n > CV_SPARSE_CAP) n = CV_SPARSE_CAP;
+        qsort(all, (size_t)n, sizeof all[0], sparse_cmp_pos);
+        o[0] = n;
+        for (int j = 0; j < n; j++) {
+            o[1 + 3 * j] = all[j].q;
+            o[2 + 3 * j] = all[j].k;
+            o[3 + 3 * j] = all[j].w;
+        }
+    }
+    free(all);
+}
+
 void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, T = a->T, hd = a->head_dim, NK = a->n_keys;
     const int rep = a->n_heads / a->n_kv_heads;
@@ -50,11 +131,14 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
     float *scores_all = cv_cpu_scratch_flt(b, (size_t)nt * (size_t)(NK + hd));
     const int want_rows = a->stats || a->heads || a->basin;
     double *row_z = want_rows ? cv_cpu_scratch_dbl(b, 4 * (size_t)rows) : NULL;
+    /* sparse prompt attention: each thread keeps its own best CV_SPARSE_CAP per head */
+    sparse_heap *heaps = a->sparse ? calloc((size_t)nt * H, sizeof *heaps) : NULL;
 
 #pragma omp parallel if ((size_t)rows * NK * hd > 16384)
     {
         float *s = scores_all + (size_t)omp_get_thread_num() * (size_t)(NK + hd);
         float *acc = s + NK;
+        sparse_heap *my = heaps ? heaps + (size_t)omp_get_thread_num() * H : NULL;
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             int h = r / T, t = r % T, g = h / rep;
@@ -90,6 +174,11 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
                 for (int k = 0; k < kend; k++) pr[k] = s[k] * inv;
                 for (int k = kend; k < NK; k++) pr[k] = 0.0f;
             }
+            if (my)
+                for (int k = 0; k < kend; k++) {
+                    float p = s[k] * inv;
+                    if (p > CV_SPARSE_MIN) sparse_push(&my[h], p, t, k);
+                }
             if (row_z) {
                 double mid = 0.0, off = 0.0;
                 if (a->basin)
@@ -109,6 +198,12 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
     }
     /* rows merge in a fixed order: deterministic whatever the thread count */
     if (row_z) cv_attn_merge_rows(a, row_z);
+    if (heaps) {
+        sparse_merge(a->sparse, heaps, nt, H);
+        free(heaps);
+    } else if (a->sparse) {
+        for (int h = 0; h < H; h++) a->sparse[(size_t)h * CV_SPARSE_SLOTS] = 0;
+    }
 }
 
 #ifdef CV_CPU_AVX512
@@ -552,7 +647,7 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
 
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
 #ifdef CV_CPU_AVX512
-    if (!a->probs && a->head_dim <= ATT_MAX_HD && a->n_keys > 0) {
+    if (!a->probs && !a->sparse && a->head_dim <= ATT_MAX_HD && a->n_keys > 0) {
         if (a->T == 1)
             attention_decode(b, a);
         else
@@ -626,6 +721,32 @@ void cv_attention_naive(const cv_attn_args *a) {
                 q[k >= a->basin_lo && k < a->basin_hi ? 2 : 3] += sc[k] / z;
         }
     cv_attn_merge_rows(a, row_z);
+    if (a->sparse) { /* the oracle: every row again, one heap per head */
+        sparse_heap *heaps = calloc((size_t)H, sizeof *heaps);
+        if (heaps) {
+            for (int h = 0; h < H; h++)
+                for (int t = 0; t < T; t++) {
+                    int g = h / rep, kend = keys_visible(a, t);
+                    const float *qv = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
+                    double m = -INFINITY, z = 0.0;
+                    for (int k = 0; k < kend; k++) {
+                        const float *kv = a->k + (size_t)k * a->kv_stride + (size_t)g * hd;
+                        double d = 0.0;
+                        for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
+                        sc[k] =
+                            d * a->scale + (a->bias ? a->bias[((size_t)h * T + t) * NK + k] : 0.0);
+                        if (sc[k] > m) m = sc[k];
+                    }
+                    for (int k = 0; k < kend; k++) z += exp(sc[k] - m);
+                    for (int k = 0; k < kend; k++) {
+                        float p = (float)(exp(sc[k] - m) / z);
+                        if (p > CV_SPARSE_MIN) sparse_push(&heaps[h], p, t, k);
+                    }
+                }
+            sparse_merge(a->sparse, heaps, 1, H);
+            free(heaps);
+        }
+    }
     free(sc);
     free(row_z);
 }

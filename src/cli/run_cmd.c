@@ -108,6 +108,7 @@ static void run_help(FILE *f) {
         "                           (e.g. repetition,nan,risk>0.8); the trace says which\n"
         "  --stream FILE|-          one JSON line per step as it finishes (- = stdout)\n"
         "  --no-health              no health layer (extensions, health line); 0.2.0 stats stay\n"
+        "  --prompt-heads           also the prompt's sparse attention per head (CPU; slower)\n"
         "  --out PATH               output directory (default runs/); a path ending in .json\n"
         "                           is the trace file itself\n"
         "  --remote_sink {none,http,prometheus,datadog}\n"
@@ -195,6 +196,7 @@ static const opt_def k_opts[] = {
     {"--stop-on", "health.stop_on", O_VALUE, NULL},
     {"--stream", "health.stream", O_VALUE, NULL},
     {"--no-health", "health.enabled", O_FLAG, "false"},
+    {"--prompt-heads", "health.prompt_heads", O_FLAG, "true"},
     {"--prompts", NULL, O_VALUE, NULL},
     {"--store", "store.path", O_VALUE, NULL},
     {"--calibration", NULL, O_VALUE, NULL},

@@ -79,6 +79,7 @@ static const key_def k_keys[] = {
     {"health.enabled", KT_BOOL, OFF(health.enabled), NULL},
     {"health.stop_on", KT_NSTR, OFF(health.stop_on), NULL},
     {"health.stream", KT_NSTR, OFF(health.stream), NULL},
+    {"health.prompt_heads", KT_BOOL, OFF(health.prompt_heads), NULL},
     {"store.path", KT_NSTR, OFF(store.path), NULL},
 };
 #undef OFF

@@ -37,6 +37,7 @@ struct cv_gen_health {
     cJSON *prompt_analysis; /* built at the prompt pass */
     cv_health_layer_step *lsteps;
     double *psurp; /* P - 1 prompt log-probabilities (ln), from the prefill */
+    int sparse;    /* health.prompt_heads: the sparse prompt attention (CPU backend only) */
 };
 
 static double round_to(double x, int decimals) {
@@ -76,6 +77,11 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
     g->seq2seq = m->ops->encode != NULL;
     g->cos_prev = NAN;
     g->prof = cv_health_profile_for(m->cfg.architecture);
+    g->sparse = cfg->health.prompt_heads && strcmp(be->name, "cpu") == 0;
+    if (cfg->health.prompt_heads && !g->sparse)
+        CV_WARN("health.prompt_heads: the sparse prompt attention is computed on the CPU backend "
+                "only; not written for this %s run",
+                be->name);
     char why[160];
     if (cv_stop_on_parse(cfg->health.stop_on, &g->stop_on, why, sizeof why)) {
         free(g);
@@ -133,6 +139,7 @@ void cv_gen_health_layout(const cv_gen_health *g, cv_stats_layout *lay, int prom
     /* decoder steps: each head's last query row; the encoder: every row */
     int encoder = g->seq2seq && prompt_pass;
     cv_stats_layout_health(lay, g->H, !encoder, prompt_pass ? g->P : 0);
+    if (prompt_pass && g->sparse) cv_stats_layout_sparse(lay);
 }
 
 /* Prompt surprisals (HEALTH.md §5) from the prefill's final-norm rows: row t < P - 1 predicts
@@ -307,6 +314,31 @@ static cv_status prompt_analysis(cv_gen_health *g, const double *host, const cv_
             cJSON_Delete(lo);
             cJSON_Delete(bs);
             break;
+        }
+        if (lay->sparse) { /* {query_indices, key_indices, weights} per head (upstream's SoA) */
+            cJSON *heads = cJSON_CreateArray();
+            const double *sp = cv_stats_sparse((double *)host, lay, l);
+            for (int h = 0; heads && h < H; h++) {
+                const double *o = sp + (size_t)h * CV_SPARSE_SLOTS;
+                cJSON *ho = cJSON_CreateObject(), *qi = cJSON_CreateArray(),
+                      *ki = cJSON_CreateArray(), *wv = cJSON_CreateArray();
+                if (!ho || !qi || !ki || !wv) {
+                    cJSON_Delete(ho), cJSON_Delete(qi), cJSON_Delete(ki), cJSON_Delete(wv);
+                    bad = 1;
+                    break;
+                }
+                for (int j = 0; j < (int)o[0]; j++) {
+                    cJSON_AddItemToArray(qi, cJSON_CreateNumber(o[1 + 3 * j]));
+                    cJSON_AddItemToArray(ki, cJSON_CreateNumber(o[2 + 3 * j]));
+                    cJSON_AddItemToArray(wv, jnum(round_to(o[3 + 3 * j], 4)));
+                }
+                cJSON_AddItemToObject(ho, "query_indices", qi);
+                cJSON_AddItemToObject(ho, "key_indices", ki);
+                cJSON_AddItemToObject(ho, "weights", wv);
+                cJSON_AddItemToArray(heads, ho);
+            }
+            if (!heads) bad = 1;
+            if (heads) cJSON_AddItemToObject(lo, "heads", heads);
         }
         cJSON_AddItemToObject(lo, "basin_scores", bs);
         cJSON_AddItemToArray(layers, lo);

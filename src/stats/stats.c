@@ -21,8 +21,8 @@ void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_c
     lay->cross_off = lay->attn_off + (size_t)n_layers * CV_AS_SIZE;
     lay->logits_off = lay->cross_off + (has_cross ? (size_t)n_layers * CV_AS_SIZE : 0);
     lay->total = lay->logits_off + cv_logits_record_size(topk);
-    lay->health = lay->n_heads = lay->heads_last_row = lay->prompt_P = 0;
-    lay->heads_off = lay->cross_heads_off = lay->basin_off = lay->ltrans_off = 0;
+    lay->health = lay->n_heads = lay->heads_last_row = lay->prompt_P = lay->sparse = 0;
+    lay->heads_off = lay->cross_heads_off = lay->basin_off = lay->ltrans_off = lay->sparse_off = 0;
 }
 
 void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_row, int prompt_P) {
@@ -42,6 +42,13 @@ void cv_stats_layout_health(cv_stats_layout *lay, int n_heads, int heads_last_ro
         at += L;
     }
     lay->total = at;
+}
+
+void cv_stats_layout_sparse(cv_stats_layout *lay) {
+    if (!lay->health || lay->prompt_P <= 0 || lay->sparse) return;
+    lay->sparse = 1;
+    lay->sparse_off = lay->total;
+    lay->total += (size_t)lay->n_layers * lay->n_heads * CV_SPARSE_SLOTS;
 }
 
 void cv_head_record_reset(double *rec) {

@@ -299,6 +299,28 @@ def basin_scores(A):
     return [float(x) for x in mid / (bnd + 1e-10)]
 
 
+def sparse_heads(A, threshold=0.01, cap=50):
+    """HEALTH.md §5 layers[l].heads (full capture): per head the (q, k) with a > threshold (on the
+    float32 weights), the top `cap` by weight with ties at the cut to the lower (q, k), written in
+    row-major order; weights r4 (and raw)."""
+    A = np.asarray(A, dtype=np.float32)
+    heads = []
+    for h in range(A.shape[0]):
+        q, k = np.nonzero(A[h] > threshold)  # row-major order
+        w = A[h][q, k]
+        if len(w) > cap:
+            order = sorted(range(len(w)), key=lambda i: (-float(w[i]), int(q[i]), int(k[i])))[:cap]
+            order.sort()  # back to row-major
+            q, k, w = q[order], k[order], w[order]
+        heads.append({
+            "query_indices": [int(x) for x in q],
+            "key_indices": [int(x) for x in k],
+            "weights": [r(float(x), 4) for x in w],
+            "weights_raw": [float(x) for x in w],
+        })
+    return heads
+
+
 def prompt_analysis(logits, ids, hs, attns):
     """HEALTH.md §5 / decisions 7-8: the prompt_analysis object (rN values also unrounded)."""
     ps = prompt_surprisals(logits, ids) if logits is not None else []
@@ -306,7 +328,8 @@ def prompt_analysis(logits, ids, hs, attns):
     layers = []
     for A in attns:
         b = basin_scores(A)
-        layers.append({"basin_scores": [r(x, 4) for x in b], "basin_scores_raw": [fin(x) for x in b]})
+        layers.append({"heads": sparse_heads(A), "basin_scores": [r(x, 4) for x in b],
+                       "basin_scores_raw": [fin(x) for x in b]})
     return {
         "prompt_surprisals": [r(x, 4) for x in ps],
         "prompt_surprisals_raw": [fin(x) for x in ps],
