@@ -10,16 +10,30 @@
  *                      decode speed; otherwise each pass over a weight row serves TB = 8 rows.
  *   T > 8, F32         cuBLAS SGEMM in CUBLAS_PEDANTIC_MATH (no TF32: inputs are not rounded to
  *                      10-bit mantissas), fp32 accumulation; bias by a broadcast kernel.
- *   T > 8, F16 / BF16  the same hand-written kernel (fp32 activations: parity with the CPU).
- * cv_cuda_set_variant("matmul", 1) sends every dtype through the kernel; 2 sends every dtype
- * through cuBLAS (F16/BF16: cublasGemmEx on activations rounded to the weight dtype with fp32
- * compute — faster for long prefills, but the rounding of the activations departs from the CPU,
- * so it is not the default). */
+ *   8 < T <= 128, F16 / BF16  the same hand-written kernel (fp32 activations: parity with the CPU).
+ *   T > 128, F16 / BF16       cublasGemmEx on tensor cores: activations rounded to the weight
+ *                      dtype, fp32 accumulation (CUBLAS_COMPUTE_32F). The rounding of the
+ *                      activations departs from the CPU (relative ~2^-8 per product for BF16,
+ *                      2^-11 for F16, so |error| ~ 2^-9 sqrt(K) |x| |w| for BF16; docs/cuda.md).
+ *                      CV_MM_GEMMEX_T is the threshold: short prompts and decode keep the CPU's
+ *                      arithmetic, long prefills (where the GEMM is compute bound) get tensor
+ * cores. Quantized (INT8 / NF4): T <= 64 the fused dequant-GEMV; 64 < T <= 128 dequantize row tiles
+ * of at most CV_MM_QTILE elements to fp32 + SGEMM per tile (bit-for-bit the CPU's dequantized
+ * values); T > 128 dequantize row tiles to bf16 + cublasGemmEx (the BF16 route's error). The
+ * scratch stays bounded (64 MiB fp32 / 32 MiB bf16 per tile plus the activations) instead of
+ * expanding the whole matrix (2 GiB fp32 for a 128256 x 4096 head).
+ * cv_cuda_set_variant("matmul", 1) sends every dense dtype through the kernel; 2 sends every dense
+ * dtype through cuBLAS (F16/BF16: cublasGemmEx at any T). */
 #include "common.cuh"
 
 extern "C" {
 #include "corevital/quant_cuda.h"
 }
+
+/* F16 / BF16 weights with T above this take cublasGemmEx (auto route). */
+#define CV_MM_GEMMEX_T 128
+/* Quantized prefill: elements per dequantized row tile (16 Mi: 64 MiB fp32, 32 MiB bf16). */
+#define CV_MM_QTILE (16ll << 20)
 
 /* 16 bytes of weights widened to fp32: 4 F32 or 8 F16/BF16 values. */
 template <typename WT> struct cv_vec16 {
@@ -165,34 +179,99 @@ static void cublas_16(cv_cuda_ctx *c, float *out, const float *x, const cv_weigh
     add_bias(c, out, bias, T, N);
 }
 
+static long long gcd_ll(long long a, long long b) {
+    while (b) {
+        long long t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Rows of W (N, K) dequantized per tile: at most CV_MM_QTILE elements (but at least one step),
+ * a multiple of `step` rows so that every NF4 tile starts on an absmax block and a whole byte:
+ * tile n0 .. n0 + rows - 1 is then the plain launchers' input at offset pointers. */
+static int quant_tile_rows(const cv_weight *w, int N, int K) {
+    long long step = 1;
+    if (w->format == CV_WFMT_NF4) {
+        long long L = (w->block & 1) ? 2ll * w->block : (long long)w->block;
+        step = L / gcd_ll((long long)K, L);
+    }
+    long long rows = CV_MM_QTILE / (K > 0 ? K : 1) / step * step;
+    if (rows < step) rows = step;
+    if (rows > N) rows = N;
+    return (int)rows;
+}
+
+/* Dequantize rows n0 .. n0 + nt - 1 of w into tile (fp32 or bf16). */
+static int dequant_tile(void *tile, int bf16, const cv_weight *w, int n0, int nt, int K,
+                        cudaStream_t s) {
+    if (w->format == CV_WFMT_INT8) {
+        const int8_t *q = static_cast<const int8_t *>(w->data) + (size_t)n0 * K;
+        return bf16 ? cv_cuda_dequant_int8_bf16(static_cast<uint16_t *>(tile), q, w->scales + n0,
+                                                nt, K, s)
+                    : cv_cuda_dequant_int8_f32(static_cast<float *>(tile), q, w->scales + n0, nt, K,
+                                               s);
+    }
+    if (w->block <= 0) return (int)cudaErrorInvalidValue;
+    const int64_t e0 = (int64_t)n0 * K, n = (int64_t)nt * K;
+    const uint8_t *p = static_cast<const uint8_t *>(w->data) + e0 / 2;
+    const float *am = w->scales + e0 / w->block;
+    return bf16 ? cv_cuda_dequant_nf4_bf16(static_cast<uint16_t *>(tile), p, am, n, w->block, s)
+                : cv_cuda_dequant_nf4_f32(static_cast<float *>(tile), p, am, n, w->block, s);
+}
+
 /* INT8 / NF4 weights (kernels/quant.cu): T <= 64 the fused dequant-GEMV (fp32 accumulation,
- * the CPU's arithmetic); longer prefills dequantize the matrix to fp32 in scratch (the exact
- * values the CPU multiplies by) and run the cuBLAS SGEMM route. */
+ * the CPU's arithmetic); longer prefills dequantize bounded row tiles (fp32 + SGEMM up to
+ * CV_MM_GEMMEX_T, bf16 + GemmEx above) and write each tile's columns of out (ld N). */
 static void quant_matmul(cv_cuda_ctx *c, float *out, const float *x, const cv_weight *w,
                          const float *bias, int T) {
     const int N = (int)w->rows, K = (int)w->cols;
-    int rc;
+    int rc = 0;
     if (T <= 64) {
         rc = cv_cuda_quant_gemv(out, x, w->data, w->scales, bias, (int)w->format, T, N, K, w->block,
                                 c->stream);
-    } else {
-        float *wf = static_cast<float *>(cv_cuda_scratch(c, sizeof(float) * (size_t)N * K));
-        if (!wf) return;
-        if (w->format == CV_WFMT_INT8)
-            rc = cv_cuda_dequant_int8_f32(wf, static_cast<const int8_t *>(w->data), w->scales, N, K,
-                                          c->stream);
-        else
-            rc = cv_cuda_dequant_nf4_f32(wf, static_cast<const uint8_t *>(w->data), w->scales,
-                                         (int64_t)N * K, w->block, c->stream);
-        if (rc == 0) {
-            cv_weight dense = *w;
-            dense.data = wf;
-            dense.dtype = CV_DT_F32;
-            dense.format = CV_WFMT_DENSE;
-            cublas_f32(c, out, x, &dense, bias, T);
-        }
+        if (rc != 0) cv_cuda_report(c, "quantized matmul", cudaGetErrorString((cudaError_t)rc));
+        return;
     }
-    if (rc != 0) cv_cuda_report(c, "quantized matmul", cudaGetErrorString((cudaError_t)rc));
+    const int bf16 = T > CV_MM_GEMMEX_T;
+    const int R = quant_tile_rows(w, N, K);
+    const size_t xbytes = bf16 ? ((size_t)T * K * sizeof(__nv_bfloat16) + 255) / 256 * 256 : 0;
+    const size_t tbytes = (size_t)R * K * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float));
+    char *scr = static_cast<char *>(cv_cuda_scratch(c, xbytes + tbytes));
+    if (!scr) return;
+    __nv_bfloat16 *xs = reinterpret_cast<__nv_bfloat16 *>(scr);
+    void *tile = scr + xbytes;
+    if (bf16) {
+        size_t n = (size_t)T * K;
+        to_half_kernel<__nv_bfloat16><<<cv_cuda_blocks(n, 256), 256, 0, c->stream>>>(xs, x, n);
+        CV_CUDA_LAUNCHED(c, "matmul activation rounding");
+        cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH);
+    }
+    const float one = 1.0f, zero = 0.0f;
+    for (int n0 = 0; n0 < N && rc == 0; n0 += R) {
+        const int nt = N - n0 < R ? N - n0 : R;
+        rc = dequant_tile(tile, bf16, w, n0, nt, K, c->stream);
+        if (rc != 0) break;
+        /* out^T (N x T, ld N) rows n0..: W_tile^T (K x nt col-major, ld K) . x^T (K x T) */
+        if (bf16)
+            cublas_check(c,
+                         cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, nt, T, K, &one, tile,
+                                      CUDA_R_16BF, K, xs, CUDA_R_16BF, K, &zero, out + n0,
+                                      CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                         "cublasGemmEx (quantized tile)");
+        else
+            cublas_check(c,
+                         cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, nt, T, K, &one,
+                                     static_cast<const float *>(tile), K, x, K, &zero, out + n0, N),
+                         "cublasSgemm (quantized tile)");
+    }
+    if (bf16) cublasSetMathMode(c->cublas, CUBLAS_PEDANTIC_MATH);
+    if (rc != 0) {
+        cv_cuda_report(c, "quantized matmul", cudaGetErrorString((cudaError_t)rc));
+        return;
+    }
+    add_bias(c, out, bias, T, N);
 }
 
 void cv_cuda_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
@@ -203,8 +282,9 @@ void cv_cuda_matmul(cv_backend *b, float *out, const float *x, const cv_weight *
         quant_matmul(c, out, x, w, bias, T);
         return;
     }
-    const int use_cublas = c->mm_variant == CV_MM_CUBLAS ||
-                           (c->mm_variant == CV_MM_AUTO && w->dtype == CV_DT_F32 && T > 8);
+    const int auto_cublas = w->dtype == CV_DT_F32 ? T > 8 : T > CV_MM_GEMMEX_T;
+    const int use_cublas =
+        c->mm_variant == CV_MM_CUBLAS || (c->mm_variant == CV_MM_AUTO && auto_cublas);
     switch (w->dtype) {
     case CV_DT_F32:
         if (use_cublas)
