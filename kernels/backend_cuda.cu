@@ -3,13 +3,15 @@
  * quantized), the stream and cuBLAS handle, and the assembly of the cv_backend table from the op
  * family files (matmul.cu, norms.cu, elementwise.cu, attention.cu, logits.cu; quant.cu).
  *
- * Exported with C linkage: cv_backend_cuda_create, cv_cuda_available, and for the bench
- * cv_cuda_set_variant (kernel versions) and cv_cuda_stream (cudaEvent timing). With no GPU (no
- * device, no driver, or CUDA_VISIBLE_DEVICES hiding them all) cv_cuda_available() is 0 and create
- * returns NULL with a message, so callers can fall back to the CPU. */
+ * This file is the entry of the CUDA module, libcorevital_cuda.so (src/backend/cuda_module.h):
+ * it exports one symbol, cv_cuda_module_entry, the table of available / create / set_variant /
+ * stream / debug, which src/backend/cuda_loader.c forwards backend.h's cv_* entry points to.
+ * With no GPU (no device, no driver, or CUDA_VISIBLE_DEVICES hiding them all) available() is 0
+ * and create returns NULL with a message, so callers can fall back to the CPU. */
 #include "common.cuh"
 
 extern "C" {
+#include "backend/cuda_module.h"
 #include "corevital/quant.h"
 }
 
@@ -385,7 +387,7 @@ static int32_t op_argmax(cv_backend *b, const float *logits, int V) {
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
-extern "C" int cv_cuda_available(void) {
+static int cu_available(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
@@ -395,7 +397,7 @@ extern "C" int cv_cuda_available(void) {
     return n > 0;
 }
 
-extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
+static cv_backend *cu_create(int device, cv_error *err) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -491,7 +493,7 @@ extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
 /* Select a kernel version for the bench ladder: op "matmul", v = 0 auto, 1 hand-written kernel
  * for every dtype, 2 cuBLAS for every dtype (F16/BF16: activations rounded to the weight dtype,
  * fp32 accumulation — faster prefill, not bit-compatible with the CPU). Returns 0 on success. */
-extern "C" int cv_cuda_set_variant(cv_backend *b, const char *op, int v) {
+static int cu_set_variant(cv_backend *b, const char *op, int v) {
     if (!b || !b->name || strcmp(b->name, "cuda") != 0 || !op) return -1;
     if (strcmp(op, "matmul") == 0 && v >= CV_MM_AUTO && v <= CV_MM_CUBLAS) {
         cv_cuda_ctx_of(b)->mm_variant = v;
@@ -502,7 +504,7 @@ extern "C" int cv_cuda_set_variant(cv_backend *b, const char *op, int v) {
 
 /* Debugging and test hooks (backend.h): "sync" waits after every op so that an asynchronous
  * fault is blamed on its op; "fail_scratch" makes the next scratch growth fail. */
-extern "C" int cv_cuda_debug(cv_backend *b, const char *what, int v) {
+static int cu_debug(cv_backend *b, const char *what, int v) {
     if (!b || !b->name || strcmp(b->name, "cuda") != 0 || !what) return -1;
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     if (strcmp(what, "sync") == 0)
@@ -516,7 +518,16 @@ extern "C" int cv_cuda_debug(cv_backend *b, const char *what, int v) {
 
 /* The backend's op stream (a cudaStream_t), for timing with cudaEvents (bench/bench_cuda.c):
  * events recorded on the legacy default stream would not order with this non-blocking stream. */
-extern "C" void *cv_cuda_stream(cv_backend *b) {
+static void *cu_stream(cv_backend *b) {
     if (!b || !b->name || strcmp(b->name, "cuda") != 0) return NULL;
     return (void *)cv_cuda_ctx_of(b)->stream;
+}
+
+/* ---- the module's one export --------------------------------------------------------------- */
+
+extern "C" __attribute__((visibility("default"))) const cv_cuda_module *cv_cuda_module_entry(void) {
+    static const cv_cuda_module m = {
+        CV_CUDA_MODULE_ABI, sizeof(cv_backend), cu_available, cu_create,
+        cu_set_variant,     cu_stream,          cu_debug};
+    return &m;
 }

@@ -52,18 +52,18 @@ static cv_status backend_check(cv_backend *be, cv_error *err) {
 static cv_backend *pick_backend(const cv_config *cfg, const char **device, cv_error *err) {
     const char *req = cfg->device.requested ? cfg->device.requested : "auto";
     if (strcmp(req, "cpu") != 0) {
-        if (cv_cuda_available()) {
-            cv_backend *b = cv_backend_cuda_create(0, err);
-            if (b) {
-                *device = "cuda";
-                return b;
-            }
-            CV_WARN("CUDA backend could not start (%s), falling back to CPU", err->msg);
-        } else if (strcmp(req, "cuda") == 0) {
-            CV_WARN("CUDA requested but not available, falling back to CPU");
-        } else {
-            CV_INFO("Device auto: no CUDA device available, using the CPU");
+        /* loads the CUDA module (src/backend/cuda_loader.c) only now, when a GPU is wanted */
+        cv_backend *b = cv_backend_cuda_create(0, err);
+        if (b) {
+            *device = "cuda";
+            return b;
         }
+        if (strcmp(req, "cuda") == 0)
+            CV_WARN("CUDA requested but not available: %s; falling back to CPU", err->msg);
+        else
+            CV_INFO("Device auto: %s, using the CPU", err->msg);
+        err->code = CV_OK;
+        err->msg[0] = '\0';
     }
     *device = "cpu";
     cv_backend *b = cv_backend_cpu_create();
