@@ -521,14 +521,14 @@ static void check_attention(const attn_case *tc, int with_probs) {
 
 START_TEST(test_attention) {
     const attn_case cases[] = {
-        {12, 12, 64, 1, 37, 36, 1, 0}, /* GPT-2 decode step */
-        {8, 2, 32, 17, 17, 0, 1, 0},   /* GQA prefill */
-        {4, 1, 16, 3, 20, 17, 1, 0},   /* MQA, queries mid-cache */
-        {6, 6, 8, 5, 9, 0, 0, 1},      /* bidirectional + T5 bias, tiny head_dim */
-        {6, 3, 96, 3, 67, 64, 1, 1},   /* causal + bias, head_dim not dividing the block */
-        {2, 2, 128, 3, 1000, 0, 0, 0}, /* long non-causal */
-        {2, 1, 512, 1, 5, 4, 1, 0},    /* head_dim above the block size */
-        {4, 4, 64, 17, 40, 23, 1, 0},  /* prefill continuing a cache */
+        {12, 12, 64, 1, 37, 36, 1, 0, 0}, /* GPT-2 decode step */
+        {8, 2, 32, 17, 17, 0, 1, 0, 0},   /* GQA prefill */
+        {4, 1, 16, 3, 20, 17, 1, 0, 0},   /* MQA, queries mid-cache */
+        {6, 6, 8, 5, 9, 0, 0, 1, 0},      /* bidirectional + T5 bias, tiny head_dim */
+        {6, 3, 96, 3, 67, 64, 1, 1, 0},   /* causal + bias, head_dim not dividing the block */
+        {2, 2, 128, 3, 1000, 0, 0, 0, 0}, /* long non-causal */
+        {2, 1, 512, 1, 5, 4, 1, 0, 0},    /* head_dim above the block size */
+        {4, 4, 64, 17, 40, 23, 1, 0, 0},  /* prefill continuing a cache */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_attention(&cases[i], 0);
@@ -539,7 +539,7 @@ END_TEST
 
 START_TEST(test_attention_long_cache) {
     /* scores no longer fit in shared memory: the kernel keeps them in global scratch */
-    const attn_case c = {2, 1, 64, 1, 70000, 69999, 1, 0};
+    const attn_case c = {2, 1, 64, 1, 70000, 69999, 1, 0, 0};
     check_attention(&c, 1);
 }
 END_TEST
@@ -550,12 +550,12 @@ END_TEST
  * (rows x n_keys scores in scratch), GQA, with statistics and probabilities. */
 START_TEST(test_attention_12k_57k_keys) {
     const attn_case cases[] = {
-        {2, 1, 64, 1, 12000, 11999, 1, 0}, /* under 48 KiB */
-        {2, 1, 64, 1, 12400, 12399, 1, 0}, /* just over 48 KiB: the opt-in */
-        {4, 2, 64, 1, 30000, 29999, 1, 0}, /* mid-range */
-        {2, 1, 64, 3, 57000, 56997, 1, 0}, /* near the opt-in limit, prefill rows */
-        {2, 1, 64, 3, 57800, 57797, 1, 0}, /* just past it: global scratch, 3 rows */
-        {2, 2, 128, 1, 56000, 0, 0, 0},    /* head_dim 128 (larger base): global scratch */
+        {2, 1, 64, 1, 12000, 11999, 1, 0, 0}, /* under 48 KiB */
+        {2, 1, 64, 1, 12400, 12399, 1, 0, 0}, /* just over 48 KiB: the opt-in */
+        {4, 2, 64, 1, 30000, 29999, 1, 0, 0}, /* mid-range */
+        {2, 1, 64, 3, 57000, 56997, 1, 0, 0}, /* near the opt-in limit, prefill rows */
+        {2, 1, 64, 3, 57800, 57797, 1, 0, 0}, /* just past it: global scratch, 3 rows */
+        {2, 2, 128, 1, 56000, 0, 0, 0, 0},    /* head_dim 128 (larger base): global scratch */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i], 1);
 }
