@@ -1,5 +1,6 @@
 # CoreVital — build, test, run, bench.
-#   make            ./corevital and build/libcorevital.a (CUDA kernels too when nvcc is found)
+#   make            ./corevital and build/libcorevital.a; with nvcc, the CUDA backend module
+#                   build/libcorevital_cuda.so, copied beside ./corevital (loaded on demand)
 #   make test       build and run the Check test suites (no GPU needed)
 #   make test-asan  the same suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run        run the main job on the bundled tiny GPT-2
