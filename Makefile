@@ -1,5 +1,6 @@
 # CoreVital — build, test, run, bench.
-#   make            ./corevital and build/libcorevital.a (CUDA kernels too when nvcc is found)
+#   make            ./corevital and build/libcorevital.a; with nvcc, the CUDA backend module
+#                   build/libcorevital_cuda.so, copied beside ./corevital (loaded on demand)
 #   make test       build and run the Check test suites (no GPU needed)
 #   make test-asan  the same suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run        run the main job on the bundled tiny GPT-2
@@ -39,12 +40,17 @@ ifeq ($(SAN),1)
   NO_CUDA  := 1
 endif
 
-# CUDA: found on PATH or in the default toolkit location, unless NO_CUDA=1.
+# CUDA: found on PATH or in the default toolkit location, unless NO_CUDA=1. The CUDA backend
+# (kernels/*.cu) is a module, $(BUILD)/libcorevital_cuda.so, installed beside the binary and
+# loaded with dlopen only when a run looks for a GPU (src/backend/cuda_loader.c): the binary and
+# libcorevital.a link neither cudart nor cuBLAS. The module's references to the library (cv_fail,
+# cv_log, ...) resolve against the executable, which therefore exports its cv_* symbols.
 ifneq ($(NO_CUDA),1)
   NVCC := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
 endif
 CUDA_ARCH ?= 90
 CU_SRC    := $(wildcard kernels/*.cu)
+LDLIBS    += -ldl
 ifneq ($(NVCC),)
   CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS      += -DCV_HAVE_CUDA -I$(CUDA_HOME)/include
@@ -52,17 +58,22 @@ ifneq ($(NVCC),)
   NVCCFLAGS   := -O3 -std=c++17 \
                  -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
                  -Iinclude -Isrc -Xcompiler -fPIC,-Wall -DCV_HAVE_CUDA
-  LDLIBS      += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
   CU_OBJ      := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CU_SRC))
-  STUB_SRC    :=
+  CUDA_MODULE := $(BUILD)/libcorevital_cuda.so
+  # the copy beside the binary that the loader finds (./libcorevital_cuda.so for ./corevital)
+  CUDA_MODULE_INSTALL := $(if $(filter build,$(BUILD)),libcorevital_cuda.so)
+  LDFLAGS     += '-Wl,--export-dynamic-symbol=cv_*'
+  # binaries that call the CUDA runtime themselves (tests/cuda, bench_cuda) link the module and
+  # cudart; $$ORIGIN-relative so the build folder can move
+  CUDA_RT     := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
 else
   CU_OBJ      :=
-  STUB_SRC    := src/backend/cuda_stub.c
+  CUDA_MODULE :=
+  CUDA_MODULE_INSTALL :=
 endif
 
-LIB_SRC := $(filter-out src/cli/main.c src/backend/cuda_stub.c, \
-             $(wildcard src/*/*.c tokenizer/*.c)) $(STUB_SRC)
-LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(CU_OBJ)
+LIB_SRC := $(filter-out src/cli/main.c,$(wildcard src/*/*.c tokenizer/*.c))
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 LIB     := $(BUILD)/libcorevital.a
 BIN     := corevital
 ifneq ($(BUILD),build)
@@ -78,7 +89,7 @@ CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
 CUDA_TEST_BINS:= $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(CUDA_TEST_SRC))
 
 .PHONY: all tokenizers test-deps fuzz fuzz-build fuzz-bins test test-asan run bench lint format clean ref test-cuda bench-cuda
-all: $(BIN) $(LIB)
+all: $(BIN) $(LIB) $(CUDA_MODULE) $(CUDA_MODULE_INSTALL)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -94,6 +105,16 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# -Bsymbolic: the module's own functions are never interposed by the executable's exports.
+$(CUDA_MODULE): $(CU_OBJ)
+	$(NVCC) -shared -cudart shared -o $@ $^ -Xlinker -soname,libcorevital_cuda.so \
+	  -Xlinker -Bsymbolic -Xlinker -rpath,$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64 -lcublas
+
+ifneq ($(CUDA_MODULE_INSTALL),)
+$(CUDA_MODULE_INSTALL): $(CUDA_MODULE)
+	cp $< $@
+endif
 
 $(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB)
 	@mkdir -p $(dir $@)
@@ -123,7 +144,7 @@ test-deps:
 	@sh scripts/install-test-deps.sh
 
 # Each suite runs from the repository root (fixtures are found by relative path).
-test: $(BIN) $(TEST_BINS) $(TOK_FILES) test-deps
+test: $(BIN) $(CUDA_MODULE) $(CUDA_MODULE_INSTALL) $(TEST_BINS) $(TOK_FILES) test-deps
 	@fail=0; for t in $(TEST_BINS); do \
 	  echo "== $$t"; CV_TEST_BIN=./$(BIN) CV_TOKENIZERS_DIR=$(TOK_DIR) CK_FORK=no ./$$t || fail=1; \
 	done; \
@@ -132,13 +153,21 @@ test: $(BIN) $(TEST_BINS) $(TOK_FILES) test-deps
 test-asan:
 	$(MAKE) SAN=1 BUILD=build-asan test
 
-test-cuda: $(BIN) $(CUDA_TEST_BINS)
+test-cuda: $(BIN) $(CUDA_MODULE_INSTALL) $(CUDA_TEST_BINS)
 	@if [ -z "$(NVCC)" ]; then echo "test-cuda: nvcc not found"; exit 1; fi
 	@fail=0; for t in $(CUDA_TEST_BINS); do echo "== $$t"; ./$$t || fail=1; done; exit $$fail
 
-$(BUILD)/tests/cuda/%: tests/cuda/%.c $(TEST_UTIL) $(LIB)
+$(BUILD)/tests/cuda/%: tests/cuda/%.c $(TEST_UTIL) $(LIB) $(CUDA_MODULE)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/util -o $@ $< $(TEST_UTIL) $(LIB) $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/util -o $@ $< $(TEST_UTIL) -Wl,--no-as-needed $(CUDA_MODULE) \
+	  $(LIB) $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS) $(CUDA_RT) -Wl,-rpath,'$$ORIGIN/../..'
+
+ifneq ($(NVCC),)
+$(BUILD)/bench/bench_cuda: bench/bench_cuda.c $(wildcard bench/*.h) $(LIB) $(CUDA_MODULE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ibench -o $@ $< -Wl,--no-as-needed $(CUDA_MODULE) $(LIB) $(LDFLAGS) $(LDLIBS) $(CUDA_RT) \
+	  -Wl,-rpath,'$$ORIGIN/..'
+endif
 
 RUN_MODEL  ?= tests/fixtures/gpt2-tiny
 RUN_PROMPT ?= The quick brown fox
@@ -148,7 +177,7 @@ run: $(BIN)
 bench: $(BIN) $(BENCH_BINS) $(TOK_FILES)
 	CV_TOKENIZERS_DIR=$(TOK_DIR) sh bench/run.sh $(BUILD)
 
-bench-cuda: $(BIN) $(BENCH_BINS)
+bench-cuda: $(BIN) $(CUDA_MODULE_INSTALL) $(BENCH_BINS)
 	sh bench/run_cuda.sh $(BUILD)
 
 LINT_DIRS := src tokenizer include
@@ -183,6 +212,6 @@ ref:
 	sh tests/ref/run.sh
 
 clean:
-	rm -rf build build-asan build-fuzz corevital
+	rm -rf build build-asan build-fuzz corevital libcorevital_cuda.so
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

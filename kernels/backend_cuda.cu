@@ -3,13 +3,15 @@
  * quantized), the stream and cuBLAS handle, and the assembly of the cv_backend table from the op
  * family files (matmul.cu, norms.cu, elementwise.cu, attention.cu, logits.cu; quant.cu).
  *
- * Exported with C linkage: cv_backend_cuda_create, cv_cuda_available, and for the bench
- * cv_cuda_set_variant (kernel versions) and cv_cuda_stream (cudaEvent timing). With no GPU (no
- * device, no driver, or CUDA_VISIBLE_DEVICES hiding them all) cv_cuda_available() is 0 and create
- * returns NULL with a message, so callers can fall back to the CPU. */
+ * This file is the entry of the CUDA module, libcorevital_cuda.so (src/backend/cuda_module.h):
+ * it exports one symbol, cv_cuda_module_entry, the table of available / create / set_variant /
+ * stream / debug, which src/backend/cuda_loader.c forwards backend.h's cv_* entry points to.
+ * With no GPU (no device, no driver, or CUDA_VISIBLE_DEVICES hiding them all) available() is 0
+ * and create returns NULL with a message, so callers can fall back to the CPU. */
 #include "common.cuh"
 
 extern "C" {
+#include "backend/cuda_module.h"
 #include "corevital/quant.h"
 }
 
@@ -17,10 +19,26 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- errors: the sticky failure state ------------------------------------------------------ */
+
 void cv_cuda_report(cv_cuda_ctx *c, const char *what, const char *detail) {
-    if (c->failed) return;
+    if (c->failed) return; /* first error wins: later ones are usually its consequences */
     c->failed = 1;
-    CV_ERROR("cuda: %s failed: %s", what, detail);
+    snprintf(c->error, sizeof c->error, "%s: %s: %s", c->op ? c->op : "cuda", what, detail);
+    CV_ERROR("cuda: %s", c->error);
+}
+
+void cv_cuda_fail_call(cv_cuda_ctx *c, const char *what, cudaError_t e) {
+    (void)cudaGetLastError(); /* a non-sticky error must not be seen again by a later launch */
+    /* CV_CUDA_CHECK passes the call's text: keep the function name, not its arguments */
+    char name[96];
+    size_t n = 0;
+    while (what[n] && n + 1 < sizeof name && !(what[n] == '(' && n > 0 && what[n - 1] != ' ')) n++;
+    memcpy(name, what, n);
+    name[n] = '\0';
+    char detail[320];
+    snprintf(detail, sizeof detail, "%s (%s)", cudaGetErrorName(e), cudaGetErrorString(e));
+    cv_cuda_report(c, name, detail);
 }
 
 void *cv_cuda_scratch(cv_cuda_ctx *c, size_t bytes) {
@@ -30,61 +48,117 @@ void *cv_cuda_scratch(cv_cuda_ctx *c, size_t bytes) {
     if (c->scratch) CV_CUDA_CHECK(c, cudaFree(c->scratch)); /* waits for kernels still using it */
     c->scratch = NULL;
     c->scratch_cap = 0;
-    if (cudaMalloc(&c->scratch, cap) != cudaSuccess) {
-        cv_cuda_report(c, "cudaMalloc (scratch)", "out of device memory");
+    cudaError_t e = c->fail_scratch ? cudaErrorMemoryAllocation : cudaMalloc(&c->scratch, cap);
+    c->fail_scratch = 0;
+    if (e != cudaSuccess) {
         c->scratch = NULL;
+        cv_cuda_fail_call(c, "cudaMalloc (scratch)", e); /* blamed on the op that needed it */
         return NULL;
     }
     c->scratch_cap = cap;
     return c->scratch;
 }
 
+/* Entry of every op: name it (the sticky error blames it), make the backend's GPU current (the
+ * current device belongs to the host thread, and another backend on another GPU may have
+ * switched it), and refuse to enqueue anything after a failure. NULL: return at once. */
+static cv_cuda_ctx *cu_enter(cv_backend *b, const char *op) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (c->failed) return NULL;
+    c->op = op;
+    CV_CUDA_CHECK(c, cudaSetDevice(c->device)); /* cheap when it is already current */
+    return c->failed ? NULL : c;
+}
+
+static void cu_leave(cv_cuda_ctx *c) {
+    if (c->sync_each && !c->failed) CV_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    c->op = NULL;
+}
+
+/* status: the sticky failure, after a non-blocking look at the work still in flight (a fault
+ * raised by kernels enqueued since the last wait shows up here rather than at the next op). */
+static cv_status cu_status(cv_backend *b, cv_error *err) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (!c->failed) {
+        c->op = "pending work";
+        cudaError_t e = cudaSetDevice(c->device);
+        if (e == cudaSuccess) e = cudaStreamQuery(c->stream);
+        if (e != cudaSuccess && e != cudaErrorNotReady) cv_cuda_fail_call(c, "cudaStreamQuery", e);
+        c->op = NULL;
+    }
+    if (!c->failed) return CV_OK;
+    return cv_fail(err, CV_ERR_RUNTIME, "cuda device %d: %s", c->device, c->error);
+}
+
 /* ---- memory -------------------------------------------------------------------------------- */
 
+/* An allocation that fails returns NULL (the caller reports it) without entering the sticky
+ * state: running out of memory at load time is an answer, not a fault. */
 static void *cu_alloc(cv_backend *b, size_t bytes) {
-    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    cv_cuda_ctx *c = cu_enter(b, "alloc");
+    if (!c) return NULL;
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess) {
         (void)cudaGetLastError(); /* an out-of-memory answer is not sticky: clear it */
+        cu_leave(c);
         return NULL;
     }
     /* zero-filled like the CPU backend; enqueued on the op stream, so it lands before any op */
     CV_CUDA_CHECK(c, cudaMemsetAsync(p, 0, bytes ? bytes : 16, c->stream));
+    cu_leave(c);
     return p;
 }
 
+/* Freeing goes on after a failure (no leaks); its own errors then add nothing. */
 static void cu_free(cv_backend *b, void *p) {
-    if (p) CV_CUDA_CHECK(cv_cuda_ctx_of(b), cudaFree(p));
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (!p) return;
+    cudaSetDevice(c->device);
+    cudaError_t e = cudaFree(p);
+    if (e != cudaSuccess) cv_cuda_fail_call(c, "cudaFree", e);
 }
 
 /* Host -> device from pageable memory: cudaMemcpyAsync returns once the source is staged, so
  * the caller may reuse its buffer immediately, and the copy is ordered with the ops. */
 static void cu_upload(cv_backend *b, void *dst, const void *src, size_t bytes) {
-    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    cv_cuda_ctx *c = cu_enter(b, "upload");
+    if (!c) return;
     if (bytes)
         CV_CUDA_CHECK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    cu_leave(c);
 }
 
+/* After a failure `dst` is left as it was: the caller's status() check says not to use it. */
 static void cu_download(cv_backend *b, void *dst, const void *src, size_t bytes) {
-    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
-    if (!bytes) return;
-    CV_CUDA_CHECK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
-    CV_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    cv_cuda_ctx *c = cu_enter(b, "download");
+    if (!c) return;
+    if (bytes) {
+        CV_CUDA_CHECK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+        CV_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    }
+    cu_leave(c);
 }
 
 static void cu_memset0(cv_backend *b, void *dst, size_t bytes) {
-    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    cv_cuda_ctx *c = cu_enter(b, "memset0");
+    if (!c) return;
     if (bytes) CV_CUDA_CHECK(c, cudaMemsetAsync(dst, 0, bytes, c->stream));
+    cu_leave(c);
 }
 
 static void cu_copy(cv_backend *b, void *dst, const void *src, size_t bytes) {
-    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    cv_cuda_ctx *c = cu_enter(b, "copy");
+    if (!c) return;
     if (bytes)
         CV_CUDA_CHECK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    cu_leave(c);
 }
 
 static void cu_sync(cv_backend *b) {
-    CV_CUDA_CHECK(cv_cuda_ctx_of(b), cudaStreamSynchronize(cv_cuda_ctx_of(b)->stream));
+    cv_cuda_ctx *c = cu_enter(b, "sync");
+    if (!c) return;
+    CV_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    cu_leave(c);
 }
 
 /* Weights are copied once, in the checkpoint's dtype (a BF16 checkpoint stays BF16 on the
@@ -92,6 +166,8 @@ static void cu_sync(cv_backend *b) {
 static cv_status cu_weight_upload(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
                                   int64_t rows, int64_t cols, cv_error *err) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (c->failed) return cu_status(b, err); /* the sticky failure, not a new one */
+    cudaSetDevice(c->device);
     if (dtype != CV_DT_F32 && dtype != CV_DT_F16 && dtype != CV_DT_BF16)
         return cv_fail(err, CV_ERR_UNSUPPORTED,
                        "cuda: matrix weights must be F32, F16 or BF16, got %s",
@@ -128,6 +204,8 @@ static cv_status cu_weight_upload_quant(cv_backend *b, cv_weight *w, const void 
                                         const float *scales, cv_weight_format format, int64_t rows,
                                         int64_t cols, int block, cv_error *err) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (c->failed) return cu_status(b, err); /* the sticky failure, not a new one */
+    cudaSetDevice(c->device);
     if (rows <= 0 || cols <= 0 || rows > INT32_MAX || cols > INT32_MAX)
         return cv_fail(err, CV_ERR_RUNTIME, "cuda: quantized weight has shape (%lld, %lld)",
                        (long long)rows, (long long)cols);
@@ -177,7 +255,7 @@ static cv_status cu_weight_upload_quant(cv_backend *b, cv_weight *w, const void 
 }
 
 static void cu_weight_free(cv_backend *b, cv_weight *w) {
-    if (w->owned) CV_CUDA_CHECK(cv_cuda_ctx_of(b), cudaFree(w->owned));
+    if (w->owned) cu_free(b, w->owned);
     memset(w, 0, sizeof *w);
 }
 
@@ -198,9 +276,125 @@ static void cu_destroy(cv_backend *b) {
     free(b);
 }
 
+/* ---- the ops: entry and exit around the op family files' implementations ------------------ */
+
+static void op_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
+                         const cv_weight *wte, const cv_weight *wpe, int pos0, float scale) {
+    cv_cuda_ctx *c = cu_enter(b, "embedding");
+    if (!c) return;
+    cv_cuda_embedding(b, out, tokens, T, wte, wpe, pos0, scale);
+    cu_leave(c);
+}
+static void op_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                      const float *bias, int T) {
+    cv_cuda_ctx *c = cu_enter(b, "matmul");
+    if (!c) return;
+    cv_cuda_matmul(b, out, x, w, bias, T);
+    cu_leave(c);
+}
+static void op_layernorm(cv_backend *b, float *out, const float *x, const float *w,
+                         const float *bias, int T, int C, float eps, double *hstats) {
+    cv_cuda_ctx *c = cu_enter(b, "layernorm");
+    if (!c) return;
+    cv_cuda_layernorm(b, out, x, w, bias, T, C, eps, hstats);
+    cu_leave(c);
+}
+static void op_rmsnorm(cv_backend *b, float *out, const float *x, const float *w, int T, int C,
+                       float eps, double *hstats) {
+    cv_cuda_ctx *c = cu_enter(b, "rmsnorm");
+    if (!c) return;
+    cv_cuda_rmsnorm(b, out, x, w, T, C, eps, hstats);
+    cu_leave(c);
+}
+static void op_residual_add(cv_backend *b, float *x, const float *y, int T, int C, double *hstats) {
+    cv_cuda_ctx *c = cu_enter(b, "residual_add");
+    if (!c) return;
+    cv_cuda_residual_add(b, x, y, T, C, hstats);
+    cu_leave(c);
+}
+static void op_gelu_tanh(cv_backend *b, float *x, size_t n) {
+    cv_cuda_ctx *c = cu_enter(b, "gelu_tanh");
+    if (!c) return;
+    cv_cuda_gelu_tanh(b, x, n);
+    cu_leave(c);
+}
+static void op_relu(cv_backend *b, float *x, size_t n) {
+    cv_cuda_ctx *c = cu_enter(b, "relu");
+    if (!c) return;
+    cv_cuda_relu(b, x, n);
+    cu_leave(c);
+}
+static void op_silu_mul(cv_backend *b, float *gate, const float *up, size_t n) {
+    cv_cuda_ctx *c = cu_enter(b, "silu_mul");
+    if (!c) return;
+    cv_cuda_silu_mul(b, gate, up, n);
+    cu_leave(c);
+}
+static void op_gelu_mul(cv_backend *b, float *gate, const float *up, size_t n) {
+    cv_cuda_ctx *c = cu_enter(b, "gelu_mul");
+    if (!c) return;
+    cv_cuda_gelu_mul(b, gate, up, n);
+    cu_leave(c);
+}
+static void op_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
+                    const float *inv_freq, int pos0) {
+    cv_cuda_ctx *c = cu_enter(b, "rope");
+    if (!c) return;
+    cv_cuda_rope(b, x, T, stride, n_heads, head_dim, inv_freq, pos0);
+    cu_leave(c);
+}
+static void op_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
+                                int q_pos0, int bidirectional, int num_buckets, int max_distance) {
+    cv_cuda_ctx *c = cu_enter(b, "t5_position_bias");
+    if (!c) return;
+    cv_cuda_t5_position_bias(b, out, table, H, T, K, q_pos0, bidirectional, num_buckets,
+                             max_distance);
+    cu_leave(c);
+}
+static void op_attention(cv_backend *b, const cv_attn_args *a) {
+    cv_cuda_ctx *c = cu_enter(b, "attention");
+    if (!c) return;
+    cv_cuda_attention(b, a);
+    cu_leave(c);
+}
+static void op_logits_stats(cv_backend *b, double *rec, const float *logits, int V, int topk) {
+    cv_cuda_ctx *c = cu_enter(b, "logits_stats");
+    if (!c) return;
+    cv_cuda_logits_stats(b, rec, logits, V, topk);
+    cu_leave(c);
+}
+static void op_row_cos(cv_backend *b, double *acc, const float *x, const float *y, int T, int C) {
+    cv_cuda_ctx *c = cu_enter(b, "row_cos");
+    if (!c) return;
+    cv_cuda_row_cos(b, acc, x, y, T, C);
+    cu_leave(c);
+}
+static void op_target_logprob(cv_backend *b, double *out, const float *logits, int T, int V,
+                              const int32_t *targets) {
+    cv_cuda_ctx *c = cu_enter(b, "target_logprob");
+    if (!c) return;
+    cv_cuda_target_logprob(b, out, logits, T, V, targets);
+    cu_leave(c);
+}
+static void op_logprob_accum(cv_backend *b, double *state, const float *logits, int T, int n,
+                             int col0, const int32_t *targets) {
+    cv_cuda_ctx *c = cu_enter(b, "logprob_accum");
+    if (!c) return;
+    cv_cuda_logprob_accum(b, state, logits, T, n, col0, targets);
+    cu_leave(c);
+}
+/* -1 after any failure, this op's or an earlier one's: never a made-up token */
+static int32_t op_argmax(cv_backend *b, const float *logits, int V) {
+    cv_cuda_ctx *c = cu_enter(b, "argmax");
+    if (!c) return -1;
+    int32_t id = cv_cuda_argmax(b, logits, V);
+    cu_leave(c);
+    return c->failed ? -1 : id;
+}
+
 /* ---- creation ------------------------------------------------------------------------------ */
 
-extern "C" int cv_cuda_available(void) {
+static int cu_available(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
@@ -210,7 +404,7 @@ extern "C" int cv_cuda_available(void) {
     return n > 0;
 }
 
-extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
+static cv_backend *cu_create(int device, cv_error *err) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -266,6 +460,8 @@ extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
     const char *mv = getenv("CV_CUDA_MATMUL");
     if (mv && strcmp(mv, "kernel") == 0) c->mm_variant = CV_MM_KERNEL;
     if (mv && strcmp(mv, "cublas") == 0) c->mm_variant = CV_MM_CUBLAS;
+    const char *sy = getenv("CV_CUDA_SYNC");
+    c->sync_each = sy && strcmp(sy, "1") == 0;
 
     b->name = "cuda";
     b->alloc = cu_alloc;
@@ -278,23 +474,24 @@ extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
     b->weight_upload_quant = cu_weight_upload_quant;
     b->weight_free = cu_weight_free;
     b->sync = cu_sync;
-    b->embedding = cv_cuda_embedding;
-    b->matmul = cv_cuda_matmul;
-    b->layernorm = cv_cuda_layernorm;
-    b->rmsnorm = cv_cuda_rmsnorm;
-    b->residual_add = cv_cuda_residual_add;
-    b->gelu_tanh = cv_cuda_gelu_tanh;
-    b->relu = cv_cuda_relu;
-    b->silu_mul = cv_cuda_silu_mul;
-    b->gelu_mul = cv_cuda_gelu_mul;
-    b->rope = cv_cuda_rope;
-    b->t5_position_bias = cv_cuda_t5_position_bias;
-    b->attention = cv_cuda_attention;
-    b->logits_stats = cv_cuda_logits_stats;
-    b->argmax = cv_cuda_argmax;
-    b->row_cos = cv_cuda_row_cos;
-    b->target_logprob = cv_cuda_target_logprob;
-    b->logprob_accum = cv_cuda_logprob_accum;
+    b->embedding = op_embedding;
+    b->matmul = op_matmul;
+    b->layernorm = op_layernorm;
+    b->rmsnorm = op_rmsnorm;
+    b->residual_add = op_residual_add;
+    b->gelu_tanh = op_gelu_tanh;
+    b->relu = op_relu;
+    b->silu_mul = op_silu_mul;
+    b->gelu_mul = op_gelu_mul;
+    b->rope = op_rope;
+    b->t5_position_bias = op_t5_position_bias;
+    b->attention = op_attention;
+    b->logits_stats = op_logits_stats;
+    b->argmax = op_argmax;
+    b->row_cos = op_row_cos;
+    b->target_logprob = op_target_logprob;
+    b->logprob_accum = op_logprob_accum;
+    b->status = cu_status;
     b->destroy = cu_destroy;
     CV_DEBUG("cuda: device %d %s, %d SMs, %.1f GiB", device, prop.name, prop.multiProcessorCount,
              (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
@@ -304,7 +501,7 @@ extern "C" cv_backend *cv_backend_cuda_create(int device, cv_error *err) {
 /* Select a kernel version for the bench ladder: op "matmul", v = 0 auto, 1 hand-written kernel
  * for every dtype, 2 cuBLAS for every dtype (F16/BF16: activations rounded to the weight dtype,
  * fp32 accumulation — faster prefill, not bit-compatible with the CPU). Returns 0 on success. */
-extern "C" int cv_cuda_set_variant(cv_backend *b, const char *op, int v) {
+static int cu_set_variant(cv_backend *b, const char *op, int v) {
     if (!b || !b->name || strcmp(b->name, "cuda") != 0 || !op) return -1;
     if (strcmp(op, "matmul") == 0 && v >= CV_MM_AUTO && v <= CV_MM_CUBLAS) {
         cv_cuda_ctx_of(b)->mm_variant = v;
@@ -313,9 +510,32 @@ extern "C" int cv_cuda_set_variant(cv_backend *b, const char *op, int v) {
     return -1;
 }
 
+/* Debugging and test hooks (backend.h): "sync" waits after every op so that an asynchronous
+ * fault is blamed on its op; "fail_scratch" makes the next scratch growth fail. */
+static int cu_debug(cv_backend *b, const char *what, int v) {
+    if (!b || !b->name || strcmp(b->name, "cuda") != 0 || !what) return -1;
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (strcmp(what, "sync") == 0)
+        c->sync_each = v != 0;
+    else if (strcmp(what, "fail_scratch") == 0)
+        c->fail_scratch = v != 0;
+    else
+        return -1;
+    return 0;
+}
+
 /* The backend's op stream (a cudaStream_t), for timing with cudaEvents (bench/bench_cuda.c):
  * events recorded on the legacy default stream would not order with this non-blocking stream. */
-extern "C" void *cv_cuda_stream(cv_backend *b) {
+static void *cu_stream(cv_backend *b) {
     if (!b || !b->name || strcmp(b->name, "cuda") != 0) return NULL;
     return (void *)cv_cuda_ctx_of(b)->stream;
+}
+
+/* ---- the module's one export --------------------------------------------------------------- */
+
+extern "C" __attribute__((visibility("default"))) const cv_cuda_module *cv_cuda_module_entry(void) {
+    static const cv_cuda_module m = {
+        CV_CUDA_MODULE_ABI, sizeof(cv_backend), cu_available, cu_create,
+        cu_set_variant,     cu_stream,          cu_debug};
+    return &m;
 }

@@ -51,29 +51,41 @@ typedef struct {
     int n_buckets;
     int mm_variant;
     int attn_smem; /* dynamic shared memory the attention kernel was opened to */
-    int failed;    /* a CUDA call failed: reported once, ops keep going */
+    /* Sticky failure state (first error wins): once a CUDA / cuBLAS call fails, `error` holds
+     * "<op>: <what>: <cudaErrorName> (<description>)", every later op returns at once without
+     * enqueueing anything (argmax answers -1), and the op table's `status` reports the message. */
+    int failed;
+    char error[512];
+    const char *op;   /* the op table entry being executed (blamed in `error`), or NULL */
+    int sync_each;    /* CV_CUDA_SYNC=1 / cv_cuda_debug "sync": wait after every op, so that an
+                       * asynchronous fault is blamed on the op whose kernels raised it */
+    int fail_scratch; /* test hook (cv_cuda_debug "fail_scratch"): the next scratch growth fails */
 } cv_cuda_ctx;
 
 static inline cv_cuda_ctx *cv_cuda_ctx_of(cv_backend *b) {
     return (cv_cuda_ctx *)b->ctx;
 }
 
-/* Report a failed CUDA / cuBLAS call once per backend (ops have no error return; the failure
- * also surfaces as a download / sync error logged by backend_cuda.cu). */
+/* Record a failure in the sticky state (kept only when it is the first one) and log it once.
+ * cv_cuda_fail_call is for a cudaError_t: it also clears the runtime's last-error slot, so a
+ * non-sticky failure (an out-of-memory answer) is not reported again by the next launch check.
+ * cv_cuda_report takes a free-form detail (cuBLAS status strings, host allocation failures). */
+void cv_cuda_fail_call(cv_cuda_ctx *c, const char *what, cudaError_t e);
 void cv_cuda_report(cv_cuda_ctx *c, const char *what, const char *detail);
 #define CV_CUDA_CHECK(c, call)                                                                     \
     do {                                                                                           \
         cudaError_t cv_e_ = (call);                                                                \
-        if (cv_e_ != cudaSuccess) cv_cuda_report((c), #call, cudaGetErrorString(cv_e_));           \
+        if (cv_e_ != cudaSuccess) cv_cuda_fail_call((c), #call, cv_e_);                            \
     } while (0)
 /* After a kernel launch: a bad configuration shows up here, not at the next sync. */
 #define CV_CUDA_LAUNCHED(c, name)                                                                  \
     do {                                                                                           \
         cudaError_t cv_e_ = cudaGetLastError();                                                    \
-        if (cv_e_ != cudaSuccess) cv_cuda_report((c), (name), cudaGetErrorString(cv_e_));          \
+        if (cv_e_ != cudaSuccess) cv_cuda_fail_call((c), (name), cv_e_);                           \
     } while (0)
 
-/* Device scratch of at least `bytes` (grown by reallocation; cudaFree waits for pending work). */
+/* Device scratch of at least `bytes` (grown by reallocation; cudaFree waits for pending work).
+ * NULL when the allocation fails: the failure is then in the sticky state, blamed on the op. */
 void *cv_cuda_scratch(cv_cuda_ctx *c, size_t bytes);
 
 static inline unsigned cv_cuda_blocks(size_t n, unsigned threads) {

@@ -57,8 +57,9 @@ static const int32_t *device_tokens(cv_cuda_ctx *c, const int32_t *tokens, int T
         if (c->tokens) CV_CUDA_CHECK(c, cudaFree(c->tokens));
         c->tokens = NULL;
         c->tokens_cap = 0;
-        if (cudaMalloc((void **)&c->tokens, cap * sizeof(int32_t)) != cudaSuccess) {
-            cv_cuda_report(c, "cudaMalloc (token staging)", "out of device memory");
+        cudaError_t e = cudaMalloc((void **)&c->tokens, cap * sizeof(int32_t));
+        if (e != cudaSuccess) {
+            cv_cuda_fail_call(c, "cudaMalloc (token staging)", e);
             c->tokens = NULL;
             return NULL;
         }
@@ -200,8 +201,9 @@ static const int32_t *bucket_table(cv_cuda_ctx *c, int need, int bidirectional, 
     if (slot->table) CV_CUDA_CHECK(c, cudaFree(slot->table));
     slot->table = NULL;
     slot->range = 0;
-    if (cudaMalloc((void **)&slot->table, n * sizeof(int32_t)) != cudaSuccess) {
-        cv_cuda_report(c, "cudaMalloc (T5 buckets)", "out of device memory");
+    cudaError_t e = cudaMalloc((void **)&slot->table, n * sizeof(int32_t));
+    if (e != cudaSuccess) {
+        cv_cuda_fail_call(c, "cudaMalloc (T5 buckets)", e);
         slot->table = NULL;
         free(host);
         return NULL;

@@ -215,12 +215,13 @@ int32_t cv_cuda_argmax(cv_backend *b, const float *logits, int V) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     if (V <= 0) return 0;
     int32_t *d = static_cast<int32_t *>(cv_cuda_scratch(c, sizeof(int32_t)));
-    if (!d) return 0;
+    if (!d) return -1;
     argmax_kernel<<<1, LG_THREADS, 0, c->stream>>>(logits, V, d);
     CV_CUDA_LAUNCHED(c, "argmax");
-    *c->pinned = 0;
+    *c->pinned = -1; /* never a token: what a failed copy would leave behind */
     CV_CUDA_CHECK(
         c, cudaMemcpyAsync(c->pinned, d, sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream));
     CV_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
-    return *c->pinned;
+    /* a fault of this or an earlier kernel surfaces in the copy or the sync: no made-up token */
+    return c->failed ? -1 : *c->pinned;
 }

@@ -2,16 +2,56 @@
  * normal `make test`, GPU or not): cv_cuda_available() says 0 and cv_backend_cuda_create returns
  * NULL with a status and a message naming the cause, so callers can fall back to the CPU.
  *
- * The suite hides every device with CUDA_VISIBLE_DEVICES=-1 before the first CUDA call, so it
- * tests the no-GPU path even on a GPU machine. In a build without nvcc the stub answers the same
- * way (with a message saying CUDA is not compiled in). */
-#define _POSIX_C_SOURCE 200809L /* setenv */
+ * The CUDA backend is a module loaded on demand (src/backend/cuda_loader.c). The suite points
+ * CV_CUDA_MODULE at the build's libcorevital_cuda.so (beside this binary's folder: build/) and
+ * hides every device with CUDA_VISIBLE_DEVICES=-1 before the first CUDA call, so it tests the
+ * module's no-GPU path even on a GPU machine; it also checks a missing module and (without an
+ * NVIDIA driver) the driver probe that spares `--device auto` the module load. In a build without
+ * nvcc the loader answers the same way (with a message saying CUDA is not compiled in). */
+#define _DEFAULT_SOURCE /* setenv, readlink */
 #include "corevital/backend.h"
 
 #include <check.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* The build's module: <dir of this binary>/../libcorevital_cuda.so */
+static void use_build_module(void) {
+    char exe[PATH_MAX], path[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return; /* the tests then fail on the loader's message */
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(path, sizeof path, "%s/../libcorevital_cuda.so", exe);
+    setenv("CV_CUDA_MODULE", path, 1);
+}
+
+START_TEST(test_missing_module) {
+    setenv("CV_CUDA_MODULE", "/nonexistent/libcorevital_cuda.so", 1);
+    cv_error err = {CV_OK, ""};
+    ck_assert_ptr_null(cv_backend_cuda_create(0, &err));
+    ck_assert_int_ne(err.code, CV_OK);
+#ifdef CV_HAVE_CUDA
+    ck_assert_msg(strstr(err.msg, "/nonexistent/libcorevital_cuda.so could not be loaded") != NULL,
+                  "missing module: '%s'", err.msg);
+#endif
+    ck_assert_int_eq(cv_cuda_available(), 0);
+    unsetenv("CV_CUDA_MODULE");
+    /* no driver: the module is not even looked for */
+    if (access("/dev/nvidiactl", F_OK) != 0 && access("/dev/dxg", F_OK) != 0) {
+        ck_assert_ptr_null(cv_backend_cuda_create(0, &err));
+#ifdef CV_HAVE_CUDA
+        ck_assert_msg(strstr(err.msg, "no CUDA device available (no NVIDIA driver") != NULL,
+                      "no driver: '%s'", err.msg);
+#endif
+    }
+    use_build_module();
+}
+END_TEST
 
 START_TEST(test_not_available) {
     ck_assert_int_eq(cv_cuda_available(), 0);
@@ -60,8 +100,10 @@ END_TEST
 int main(void) {
     /* must precede the first CUDA runtime call of the process */
     setenv("CUDA_VISIBLE_DEVICES", "-1", 1);
+    use_build_module();
     Suite *s = suite_create("cuda_fallback");
     TCase *tc = tcase_create("no_gpu");
+    tcase_add_test(tc, test_missing_module); /* first: a loaded module stays loaded */
     tcase_add_test(tc, test_not_available);
     tcase_add_test(tc, test_create_fails_with_message);
     tcase_add_test(tc, test_null_error_is_fine);

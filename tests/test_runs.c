@@ -494,7 +494,20 @@ START_TEST(test_sigint_in_batch_keeps_index) {
     const char *args[] = {"run", "--model",       dir, "--prompts",        prompts, "--out",
                           out,   "--temperature", "0", "--max_new_tokens", "3000",  NULL};
     pid_t pid = spawn(args, NULL);
-    usleep(1500000);
+    /* Land the signal inside a prompt's generation, not in the trace writing that follows it: a
+     * fixed delay from the start depends on how long startup takes. Once the first prompt is
+     * indexed the second one starts generating (3000 tokens: a few hundred ms), so signal 50 ms
+     * after the index gets its first line. */
+    for (int waited = 0; waited < 30000; waited += 5) {
+        char *t = NULL;
+        size_t len;
+        cv_error e = {0};
+        int ready = cv_read_file(idx, &t, &len, &e) == CV_OK && strchr(t, '\n') != NULL;
+        free(t);
+        if (ready) break;
+        usleep(5000);
+    }
+    usleep(50000);
     kill(pid, SIGINT);
     ck_assert_int_eq(wait_rc(pid), 130);
     cJSON *ix = load_index(idx);

@@ -133,8 +133,16 @@ struct cv_backend {
      * row's log-probability is then target - (max + ln sum). */
     void (*logprob_accum)(cv_backend *b, double *state, const float *logits, int T, int n, int col0,
                           const int32_t *targets);
-    /* index of the largest logit (first on ties) — greedy decoding without copying the row back */
+    /* index of the largest logit (first on ties) — greedy decoding without copying the row back;
+     * -1 (never a token) when the backend has failed (see status) */
     int32_t (*argmax)(cv_backend *b, const float *logits, int V);
+
+    /* Errors. Ops return nothing and may run asynchronously, so a backend that can fail (CUDA:
+     * a device fault, a failed launch or allocation) keeps the first failure, sticky, and stops
+     * doing work; status() returns CV_OK or that failure with its message ("cuda: attention:
+     * cudaErrorIllegalAddress (...)"). Callers check it once per step, after the step's
+     * downloads, before trusting what they copied back. The CPU backend always answers CV_OK. */
+    cv_status (*status)(cv_backend *b, cv_error *err);
 
     void (*destroy)(cv_backend *b);
 };
@@ -149,6 +157,11 @@ int cv_cuda_available(void);
  * 2 cuBLAS; returns -1 when unknown or not CUDA), and the stream ops run on (for event timing). */
 int cv_cuda_set_variant(cv_backend *b, const char *op, int v);
 void *cv_cuda_stream(cv_backend *b);
+/* CUDA only, for debugging and tests: what = "sync" (v = 1: wait for the stream after every op,
+ * so an asynchronous fault is blamed on the op that raised it; also CV_CUDA_SYNC=1) or
+ * "fail_scratch" (v = 1: the next growth of the device scratch fails as if out of memory).
+ * Returns 0, or -1 when unknown or not CUDA. */
+int cv_cuda_debug(cv_backend *b, const char *what, int v);
 
 /* T5's bucket for a (key - query) distance, in fp32 like transformers' _relative_position_bucket.
  * One definition (src/backend/cpu_backend.c) serves the CPU op and the CUDA bucket table. */

@@ -344,6 +344,12 @@ static int32_t cpu_argmax(cv_backend *b, const float *x, int V) {
     return best;
 }
 
+/* The CPU ops cannot fail after the fact (allocation failures are reported by alloc). */
+static cv_status cpu_status(cv_backend *b, cv_error *err) {
+    (void)b, (void)err;
+    return CV_OK;
+}
+
 static void cpu_destroy(cv_backend *b) {
     if (!b) return;
     cv_cpu_ctx *c = b->ctx;
@@ -389,6 +395,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->attention = cv_cpu_attention;
     b->logits_stats = cpu_logits_stats;
     b->argmax = cpu_argmax;
+    b->status = cpu_status;
     b->row_cos = cpu_row_cos;
     b->target_logprob = cpu_target_logprob;
     b->logprob_accum = cpu_logprob_accum;

@@ -42,21 +42,28 @@ static void hook_end(const cv_gen_hooks *h, const char *name) {
     if (h && h->end) h->end(h->user, name);
 }
 
+/* The backend's sticky failure (backend.h: status), if it has one, as this run's error. Ops
+ * return nothing and a GPU runs them asynchronously, so this is checked once per step after the
+ * step's downloads, after the encoder, and after the weights are loaded. */
+static cv_status backend_check(cv_backend *be, cv_error *err) {
+    return be->status ? be->status(be, err) : CV_OK;
+}
+
 static cv_backend *pick_backend(const cv_config *cfg, const char **device, cv_error *err) {
     const char *req = cfg->device.requested ? cfg->device.requested : "auto";
     if (strcmp(req, "cpu") != 0) {
-        if (cv_cuda_available()) {
-            cv_backend *b = cv_backend_cuda_create(0, err);
-            if (b) {
-                *device = "cuda";
-                return b;
-            }
-            CV_WARN("CUDA backend could not start (%s), falling back to CPU", err->msg);
-        } else if (strcmp(req, "cuda") == 0) {
-            CV_WARN("CUDA requested but not available, falling back to CPU");
-        } else {
-            CV_INFO("Device auto: no CUDA device available, using the CPU");
+        /* loads the CUDA module (src/backend/cuda_loader.c) only now, when a GPU is wanted */
+        cv_backend *b = cv_backend_cuda_create(0, err);
+        if (b) {
+            *device = "cuda";
+            return b;
         }
+        if (strcmp(req, "cuda") == 0)
+            CV_WARN("CUDA requested but not available: %s; falling back to CPU", err->msg);
+        else
+            CV_INFO("Device auto: %s, using the CPU", err->msg);
+        err->code = CV_OK;
+        err->msg[0] = '\0';
     }
     *device = "cpu";
     cv_backend *b = cv_backend_cpu_create();
@@ -104,6 +111,8 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     }
     hook_begin(hooks, "weights_load");
     st = cv_model_load_opts(s->hub.dir, s->be, &mo, &s->m, err);
+    if (st == CV_OK && (st = backend_check(s->be, err)) != CV_OK)
+        cv_error_prefix(err, "loading the weights");
     hook_end(hooks, "weights_load");
     if (st != CV_OK) goto fail;
     int dim = cfg->summaries.hidden.sketch.method &&
@@ -334,15 +343,12 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             be->upload(be, ed, eh, elay.total * sizeof(double));
         }
         st = m->ops->encode(m, prompt, (int)P, ed, &elay, NULL, err);
-        if (st == CV_OK && ed && rep) {
-            be->download(be, eh, ed, elay.total * sizeof(double));
-            if ((st = cv_report_alloc_encoder_layers(rep, (size_t)c->num_layers, err)) == CV_OK)
-                fill_layers(rep->encoder_layers, c->num_layers, eh, &elay, s, cfg, err);
-        }
-        if (st == CV_OK && ed) {
-            if (!rep) be->download(be, eh, ed, elay.total * sizeof(double));
-            st = cv_gen_health_encoder(gh, eh, &elay, rep, err);
-        }
+        if (st == CV_OK && ed) be->download(be, eh, ed, elay.total * sizeof(double));
+        if (st == CV_OK && (st = backend_check(be, err)) != CV_OK) cv_error_prefix(err, "encoder");
+        if (st == CV_OK && ed && rep &&
+            (st = cv_report_alloc_encoder_layers(rep, (size_t)c->num_layers, err)) == CV_OK)
+            fill_layers(rep->encoder_layers, c->num_layers, eh, &elay, s, cfg, err);
+        if (st == CV_OK && ed) st = cv_gen_health_encoder(gh, eh, &elay, rep, err);
         free(eh);
         if (ed) be->free(be, ed);
         hook_end(hooks, "encoder_forward");
@@ -377,9 +383,21 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             next_logit = row[next];
         } else {
             next = be->argmax(be, logits, V);
+            if (next < 0 || next >= V) { /* a failed backend answers -1: never use it */
+                if ((st = backend_check(be, err)) == CV_OK)
+                    st = cv_fail(err, CV_ERR_RUNTIME,
+                                 "argmax returned token %d, outside the vocabulary of %d", next, V);
+                cv_error_prefix(err, "generation step %lld", (long long)((int64_t)P + i));
+                goto done;
+            }
             if (gh) be->download(be, &next_logit, logits + next, sizeof(float));
         }
         if (dev) be->download(be, host, dev, ybytes);
+        /* what was copied back (token, row, records) is only trusted once the backend says so */
+        if ((st = backend_check(be, err)) != CV_OK) {
+            cv_error_prefix(err, "generation step %lld", (long long)((int64_t)P + i));
+            goto done;
+        }
         if (i == 0 && !seq2seq)
             hook_end(hooks, "prefill");
         else if (hooks && hooks->step)

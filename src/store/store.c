@@ -97,13 +97,20 @@ cv_status cv_store_open(const char *path, int create, cv_store **out, cv_error *
     /* WAL: readers never block the writer and writers queue on the busy timeout. Switching a
      * database to WAL is persistent and needs a moment of exclusive access, which the busy
      * timeout covers when several processes open a new store together. */
-    sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &q, NULL) != SQLITE_OK) {
-        st = db_fail(s, CV_ERR_FORMAT, "not a SQLite database", err);
-        goto fail;
+    /* The switch can also answer SQLITE_BUSY at once, without the busy handler (two connections
+     * escalating their locks together: SQLite refuses one rather than deadlock), so it is retried
+     * here for up to the busy timeout. */
+    int rc = SQLITE_BUSY;
+    for (int waited = 0; rc == SQLITE_BUSY && waited <= BUSY_TIMEOUT_MS; waited += 10) {
+        if (waited) sqlite3_sleep(10);
+        sqlite3_stmt *q;
+        if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &q, NULL) != SQLITE_OK) {
+            st = db_fail(s, CV_ERR_FORMAT, "not a SQLite database", err);
+            goto fail;
+        }
+        rc = sqlite3_step(q);
+        sqlite3_finalize(q);
     }
-    int rc = sqlite3_step(q);
-    sqlite3_finalize(q);
     if (rc != SQLITE_ROW) {
         st = db_fail(s, CV_ERR_FORMAT, "cannot use as a run store", err);
         goto fail;

@@ -435,12 +435,15 @@ END_TEST
 
 typedef struct {
     int H, KVH, hd, T, NK, q_pos0, causal, bias;
+    int offset; /* q, k, v and out start this many floats into their buffers (misalignment) */
 } attn_case;
 
 static void check_attention(const attn_case *tc, int with_probs) {
     unsigned seed = (unsigned)(tc->H * 131 + tc->T * 17 + tc->NK + tc->hd);
     int qs = tc->H * tc->hd + 3, kvs = tc->KVH * tc->hd + 5, os = tc->H * tc->hd + 1;
-    size_t nq = (size_t)tc->T * qs, nkv = (size_t)tc->NK * kvs, no = (size_t)tc->T * os;
+    const size_t off = (size_t)tc->offset;
+    size_t nq = (size_t)tc->T * qs + off, nkv = (size_t)tc->NK * kvs + off,
+           no = (size_t)tc->T * os + off;
     size_t nb = (size_t)tc->H * tc->T * tc->NK;
     float *q = rand_vec(nq, &seed, 1.0f), *k = rand_vec(nkv, &seed, 1.0f),
           *v = rand_vec(nkv, &seed, 1.0f);
@@ -459,10 +462,10 @@ static void check_attention(const attn_case *tc, int with_probs) {
     double *hh = malloc(sizeof(double) * nh), *hb = calloc(nbas, sizeof(double));
     for (int h = 0; h < tc->H; h++) cv_head_record_reset(hh + (size_t)h * CV_AH_SIZE);
     double *dhh = dev_copy(hh, sizeof(double) * nh), *dhb = dev_copy(hb, sizeof(double) * nbas);
-    cv_attn_args a = {.out = out,
-                      .q = q,
-                      .k = k,
-                      .v = v,
+    cv_attn_args a = {.out = out + off,
+                      .q = q + off,
+                      .k = k + off,
+                      .v = v + off,
                       .q_stride = qs,
                       .kv_stride = kvs,
                       .out_stride = os,
@@ -483,8 +486,8 @@ static void check_attention(const attn_case *tc, int with_probs) {
                       .basin_lo = tc->NK / 3,
                       .basin_hi = 2 * tc->NK / 3};
     cv_attn_args ga = a;
-    ga.out = dout, ga.q = dq, ga.k = dk, ga.v = dv, ga.bias = dbias, ga.stats = drec,
-    ga.probs = dprobs, ga.heads = dhh, ga.basin = dhb;
+    ga.out = dout + off, ga.q = dq + off, ga.k = dk + off, ga.v = dv + off, ga.bias = dbias,
+    ga.stats = drec, ga.probs = dprobs, ga.heads = dhh, ga.basin = dhb;
     for (int rep = 0; rep < 2; rep++) { /* twice: the record accumulates */
         H->attention(H, &a);
         G->attention(G, &ga);
@@ -493,8 +496,9 @@ static void check_attention(const attn_case *tc, int with_probs) {
     grec = host_copy(drec, sizeof rc);
     char what[160];
     snprintf(what, sizeof what,
-             "attention H=%d KVH=%d hd=%d T=%d NK=%d q0=%d causal=%d bias=%d probs=%d", tc->H,
-             tc->KVH, tc->hd, tc->T, tc->NK, tc->q_pos0, tc->causal, tc->bias, with_probs);
+             "attention H=%d KVH=%d hd=%d T=%d NK=%d q0=%d causal=%d bias=%d probs=%d off=%d",
+             tc->H, tc->KVH, tc->hd, tc->T, tc->NK, tc->q_pos0, tc->causal, tc->bias, with_probs,
+             tc->offset);
     ck_assert_msg(tu_check_close(what, got, out, no, 2e-5), "%s output", what);
     tu_record_max("attention output", tu_compare(got, out, no).max_abs);
     if (with_probs) {
@@ -517,14 +521,14 @@ static void check_attention(const attn_case *tc, int with_probs) {
 
 START_TEST(test_attention) {
     const attn_case cases[] = {
-        {12, 12, 64, 1, 37, 36, 1, 0}, /* GPT-2 decode step */
-        {8, 2, 32, 17, 17, 0, 1, 0},   /* GQA prefill */
-        {4, 1, 16, 3, 20, 17, 1, 0},   /* MQA, queries mid-cache */
-        {6, 6, 8, 5, 9, 0, 0, 1},      /* bidirectional + T5 bias, tiny head_dim */
-        {6, 3, 96, 3, 67, 64, 1, 1},   /* causal + bias, head_dim not dividing the block */
-        {2, 2, 128, 3, 1000, 0, 0, 0}, /* long non-causal */
-        {2, 1, 512, 1, 5, 4, 1, 0},    /* head_dim above the block size */
-        {4, 4, 64, 17, 40, 23, 1, 0},  /* prefill continuing a cache */
+        {12, 12, 64, 1, 37, 36, 1, 0, 0}, /* GPT-2 decode step */
+        {8, 2, 32, 17, 17, 0, 1, 0, 0},   /* GQA prefill */
+        {4, 1, 16, 3, 20, 17, 1, 0, 0},   /* MQA, queries mid-cache */
+        {6, 6, 8, 5, 9, 0, 0, 1, 0},      /* bidirectional + T5 bias, tiny head_dim */
+        {6, 3, 96, 3, 67, 64, 1, 1, 0},   /* causal + bias, head_dim not dividing the block */
+        {2, 2, 128, 3, 1000, 0, 0, 0, 0}, /* long non-causal */
+        {2, 1, 512, 1, 5, 4, 1, 0, 0},    /* head_dim above the block size */
+        {4, 4, 64, 17, 40, 23, 1, 0, 0},  /* prefill continuing a cache */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_attention(&cases[i], 0);
@@ -535,8 +539,104 @@ END_TEST
 
 START_TEST(test_attention_long_cache) {
     /* scores no longer fit in shared memory: the kernel keeps them in global scratch */
-    const attn_case c = {2, 1, 64, 1, 70000, 69999, 1, 0};
+    const attn_case c = {2, 1, 64, 1, 70000, 69999, 1, 0, 0};
     check_attention(&c, 1);
+}
+END_TEST
+
+/* 12K-57K keys: the row's scores in dynamic shared memory above the 48 KiB default (12,288 fp32
+ * scores; cudaFuncSetAttribute opt-in), up to the opt-in limit (227 KiB on H100 / H200: about
+ * 57,600 keys at head_dim 64), and just past it into global scratch; decode and a 3-row prefill
+ * (rows x n_keys scores in scratch), GQA, with statistics and probabilities. */
+START_TEST(test_attention_12k_57k_keys) {
+    const attn_case cases[] = {
+        {2, 1, 64, 1, 12000, 11999, 1, 0, 0}, /* under 48 KiB */
+        {2, 1, 64, 1, 12400, 12399, 1, 0, 0}, /* just over 48 KiB: the opt-in */
+        {4, 2, 64, 1, 30000, 29999, 1, 0, 0}, /* mid-range */
+        {2, 1, 64, 3, 57000, 56997, 1, 0, 0}, /* near the opt-in limit, prefill rows */
+        {2, 1, 64, 3, 57800, 57797, 1, 0, 0}, /* just past it: global scratch, 3 rows */
+        {2, 2, 128, 1, 56000, 0, 0, 0, 0},    /* head_dim 128 (larger base): global scratch */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i], 1);
+}
+END_TEST
+
+/* ---- misaligned pointers ------------------------------------------------------------------ */
+
+/* The families hand ops pointers into the middle of buffers (head h of q at h * head_dim, the
+ * thirds of a fused qkv row), so no op may assume more than 4-byte alignment of an activation:
+ * every pointer here starts 1 float (or 3) into its buffer, vs the CPU twin at the same offsets.
+ * Weights come from weight_upload and stay aligned. */
+START_TEST(test_misaligned_pointers) {
+    unsigned seed = 4242;
+    cv_error err;
+    const int K = 68, N = 67, C = 67;
+    float *wh = rand_vec((size_t)N * K, &seed, 0.1f);
+    cv_weight gw, hw;
+    ck_assert_int_eq(G->weight_upload(G, &gw, wh, CV_DT_F32, N, K, &err), CV_OK);
+    ck_assert_int_eq(H->weight_upload(H, &hw, wh, CV_DT_F32, N, K, &err), CV_OK);
+    const int Ts[] = {1, 3, 17}; /* decode kernel, its multi-row pass, cuBLAS */
+    for (int off = 1; off <= 3; off += 2)
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            int T = Ts[ti];
+            size_t nx = (size_t)T * K + off, no = (size_t)T * N + off;
+            float *x = rand_vec(nx, &seed, 1.0f), *bias = rand_vec((size_t)N + off, &seed, 0.5f);
+            float *want = calloc(no, sizeof(float));
+            float *dx = dev_copy(x, nx * sizeof(float)), *db = dev_copy(bias, (N + off) * 4u);
+            float *dout = G->alloc(G, no * sizeof(float));
+            H->matmul(H, want + off, x + off, &hw, bias + off, T);
+            G->matmul(G, dout + off, dx + off, &gw, db + off, T);
+            float *got = host_copy(dout, no * sizeof(float));
+            char what[96];
+            snprintf(what, sizeof what, "misaligned matmul T=%d off=%d", T, off);
+            ck_assert_msg(tu_check_close(what, got + off, want + off, no - off, 1e-5), "%s", what);
+            free(got);
+
+            /* layernorm / rmsnorm / residual_add over (T, C) rows at the same offset */
+            size_t nc = (size_t)T * C + off;
+            float *y = rand_vec(nc, &seed, 1.0f), *g = rand_vec((size_t)C + off, &seed, 1.0f);
+            float *hn = calloc(nc, sizeof(float));
+            float *dy = dev_copy(y, nc * 4), *dg = dev_copy(g, (C + off) * 4u);
+            float *dn = G->alloc(G, nc * 4);
+            H->layernorm(H, hn + off, y + off, g + off, g + off, T, C, 1e-5f, NULL);
+            G->layernorm(G, dn + off, dy + off, dg + off, dg + off, T, C, 1e-5f, NULL);
+            got = host_copy(dn, nc * 4);
+            snprintf(what, sizeof what, "misaligned layernorm T=%d off=%d", T, off);
+            ck_assert_msg(tu_check_close(what, got + off, hn + off, nc - off, 1e-5), "%s", what);
+            free(got);
+            H->rmsnorm(H, hn + off, y + off, g + off, T, C, 1e-6f, NULL);
+            G->rmsnorm(G, dn + off, dy + off, dg + off, T, C, 1e-6f, NULL);
+            got = host_copy(dn, nc * 4);
+            snprintf(what, sizeof what, "misaligned rmsnorm T=%d off=%d", T, off);
+            ck_assert_msg(tu_check_close(what, got + off, hn + off, nc - off, 1e-5), "%s", what);
+            free(got);
+            H->residual_add(H, hn + off, y + off, T, C, NULL);
+            G->residual_add(G, dn + off, dy + off, T, C, NULL);
+            got = host_copy(dn, nc * 4);
+            snprintf(what, sizeof what, "misaligned residual_add T=%d off=%d", T, off);
+            ck_assert_msg(tu_check_close(what, got + off, hn + off, nc - off, 1e-6), "%s", what);
+            free(got);
+
+            /* argmax over a row that starts off the 16-byte grid */
+            int V = 5001 + T;
+            float *lg = rand_vec((size_t)V + off, &seed, 4.0f);
+            float *dl = dev_copy(lg, ((size_t)V + off) * 4);
+            ck_assert_int_eq(G->argmax(G, dl + off, V), H->argmax(H, lg + off, V));
+            G->free(G, dl), free(lg);
+            G->free(G, dx), G->free(G, db), G->free(G, dout), G->free(G, dy), G->free(G, dg);
+            G->free(G, dn);
+            free(x), free(bias), free(want), free(y), free(g), free(hn);
+        }
+    G->weight_free(G, &gw), H->weight_free(H, &hw);
+    free(wh);
+    /* attention with q, k, v and out one and three floats into their buffers */
+    const attn_case cases[] = {
+        {12, 12, 64, 1, 37, 36, 1, 0, 1},
+        {8, 2, 32, 17, 17, 0, 1, 0, 3},
+        {6, 3, 96, 3, 67, 64, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i], 1);
+    ck_assert_int_eq(G->status(G, &err), CV_OK);
 }
 END_TEST
 
@@ -670,6 +770,8 @@ int main(void) {
     tcase_add_test(tc, test_embedding);
     tcase_add_test(tc, test_attention);
     tcase_add_test(tc, test_attention_long_cache);
+    tcase_add_test(tc, test_attention_12k_57k_keys);
+    tcase_add_test(tc, test_misaligned_pointers);
     tcase_add_test(tc, test_logits_stats_and_argmax);
     tcase_add_test(tc, test_logits_nonfinite);
     tcase_add_test(tc, test_row_cos_and_target_logprob);
