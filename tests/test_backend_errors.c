@@ -73,6 +73,10 @@ static void open_session(cv_config *c, cv_session **s, const char *model, int G,
     ck_assert_int_eq(cv_session_open(c, s, NULL, &e), CV_OK);
 }
 
+/* What the last failed run left in its report: a partial trace of the completed steps. */
+static int g_partial;
+static size_t g_partial_steps;
+
 /* Generate G tokens through the fake; returns the status, err filled. */
 static cv_status run_fake(const char *model, int G, int sample, fake_backend *f, int fail_at,
                           int argmax_bad, size_t *P_out, cv_error *err) {
@@ -89,8 +93,23 @@ static cv_status run_fake(const char *model, int G, int sample, fake_backend *f,
     cv_report rep;
     ck_assert_int_eq(cv_report_init(&rep, err), CV_OK);
     memset(err, 0, sizeof *err);
+    ck_assert_int_eq(cv_session_fill_report(s, &c, "The quick brown fox", ids, P, &rep, err),
+                     CV_OK);
     cv_status st = cv_session_generate(s, &c, ids, P, 1, &rep, &gen, &n, NULL, NULL, err);
     if (st != CV_OK) ck_assert_ptr_null(gen); /* no output ids from a failed run */
+    g_partial = rep.partial;
+    g_partial_steps = rep.n_timeline;
+    if (st != CV_OK && rep.partial) { /* the steps before the failure form a valid trace */
+        cv_error e2 = {CV_OK, ""};
+        ck_assert_int_eq(cv_report_fill_run_config(&rep, &c, &e2), CV_OK);
+        char *json = NULL;
+        size_t len = 0;
+        ck_assert_int_eq(cv_report_to_json(&rep, 2, &json, &len, &e2), CV_OK);
+        ck_assert_msg(cv_trace_validate(json, &e2) == CV_OK, "%s", e2.msg);
+        ck_assert(strstr(json, "GENERATION_FAILED") != NULL);
+        ck_assert_int_eq((int)rep.generated.n_token_ids, (int)rep.n_timeline);
+        free(json);
+    }
     free(gen);
     free(ids);
     cv_report_free(&rep);
@@ -118,6 +137,9 @@ START_TEST(test_fails_at_step_k) {
         /* argmax of step k was the last call: the loop did not go on to step k + 1 */
         ck_assert_int_eq(f.argmax_calls, k + 1);
         ck_assert_int_eq(f.status_calls, k + 1); /* argmax's -1 sent the loop to status */
+        /* the k steps completed before the failure are kept for the trace */
+        ck_assert(g_partial);
+        ck_assert_int_eq((int)g_partial_steps, k);
     }
 }
 END_TEST

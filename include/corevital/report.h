@@ -169,6 +169,9 @@ struct cv_report {
     size_t n_encoder_layers;
     cJSON *extensions;     /* NULL = {}; e.g. {"performance": ...} */
     int nonfinite_checked; /* the writer added NON_FINITE_VALUE warnings already */
+    /* set when generation failed after it started: the report holds the steps completed before
+     * the failure and a GENERATION_FAILED warning, and is still written (never a lost trace) */
+    int partial;
 };
 
 typedef struct cv_report cv_report;

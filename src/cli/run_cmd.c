@@ -725,7 +725,22 @@ int cv_cmd_run(int argc, char **argv) {
         st = cv_baseline_apply(baseline, &rep, &err);
         if (st == CV_ERR_USAGE) rc = CV_EXIT_USAGE;
     }
-    if (st != CV_OK) {
+    if (st != CV_OK && rep.partial && rc == CV_EXIT_OK) {
+        /* generation failed part way: the steps measured before the failure are still written
+         * (with a GENERATION_FAILED warning), then the run fails */
+        fprintf(stderr, "error: %s\n", err.msg);
+        cv_error werr = {CV_OK, ""};
+        sigset_t old;
+        cv_cli_block_stop_signals(&old);
+        if (cv_report_fill_run_config(&rep, &cfg, &werr) == CV_OK &&
+            cv_sinks_write(&cfg, &rep, location, sizeof location, &werr) == CV_OK)
+            fprintf(stderr, "the trace of the %lld steps completed before the failure is %s\n",
+                    (long long)rep.summary.generated_tokens, location);
+        else
+            fprintf(stderr, "error: the partial trace could not be written either: %s\n", werr.msg);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        rc = CV_EXIT_RUNTIME;
+    } else if (st != CV_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
         if (rc == CV_EXIT_OK) rc = CV_EXIT_RUNTIME;
     } else {

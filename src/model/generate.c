@@ -297,6 +297,9 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     cv_status st = m->ops->reserve(m, seq2seq ? (int)P : (int)P, seq2seq ? G : (int)P + G, 1, err);
     if (st != CV_OK) return st;
 
+    /* before any goto done: the failure path reads them */
+    double t0 = cv_now_ms();
+    int n_gen = 0, n_done = 0, loop_started = 0;
     cv_gen_health *gh = NULL;
     if ((st = cv_gen_health_open(&gh, s, cfg, (int)P, instrumented, err)) != CV_OK) return st;
     /* lay: a decode step's records; lay0: the prefill's, with the prompt analysis (health) */
@@ -324,7 +327,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     if (rep && instrumented && (st = cv_report_alloc_timeline(rep, (size_t)G, (size_t)L, err)))
         goto done;
 
-    double t0 = cv_now_ms();
+    t0 = cv_now_ms();
     if (seq2seq) { /* encoder once; its layers are summarized once */
         hook_begin(hooks, "encoder_forward");
         cv_stats_layout elay;
@@ -355,10 +358,11 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (st != CV_OK) goto done;
     }
 
-    int n_gen = 0, pos = 0, loop_open = 0;
+    int pos = 0, loop_open = 0;
     int32_t cur = seq2seq ? c->decoder_start_token_id : 0;
     for (int i = 0; i < G; i++) {
         double ts = cv_now_ms();
+        loop_started = 1;
         if (i == 0) hook_begin(hooks, seq2seq ? "decode_loop" : "prefill");
         if (i == 1 && !seq2seq) hook_begin(hooks, "decode_loop");
         if (i == 0 ? seq2seq : i == 1 && !seq2seq) loop_open = 1;
@@ -421,7 +425,8 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (gh && (st = cv_gen_health_step(gh, i, host, ly, next, next_logit,
                                            rep ? &rep->timeline[i] : NULL, &stop, err)) != CV_OK)
             goto done;
-        if (stop) { /* --stop-on: the step is complete and recorded */
+        n_done = i + 1; /* step i is complete in the report */
+        if (stop) {     /* --stop-on: the step is complete and recorded */
             stop_step = (int64_t)P + i;
             break;
         }
@@ -471,6 +476,38 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     }
     if (out_n) *out_n = (size_t)n_gen;
 done:
+    if (st != CV_OK && loop_started && rep && instrumented && n_done >= 0) {
+        /* Keep what was measured: the steps completed before the failure, the reason as a
+         * warning, the run-level health of those steps; the caller writes it and still fails. */
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        cv_report_truncate_timeline(rep, (size_t)n_done);
+        int64_t *ids64 = malloc(sizeof(int64_t) * (size_t)(n_done ? n_done : 1));
+        char *text = cv_tokenizer_decode(s->tok, gen, (size_t)n_done, 1, 1);
+        cv_error e2 = {CV_OK, ""};
+        if (ids64 && text) {
+            for (int i = 0; i < n_done; i++) ids64[i] = gen[i];
+            if (cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
+                                  (size_t)n_done, &e2) == CV_OK &&
+                cv_report_add_warning(rep, "GENERATION_FAILED",
+                                      "generation failed after %d of %d new tokens: %s", n_done, G,
+                                      why) == CV_OK) {
+                free(rep->generated.output_text);
+                rep->generated.output_text = text;
+                text = NULL;
+                rep->summary.prompt_tokens = (int64_t)P;
+                rep->summary.generated_tokens = n_done;
+                rep->summary.total_steps = (int64_t)P + n_done;
+                rep->summary.elapsed_ms = (int64_t)(cv_now_ms() - t0);
+                if (n_done > 0)
+                    cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", NULL,
+                                         -1, &e2);
+                rep->partial = 1;
+            }
+        }
+        free(ids64);
+        free(text);
+    }
     cv_gen_health_close(gh);
     cv_sampler_free(&sampler);
     free(host);
