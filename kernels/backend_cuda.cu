@@ -383,6 +383,18 @@ static void op_logprob_accum(cv_backend *b, double *state, const float *logits, 
     cv_cuda_logprob_accum(b, state, logits, T, n, col0, targets);
     cu_leave(c);
 }
+static void op_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+    cv_cuda_ctx *c = cu_enter(b, "pick_greedy");
+    if (!c) return;
+    cv_cuda_pick_greedy(b, logits, V, slot);
+    cu_leave(c);
+}
+static void op_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay) {
+    cv_cuda_ctx *c = cu_enter(b, "stats_reset");
+    if (!c) return;
+    cv_cuda_stats_reset(b, arena, lay);
+    cu_leave(c);
+}
 /* -1 after any failure, this op's or an earlier one's: never a made-up token */
 static int32_t op_argmax(cv_backend *b, const float *logits, int V) {
     cv_cuda_ctx *c = cu_enter(b, "argmax");
@@ -491,6 +503,8 @@ static cv_backend *cu_create(int device, cv_error *err) {
     b->row_cos = op_row_cos;
     b->target_logprob = op_target_logprob;
     b->logprob_accum = op_logprob_accum;
+    b->pick_greedy = op_pick_greedy;
+    b->stats_reset = op_stats_reset;
     b->status = cu_status;
     b->destroy = cu_destroy;
     CV_DEBUG("cuda: device %d %s, %d SMs, %.1f GiB", device, prop.name, prop.multiProcessorCount,

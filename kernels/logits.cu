@@ -225,3 +225,45 @@ int32_t cv_cuda_argmax(cv_backend *b, const float *logits, int V) {
     /* a fault of this or an earlier kernel surfaces in the copy or the sync: no made-up token */
     return c->failed ? -1 : *c->pinned;
 }
+
+/* pick_greedy (CPU twin cpu_pick_greedy): the argmax kernel's choice, then one thread writes it
+ * and its logit into the arena's step slots, on the device: no copy, no sync here. */
+__global__ void pick_slot_kernel(const int32_t *id, const float *x, int V, double *slot) {
+    int i = *id;
+    slot[CV_STEP_TOKEN] = i;
+    slot[CV_STEP_LOGIT] = i >= 0 && i < V ? (double)x[i] : (double)NAN;
+}
+
+void cv_cuda_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (V <= 0) return;
+    int32_t *d = static_cast<int32_t *>(cv_cuda_scratch(c, sizeof(int32_t)));
+    if (!d) return;
+    argmax_kernel<<<1, LG_THREADS, 0, c->stream>>>(logits, V, d);
+    CV_CUDA_LAUNCHED(c, "argmax");
+    pick_slot_kernel<<<1, 1, 0, c->stream>>>(d, logits, V, slot);
+    CV_CUDA_LAUNCHED(c, "greedy step slot");
+}
+
+/* stats_reset (CPU twin cv_stats_arena_reset): zero the arena, then the few fields whose
+ * identity is +inf (attention minimum entropy, per-head minimum row weight). */
+__global__ void stats_identities_kernel(double *a, cv_stats_layout l) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < l.n_layers;
+         i += gridDim.x * blockDim.x) {
+        a[l.attn_off + (size_t)i * CV_AS_SIZE + CV_AS_EMIN] = INFINITY;
+        if (l.has_cross) a[l.cross_off + (size_t)i * CV_AS_SIZE + CV_AS_EMIN] = INFINITY;
+        if (!l.health) continue;
+        for (int h = 0; h < l.n_heads; h++) {
+            size_t at = ((size_t)i * l.n_heads + h) * CV_AH_SIZE + CV_AH_CMIN;
+            a[l.heads_off + at] = INFINITY;
+            if (l.has_cross) a[l.cross_heads_off + at] = INFINITY;
+        }
+    }
+}
+
+void cv_cuda_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    CV_CUDA_CHECK(c, cudaMemsetAsync(arena, 0, lay->total * sizeof(double), c->stream));
+    stats_identities_kernel<<<1, 128, 0, c->stream>>>(arena, *lay);
+    CV_CUDA_LAUNCHED(c, "statistics reset");
+}

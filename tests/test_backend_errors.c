@@ -48,12 +48,20 @@ static int32_t fake_argmax(cv_backend *b, const float *logits, int V) {
     return f->inner->argmax(f->inner, logits, V);
 }
 
+/* The greedy choice kept on the backend goes through the same fake argmax. */
+static void fake_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+    int32_t id = fake_argmax(b, logits, V);
+    slot[CV_STEP_TOKEN] = id;
+    slot[CV_STEP_LOGIT] = id >= 0 && id < V ? logits[id] : 0.0;
+}
+
 static void fake_wrap(fake_backend *f, cv_backend *inner, int fail_at) {
     memset(f, 0, sizeof *f);
     f->b = *inner; /* every op and the ctx: the CPU ops run on the CPU backend's state */
     f->b.name = "fake";
     f->b.status = fake_status;
     f->b.argmax = fake_argmax;
+    f->b.pick_greedy = fake_pick_greedy;
     f->inner = inner;
     f->fail_at = fail_at;
     f->argmax_bad_at = -1;

@@ -14,6 +14,7 @@
 
 #include "corevital/common.h"
 #include "corevital/dtype.h"
+#include "corevital/stats.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -136,6 +137,13 @@ struct cv_backend {
     /* index of the largest logit (first on ties) — greedy decoding without copying the row back;
      * -1 (never a token) when the backend has failed (see status) */
     int32_t (*argmax)(cv_backend *b, const float *logits, int V);
+    /* Greedy choice kept on the backend: slot[CV_STEP_TOKEN] = argmax (as argmax; -1 on a failed
+     * backend), slot[CV_STEP_LOGIT] = that logit; slot is backend memory (an arena's step slots),
+     * copied back with the arena in the step's one download. */
+    void (*pick_greedy)(cv_backend *b, const float *logits, int V, double *slot);
+    /* Reset a statistics arena in backend memory to its identities (cv_stats_arena_reset), so a
+     * step needs no upload. */
+    void (*stats_reset)(cv_backend *b, double *arena, const cv_stats_layout *lay);
 
     /* Errors. Ops return nothing and may run asynchronously, so a backend that can fail (CUDA:
      * a device fault, a failed launch or allocation) keeps the first failure, sticky, and stops

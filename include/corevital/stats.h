@@ -88,6 +88,7 @@ static inline size_t cv_logits_record_size(int k) {
 typedef struct {
     int n_layers, dim, has_cross, topk;
     size_t hidden_off, attn_off, cross_off, logits_off, total; /* in doubles */
+    size_t step_off; /* CV_STEP_SLOTS doubles after the logits record (see cv_stats_step) */
     /* health: 0 when off */
     int health, n_heads, heads_last_row, prompt_P, sparse;
     size_t heads_off, cross_heads_off, basin_off, ltrans_off, sparse_off;
@@ -137,6 +138,13 @@ static inline double *cv_stats_cross(double *base, const cv_stats_layout *l, int
 }
 static inline double *cv_stats_logits(double *base, const cv_stats_layout *l) {
     return base ? base + l->logits_off : NULL;
+}
+/* Per-step values the backend writes beside the records, so one download per step carries
+ * everything: the chosen token and its raw logit (greedy), and the cosine of this step's final
+ * vector with the previous one (health). Reset to 0. */
+enum { CV_STEP_TOKEN, CV_STEP_LOGIT, CV_STEP_COS, CV_STEP_SLOTS = 4 };
+static inline double *cv_stats_step(double *base, const cv_stats_layout *l) {
+    return base ? base + l->step_off : NULL;
 }
 
 /* Reset records to their identities (sums 0, min +inf, max 0). */

@@ -350,6 +350,17 @@ static cv_status cpu_status(cv_backend *b, cv_error *err) {
     return CV_OK;
 }
 
+static void cpu_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+    int32_t id = cpu_argmax(b, logits, V);
+    slot[CV_STEP_TOKEN] = id;
+    slot[CV_STEP_LOGIT] = id >= 0 && id < V ? logits[id] : NAN;
+}
+
+static void cpu_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay) {
+    (void)b;
+    cv_stats_arena_reset(arena, lay);
+}
+
 static void cpu_destroy(cv_backend *b) {
     if (!b) return;
     cv_cpu_ctx *c = b->ctx;
@@ -399,6 +410,8 @@ cv_backend *cv_backend_cpu_create(void) {
     b->row_cos = cpu_row_cos;
     b->target_logprob = cpu_target_logprob;
     b->logprob_accum = cpu_logprob_accum;
+    b->pick_greedy = cpu_pick_greedy;
+    b->stats_reset = cpu_stats_reset;
     b->destroy = cpu_destroy;
     return b;
 }

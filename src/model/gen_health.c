@@ -27,10 +27,8 @@ struct cv_gen_health {
     const cv_health_profile *prof;
     cv_health_run *run;
     int P, L, H, C, V, seq2seq;
-    float *prev;     /* backend (C): the previous step's final vector */
-    double *cosdev;  /* backend (1): its cosine with this step's */
-    float *chunk;    /* backend (CHUNK, V): LM-head rows for the prompt surprisals */
-    double cos_prev; /* host copy for step i, NAN at step 0 */
+    float *prev;  /* backend (C): the previous step's final vector */
+    float *chunk; /* backend (CHUNK, V): LM-head rows for the prompt surprisals */
     cv_stop_on stop_on;
     FILE *stream;
     int stream_owned;
@@ -75,7 +73,6 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
     g->C = m->cfg.hidden_size;
     g->V = m->cfg.vocab_size;
     g->seq2seq = m->ops->encode != NULL;
-    g->cos_prev = NAN;
     g->prof = cv_health_profile_for(m->cfg.architecture);
     g->sparse = cfg->health.prompt_heads && strcmp(be->name, "cpu") == 0;
     if (cfg->health.prompt_heads && !g->sparse)
@@ -90,7 +87,6 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
     g->run = cv_health_run_new(g->prof, g->L, g->H, P);
     g->lsteps = calloc((size_t)g->L, sizeof *g->lsteps);
     g->prev = be->alloc(be, sizeof(float) * (size_t)g->C);
-    g->cosdev = be->alloc(be, sizeof(double));
     int max_T = P > 0 ? P : 1;
     if (m->xin_rows < max_T) { /* a session runs prompts of any length: grow, never overrun */
         cv_model_release(m, m->xin);
@@ -98,8 +94,7 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
         m->xin_rows = m->xin ? max_T : 0;
     }
     if (!g->seq2seq && P >= 2) g->chunk = be->alloc(be, sizeof(float) * CHUNK * (size_t)g->V);
-    if (!g->run || !g->lsteps || !g->prev || !g->cosdev || !m->xin ||
-        (!g->seq2seq && P >= 2 && !g->chunk)) {
+    if (!g->run || !g->lsteps || !g->prev || !m->xin || (!g->seq2seq && P >= 2 && !g->chunk)) {
         cv_gen_health_close(g);
         return cv_fail(err, CV_ERR_NOMEM, "out of memory for the health layer");
     }
@@ -124,7 +119,6 @@ void cv_gen_health_close(cv_gen_health *g) {
     if (!g) return;
     cv_backend *be = g->s->be;
     if (g->prev) be->free(be, g->prev);
-    if (g->cosdev) be->free(be, g->cosdev);
     if (g->chunk) be->free(be, g->chunk);
     if (g->stream_owned && g->stream) fclose(g->stream);
     cv_health_run_free(g->run);
@@ -206,7 +200,6 @@ cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena
                                       const cv_stats_layout *lay, const int32_t *prompt,
                                       cv_error *err) {
     if (!g) return CV_OK;
-    (void)dev_arena;
     cv_model *m = g->s->m;
     cv_backend *be = g->s->be;
     if (!m->head_in) return cv_fail(err, CV_ERR_RUNTIME, "health: the forward kept no final rows");
@@ -215,13 +208,8 @@ cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena
         cv_status st = prompt_surprisals(g, prompt, err);
         if (st != CV_OK) return st;
     }
-    g->cos_prev = NAN;
-    if (i > 0) {
-        double z = 0.0;
-        be->upload(be, g->cosdev, &z, sizeof z);
-        be->row_cos(be, g->cosdev, g->prev, last, 1, g->C);
-        be->download(be, &g->cos_prev, g->cosdev, sizeof(double));
-    }
+    /* into the arena's step slot (reset to 0): it comes back with the records */
+    if (i > 0) be->row_cos(be, cv_stats_step(dev_arena, lay) + CV_STEP_COS, g->prev, last, 1, g->C);
     be->copy(be, g->prev, last, sizeof(float) * (size_t)g->C);
     return CV_OK;
 }
@@ -440,7 +428,7 @@ cv_status cv_gen_health_step(cv_gen_health *g, int i, const double *host,
     hs.surprisal_bits = lh.surprisal_bits;
     hs.top_k_margin = lh.top_k_margin;
     hs.topk_mass = lh.topk_mass;
-    hs.cos_prev = g->cos_prev;
+    hs.cos_prev = i > 0 ? cv_stats_step((double *)host, lay)[CV_STEP_COS] : NAN;
     hs.logits_nan = lh.nan;
     hs.logits_inf = lh.inf;
     if (cv_health_run_add_step(g->run, &hs, g->lsteps))

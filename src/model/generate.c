@@ -368,7 +368,9 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (i == 0 ? seq2seq : i == 1 && !seq2seq) loop_open = 1;
         const cv_stats_layout *ly = i == 0 && !seq2seq ? &lay0 : &lay;
         size_t ybytes = ly->total * sizeof(double);
-        if (dev) {
+        if (dev && be->stats_reset) { /* reset where the arena lives: no upload */
+            be->stats_reset(be, dev, ly);
+        } else if (dev) {
             cv_stats_arena_reset(host, ly);
             be->upload(be, dev, host, ybytes);
         }
@@ -379,26 +381,36 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, err);
         if (st != CV_OK) goto done;
         pos += T;
-        int32_t next;
+        int32_t next = 0;
         float next_logit = 0.0f;
+        /* greedy with statistics: the choice is written beside the records on the backend and
+         * comes back with them in the step's one download */
+        const int picked = !cfg->generation.do_sample && dev && be->pick_greedy;
         if (cfg->generation.do_sample) {
             be->download(be, row, logits, sizeof(float) * (size_t)V);
             next = cv_sampler_next(&sampler, row);
             next_logit = row[next];
+        } else if (picked) {
+            be->pick_greedy(be, logits, V, cv_stats_step(dev, ly));
         } else {
             next = be->argmax(be, logits, V);
-            if (next < 0 || next >= V) { /* a failed backend answers -1: never use it */
-                if ((st = backend_check(be, err)) == CV_OK)
-                    st = cv_fail(err, CV_ERR_RUNTIME,
-                                 "argmax returned token %d, outside the vocabulary of %d", next, V);
-                cv_error_prefix(err, "generation step %lld", (long long)((int64_t)P + i));
-                goto done;
-            }
-            if (gh) be->download(be, &next_logit, logits + next, sizeof(float));
+            if (gh && next >= 0 && next < V)
+                be->download(be, &next_logit, logits + next, sizeof(float));
         }
         if (dev) be->download(be, host, dev, ybytes);
         /* what was copied back (token, row, records) is only trusted once the backend says so */
         if ((st = backend_check(be, err)) != CV_OK) {
+            cv_error_prefix(err, "generation step %lld", (long long)((int64_t)P + i));
+            goto done;
+        }
+        if (picked) {
+            const double *slot = cv_stats_step(host, ly);
+            next = (int32_t)slot[CV_STEP_TOKEN];
+            next_logit = (float)slot[CV_STEP_LOGIT];
+        }
+        if (next < 0 || next >= V) { /* a failed backend answers -1: never use it */
+            st = cv_fail(err, CV_ERR_RUNTIME,
+                         "argmax returned token %d, outside the vocabulary of %d", next, V);
             cv_error_prefix(err, "generation step %lld", (long long)((int64_t)P + i));
             goto done;
         }

@@ -20,7 +20,8 @@ void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_c
     lay->attn_off = (size_t)n_layers * cv_hidden_record_size(dim);
     lay->cross_off = lay->attn_off + (size_t)n_layers * CV_AS_SIZE;
     lay->logits_off = lay->cross_off + (has_cross ? (size_t)n_layers * CV_AS_SIZE : 0);
-    lay->total = lay->logits_off + cv_logits_record_size(topk);
+    lay->step_off = lay->logits_off + cv_logits_record_size(topk);
+    lay->total = lay->step_off + CV_STEP_SLOTS;
     lay->health = lay->n_heads = lay->heads_last_row = lay->prompt_P = lay->sparse = 0;
     lay->heads_off = lay->cross_heads_off = lay->basin_off = lay->ltrans_off = lay->sparse_off = 0;
 }
@@ -74,6 +75,7 @@ void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
         if (l->has_cross) cv_attn_record_reset(cv_stats_cross(base, l, i));
     }
     memset(cv_stats_logits(base, l), 0, cv_logits_record_size(l->topk) * sizeof(double));
+    memset(cv_stats_step(base, l), 0, CV_STEP_SLOTS * sizeof(double));
     if (!l->health) return;
     for (int i = 0; i < l->n_layers; i++)
         for (int h = 0; h < l->n_heads; h++) {

@@ -671,6 +671,38 @@ START_TEST(test_row_cos_and_target_logprob) {
 }
 END_TEST
 
+/* ---- step boundary: the arena reset and the greedy choice on the device -------------------- */
+
+START_TEST(test_stats_reset_and_pick_greedy) {
+    cv_stats_layout lay;
+    cv_stats_layout_init(&lay, 5, 67, 1, 10);
+    cv_stats_layout_health(&lay, 6, 1, 40);
+    size_t n = lay.total;
+    double *junk = malloc(sizeof(double) * n), *want = malloc(sizeof(double) * n);
+    for (size_t i = 0; i < n; i++) junk[i] = (double)i * 0.5 - 3.0;
+    memcpy(want, junk, sizeof(double) * n);
+    cv_stats_arena_reset(want, &lay);
+    double *d = dev_copy(junk, sizeof(double) * n);
+    G->stats_reset(G, d, &lay);
+    double *got = host_copy(d, sizeof(double) * n);
+    ck_assert_msg(memcmp(got, want, sizeof(double) * n) == 0, "stats_reset differs from the CPU");
+    unsigned seed = 5;
+    const int V = 50257;
+    float *l = rand_vec(V, &seed, 4.0f);
+    l[777] = 9.0f, l[778] = 9.0f; /* a tie: the lower id */
+    float *dl = dev_copy(l, sizeof(float) * V);
+    double hs[CV_STEP_SLOTS] = {0}, *ds = dev_copy(hs, sizeof hs);
+    H->pick_greedy(H, l, V, hs);
+    G->pick_greedy(G, dl, V, ds);
+    double *gs = host_copy(ds, sizeof hs);
+    ck_assert_int_eq((int)gs[CV_STEP_TOKEN], 777);
+    ck_assert_int_eq((int)gs[CV_STEP_TOKEN], (int)hs[CV_STEP_TOKEN]);
+    ck_assert(gs[CV_STEP_LOGIT] == hs[CV_STEP_LOGIT]);
+    G->free(G, d), G->free(G, dl), G->free(G, ds);
+    free(junk), free(want), free(got), free(l), free(gs);
+}
+END_TEST
+
 /* ---- logits ------------------------------------------------------------------------------- */
 
 static void check_logits(const float *x, int V, int k, const char *what) {
@@ -775,6 +807,7 @@ int main(void) {
     tcase_add_test(tc, test_logits_stats_and_argmax);
     tcase_add_test(tc, test_logits_nonfinite);
     tcase_add_test(tc, test_row_cos_and_target_logprob);
+    tcase_add_test(tc, test_stats_reset_and_pick_greedy);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
