@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference values for the health layer (docs: /work/shared/HEALTH.md, "HEALTH.md" below).
+"""Reference values for the health layer (docs/health-spec.md, "HEALTH.md" below).
 
 Loads each tiny fixture model exactly as gen_models.py does (fp32, eager attention, one thread,
 grad off), runs greedy generation on the first two prompts with Hugging Face transformers, and

@@ -2,7 +2,8 @@
 """gen_tokenizer_refs.py — reference ids for the C tokenizer parity tests (tests/test_tokenizer.c).
 
 Usage (from the repository root, in a venv with `pip install tokenizers`):
-    python tests/ref/gen_tokenizer_refs.py [--data ../shared/data/tokenizers]
+    make tokenizers   # unpacks tests/data/tokenizers into build/tokenizers
+    python tests/ref/gen_tokenizer_refs.py [--data build/tokenizers]
 
 Writes tests/fixtures/tokenizers/{gpt2,llama2,llama3,unigram,unigram-precompiled}.jsonl and trains
 the small T5-style Unigram tokenizer tests/fixtures/tokenizers/unigram/tokenizer.json plus its
@@ -289,7 +290,7 @@ def transformers_llama(d):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "tokenizers"))
+    ap.add_argument("--data", default=os.path.join(ROOT, "build", "tokenizers"))
     ap.add_argument("--retrain", action="store_true")
     a = ap.parse_args()
     items = corpus()
