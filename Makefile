@@ -157,7 +157,7 @@ test-cuda: $(BIN) $(CUDA_MODULE_INSTALL) $(CUDA_TEST_BINS)
 	@if [ -z "$(NVCC)" ]; then echo "test-cuda: nvcc not found"; exit 1; fi
 	@fail=0; for t in $(CUDA_TEST_BINS); do echo "== $$t"; ./$$t || fail=1; done; exit $$fail
 
-$(BUILD)/tests/cuda/%: tests/cuda/%.c $(TEST_UTIL) $(LIB) $(CUDA_MODULE)
+$(BUILD)/tests/cuda/%: tests/cuda/%.c $(wildcard tests/cuda/*.h) $(TEST_UTIL) $(LIB) $(CUDA_MODULE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -Itests/util -o $@ $< $(TEST_UTIL) -Wl,--no-as-needed $(CUDA_MODULE) \
 	  $(LIB) $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS) $(CUDA_RT) -Wl,-rpath,'$$ORIGIN/../..'

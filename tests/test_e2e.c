@@ -26,8 +26,9 @@ static const char *bin(void) {
     return b && *b ? b : "./corevital";
 }
 
-/* Run the binary with args (NULL-terminated), stdout/stderr to /dev/null; return exit code. */
-static int run(const char *const *args) {
+/* Run the binary with args (NULL-terminated), stdout into out_path, stderr to /dev/null; return
+ * the exit code. */
+static int run_to(const char *const *args, const char *out_path) {
     pid_t pid = fork();
     if (pid == 0) {
         const char *argv[64];
@@ -35,13 +36,17 @@ static int run(const char *const *args) {
         argv[n++] = bin();
         for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
         argv[n] = NULL;
-        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        if (!freopen(out_path, "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     int st;
     waitpid(pid, &st, 0);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int run(const char *const *args) {
+    return run_to(args, "/dev/null");
 }
 
 static cJSON *load_valid_trace(const char *path) {
@@ -520,24 +525,6 @@ END_TEST
 
 /* ---- the health layer: --stop-on, --stream, --no-health ----------------------------------- */
 
-/* Run args, capturing stdout into `out_path` (stderr to /dev/null). */
-static int run_capture(const char *const *args, const char *out_path) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        const char *argv[64];
-        int n = 0;
-        argv[n++] = bin();
-        for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
-        argv[n] = NULL;
-        if (!freopen(out_path, "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 /* A Llama whose blocks add next to nothing (std 1e-4) and whose head is the tied embedding: the
  * next token is the current one, forever, and the final vector repeats (cos_prev -> 1), so the
  * repetition rule holds from the third repeated pair on. */
@@ -674,7 +661,7 @@ START_TEST(test_no_health_same_statistics) {
                          b,
                          "--no-health",
                          NULL};
-    ck_assert_int_eq(run_capture(on, con), 0);
+    ck_assert_int_eq(run_to(on, con), 0);
     ck_assert_int_eq(run(off), 0);
     char *text;
     size_t len;

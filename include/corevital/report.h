@@ -232,6 +232,9 @@ cJSON *cv_json_float(double v);
  * loop. cJSON's own printers see a plain number. Non-finite values become null. */
 cJSON *cv_json_float_lazy(double v);
 #define CV_CJSON_FLOAT (1 << 14)
+/* The value of a number in an extension object, whichever way it was built (a cJSON number,
+ * cv_json_float's raw text), or dflt when j is absent, null or not a number. */
+double cv_json_number(const cJSON *j, double dflt);
 
 /* ---- validation (validate.c) ---- */
 

@@ -102,6 +102,10 @@ typedef struct {
 #define CV_SPARSE_SLOTS (1 + 3 * CV_SPARSE_CAP)
 
 void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_cross, int topk);
+
+/* Python's round(x, d): the correctly rounded decimal (what "%.*f" + strtod gives, halves to
+ * even as the binary value decides); non-finite x unchanged. Every rN of the trace uses it. */
+double cv_round_decimals(double x, int d);
 /* Add the health records to a layout. heads_last_row: per-head records take only each head's
  * last query row (decoder steps, HEALTH.md §0); else every row (encoder layers). prompt_P > 0:
  * this pass is over a prompt of P tokens and also gathers the prompt analysis. */

@@ -74,10 +74,7 @@ static void progress_show(progress *p, const char *id, const char *status, int64
 static double report_risk(const cv_report *rep) {
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(rep->extensions, "risk"), "risk_score");
-    if (cJSON_IsNumber(r)) return r->valuedouble;
-    if (cJSON_IsRaw(r) && r->valuestring && strcmp(r->valuestring, "null") != 0)
-        return strtod(r->valuestring, NULL);
-    return NAN;
+    return cv_json_number(r, NAN);
 }
 
 /* Write the trace, store it and index it, with the signals blocked. */

@@ -565,7 +565,7 @@ void cv_cli_print_health(FILE *out, const cv_report *rep) {
     const cJSON *risk = cJSON_GetObjectItemCaseSensitive(ext, "risk");
     const cJSON *score = cJSON_GetObjectItemCaseSensitive(risk, "risk_score");
     if (!risk || !score) return;
-    double r = cJSON_IsRaw(score) ? strtod(score->valuestring, NULL) : score->valuedouble;
+    double r = cv_json_number(score, NAN);
     const cJSON *factors = cJSON_GetObjectItemCaseSensitive(risk, "risk_factors");
     const cJSON *f0 = cJSON_GetArrayItem(factors, 0);
     fprintf(out, "\nHealth: risk %.2f%s%s%s", r, cJSON_IsString(f0) ? " (" : "",
@@ -594,7 +594,7 @@ void cv_cli_print_health(FILE *out, const cv_report *rep) {
     double best_sev = -1;
     for (const cJSON *b = bl ? bl->child : NULL; b; b = b->next) {
         const cJSON *sv = cJSON_GetObjectItemCaseSensitive(b, "severity");
-        double v = !sv ? 0 : cJSON_IsRaw(sv) ? strtod(sv->valuestring, NULL) : sv->valuedouble;
+        double v = cv_json_number(sv, 0.0);
         if (v > best_sev) best_sev = v, best = b;
     }
     if (best) {

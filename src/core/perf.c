@@ -9,6 +9,7 @@
  * dict silently kept only the last. */
 #define _POSIX_C_SOURCE 200809L
 #include "corevital/perf.h"
+#include "corevital/stats.h"
 
 #include "corevital/log.h"
 #include "corevital/sinks.h"
@@ -239,15 +240,6 @@ double cv_perf_self_overhead_ns(int pairs) {
 
 /* ---- results ---- */
 
-/* Python round(x, 2): the decimal nearest to the exact binary value, ties to even — which is
- * what glibc's %.2f does — read back as the nearest double. */
-static double round2(double x) {
-    if (!isfinite(x)) return x;
-    char buf[512];
-    snprintf(buf, sizeof buf, "%.2f", x);
-    return strtod(buf, NULL);
-}
-
 static double parent_ms(const cv_perf *p, const perf_node *nd) {
     if (p->mode == CV_PERF_STRICT && p->has_strict && strcmp(nd->name, "model_load") == 0)
         return p->strict.original_model_load_ms;
@@ -264,12 +256,12 @@ static double total_ms(const cv_perf *p) {
 }
 
 static double pct_of(double ms, double total) {
-    return total != 0.0 ? round2(100.0 * ms / total) : 0.0;
+    return total != 0.0 ? cv_round_decimals(100.0 * ms / total, 2) : 0.0;
 }
 
 /* Add a float rounded to 2 decimals; returns 0 on allocation failure. */
 static int add_ms(cJSON *o, const char *key, double v) {
-    cJSON *n = cv_json_float(round2(v));
+    cJSON *n = cv_json_float(cv_round_decimals(v, 2));
     if (!n) return 0;
     if (!cJSON_AddItemToObject(o, key, n)) {
         cJSON_Delete(n);
@@ -332,7 +324,7 @@ cJSON *cv_perf_summary_json(const cv_perf *p, const char *detailed_file) {
         for (int i = p->first_root; i >= 0; i = p->nodes[i].next_sibling)
             if (strcmp(p->nodes[i].name, "model_load") == 0 ||
                 strcmp(p->nodes[i].name, "tokenize") == 0)
-                cv_ops -= round2(parent_ms(p, &p->nodes[i]));
+                cv_ops -= cv_round_decimals(parent_ms(p, &p->nodes[i]), 2);
         double cv_over = cv_ops - s->baseline_ms;
         int has_base = s->baseline_ms != 0.0;
         ok = add_ms(out, "original_model_load_ms", s->original_model_load_ms) &&

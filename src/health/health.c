@@ -60,13 +60,6 @@ void cv_py_fmt_pct(char *buf, size_t n, double x, int prec) {
     }
 }
 
-double cv_py_round(double x, int d) {
-    if (!isfinite(x)) return x;
-    char buf[400];
-    snprintf(buf, sizeof buf, "%.*f", d, x);
-    return strtod(buf, NULL);
-}
-
 /* ---- series ---- */
 
 static int hs_push(cv_hseries *s, double v) {
@@ -335,7 +328,7 @@ static void collapse(const cv_health_run *r, cv_heval *e) {
         double dev = peak - cv_hs_mean_first(s, w);
         if (dev > 0.15) {
             e->trend = 1;
-            e->trend_dev = cv_py_round(dev, 4);
+            e->trend_dev = cv_round_decimals(dev, 4);
         }
     }
     e->catastrophic = e->mean_rate > 0.70;
@@ -346,7 +339,7 @@ static void collapse(const cv_health_run *r, cv_heval *e) {
         double t = e->trend_dev <= 0.25 ? 0.2 : 0.4;
         if (t > sev) sev = t;
     }
-    e->collapse_severity = cv_py_round(sev, 2);
+    e->collapse_severity = cv_round_decimals(sev, 2);
 }
 
 /* ---- risk v2 (risk.py compute_risk_score) ---- */
@@ -509,7 +502,7 @@ int cv_health_blame(const cv_health_run *r, cv_hblame **out) {
         }
         if (x->n_reasons) {
             x->layer = j;
-            x->severity = cv_py_round(sev, 2);
+            x->severity = cv_round_decimals(sev, 2);
             nb++;
         }
     }
@@ -661,10 +654,10 @@ static cJSON *collapse_detail_json(const cv_health_run *r, const cv_heval *e) {
             double lp = (double)mx / r->H;
             if (lp - le > 0.15) rc |= push(tl, cJSON_CreateNumber(j));
         }
-        rc |= push(pl, jnum(cv_py_round((double)sum / ((double)cnt * r->H), 4)));
+        rc |= push(pl, jnum(cv_round_decimals((double)sum / ((double)cnt * r->H), 4)));
     }
     if (!rc) {
-        rc |= put(o, "mean_collapse_rate", jnum(cv_py_round(e->mean_rate, 4)));
+        rc |= put(o, "mean_collapse_rate", jnum(cv_round_decimals(e->mean_rate, 4)));
         rc |= put(o, "trend_detected", cJSON_CreateBool(e->trend));
         rc |= put(o, "trend_peak_deviation", jnum(e->trend_dev));
         rc |= put(o, "trend_layers", tl);

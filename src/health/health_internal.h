@@ -3,6 +3,7 @@
 #define COREVITAL_HEALTH_INTERNAL_H
 
 #include "corevital/health.h"
+#include "corevital/stats.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -108,8 +109,6 @@ char *cv_health_narrative_of(const cv_health_run *r, const cv_heval *e, const cv
 /* Python-compatible formatting: f"{x:.{prec}f}" and f"{x:.{prec}%}" (nan, inf, -inf). */
 void cv_py_fmt_f(char *buf, size_t n, double x, int prec);
 void cv_py_fmt_pct(char *buf, size_t n, double x, int prec);
-/* Python round(x, d) for finite x (correctly rounded decimal, half to even); else x. */
-double cv_py_round(double x, int d);
 
 /* Series helpers. */
 double cv_hs_mean_last(const cv_hseries *s, int k);  /* mean of the last min(k, n); 0 if n == 0 */

@@ -27,8 +27,7 @@ struct cv_gen_health {
     const cv_health_profile *prof;
     cv_health_run *run;
     int P, L, H, C, V, seq2seq;
-    float *prev;  /* backend (C): the previous step's final vector */
-    float *chunk; /* backend (CHUNK, V): LM-head rows for the prompt surprisals */
+    float *prev; /* backend (C): the previous step's final vector */
     cv_stop_on stop_on;
     FILE *stream;
     int stream_owned;
@@ -37,13 +36,6 @@ struct cv_gen_health {
     double *psurp; /* P - 1 prompt log-probabilities (ln), from the prefill */
     int sparse;    /* health.prompt_heads: the sparse prompt attention (CPU backend only) */
 };
-
-static double round_to(double x, int decimals) {
-    if (!isfinite(x)) return x;
-    char buf[64];
-    snprintf(buf, sizeof buf, "%.*f", decimals, x);
-    return strtod(buf, NULL);
-}
 
 /* A float for extensions, null when not finite (our traces never carry NaN). Formatted when the
  * trace is written, not here in the generation loop (a few hundred values a step). */
@@ -93,8 +85,7 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
         m->xin = cv_model_alloc(m, sizeof(float) * (size_t)max_T * g->C, err);
         m->xin_rows = m->xin ? max_T : 0;
     }
-    if (!g->seq2seq && P >= 2) g->chunk = be->alloc(be, sizeof(float) * CHUNK * (size_t)g->V);
-    if (!g->run || !g->lsteps || !g->prev || !m->xin || (!g->seq2seq && P >= 2 && !g->chunk)) {
+    if (!g->run || !g->lsteps || !g->prev || !m->xin) {
         cv_gen_health_close(g);
         return cv_fail(err, CV_ERR_NOMEM, "out of memory for the health layer");
     }
@@ -119,7 +110,6 @@ void cv_gen_health_close(cv_gen_health *g) {
     if (!g) return;
     cv_backend *be = g->s->be;
     if (g->prev) be->free(be, g->prev);
-    if (g->chunk) be->free(be, g->chunk);
     if (g->stream_owned && g->stream) fclose(g->stream);
     cv_health_run_free(g->run);
     cJSON_Delete(g->prompt_analysis);
@@ -185,14 +175,20 @@ static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, cv_e
         return CV_OK;
     }
     double *dps = be->alloc(be, sizeof(double) * (size_t)R);
-    if (!dps) return cv_fail(err, CV_ERR_NOMEM, "out of memory for the prompt surprisals");
+    float *chunk = be->alloc(be, sizeof(float) * CHUNK * (size_t)V);
+    if (!dps || !chunk) {
+        if (dps) be->free(be, dps);
+        if (chunk) be->free(be, chunk);
+        return cv_fail(err, CV_ERR_NOMEM, "out of memory for the prompt surprisals");
+    }
     for (int r0 = 0; r0 < R; r0 += CHUNK) {
         int n = R - r0 < CHUNK ? R - r0 : CHUNK;
-        be->matmul(be, g->chunk, m->head_in + (size_t)r0 * C, w, NULL, n);
-        be->target_logprob(be, dps + r0, g->chunk, n, V, prompt + r0 + 1);
+        be->matmul(be, chunk, m->head_in + (size_t)r0 * C, w, NULL, n);
+        be->target_logprob(be, dps + r0, chunk, n, V, prompt + r0 + 1);
     }
     be->download(be, g->psurp, dps, sizeof(double) * (size_t)R);
     be->free(be, dps);
+    be->free(be, chunk);
     return CV_OK;
 }
 
@@ -285,16 +281,17 @@ static cv_status prompt_analysis(cv_gen_health *g, const double *host, const cv_
     const double *psv = g->psurp;
     if (!bad && !g->seq2seq && psv)
         for (int t = 0; t < P - 1; t++)
-            bad |= !cJSON_AddItemToArray(ps, jnum(round_to(-psv[t] / LN2, 4))) ? 1 : 0;
+            bad |= !cJSON_AddItemToArray(ps, jnum(cv_round_decimals(-psv[t] / LN2, 4))) ? 1 : 0;
     const double *ltv = cv_stats_ltrans((double *)host, lay);
     for (int l = 1; !bad && l < n_layers; l++)
-        cJSON_AddItemToArray(lt, jnum(round_to(1.0 - ltv[l] / P, 6)));
+        cJSON_AddItemToArray(lt, jnum(cv_round_decimals(1.0 - ltv[l] / P, 6)));
     for (int l = 0; !bad && l < n_layers; l++) {
         const double *b = cv_stats_basin((double *)host, lay, l);
         cJSON *lo = cJSON_CreateObject(), *bs = cJSON_CreateArray();
         bad |= !lo || !bs;
         for (int h = 0; !bad && h < H; h++) {
-            double v = P < 3 ? 1.0 : round_to((b[2 * h] / P) / (b[2 * h + 1] / P + 1e-10), 4);
+            double v =
+                P < 3 ? 1.0 : cv_round_decimals((b[2 * h] / P) / (b[2 * h + 1] / P + 1e-10), 4);
             basins[(size_t)l * H + h] = v;
             cJSON_AddItemToArray(bs, jnum(v));
         }
@@ -318,7 +315,7 @@ static cv_status prompt_analysis(cv_gen_health *g, const double *host, const cv_
                 for (int j = 0; j < (int)o[0]; j++) {
                     cJSON_AddItemToArray(qi, cJSON_CreateNumber(o[1 + 3 * j]));
                     cJSON_AddItemToArray(ki, cJSON_CreateNumber(o[2 + 3 * j]));
-                    cJSON_AddItemToArray(wv, jnum(round_to(o[3 + 3 * j], 4)));
+                    cJSON_AddItemToArray(wv, jnum(cv_round_decimals(o[3 + 3 * j], 4)));
                 }
                 cJSON_AddItemToObject(ho, "query_indices", qi);
                 cJSON_AddItemToObject(ho, "key_indices", ki);

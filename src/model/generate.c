@@ -165,12 +165,6 @@ cv_status cv_session_tokenize(cv_session *s, const char *prompt, int32_t **ids, 
 
 /* ---- report filling ----------------------------------------------------------------------- */
 
-static double round_to(double x, int decimals) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "%.*f", decimals, x);
-    return strtod(buf, NULL);
-}
-
 static void fill_hidden(cv_hidden_summary *h, const double *rec, const cv_session *s,
                         const cv_config *cfg, cv_error *err) {
     const cv_stat_list *l = &cfg->summaries.hidden.stats;
@@ -211,7 +205,8 @@ static cv_status fill_logits(cv_logits_summary *o, const double *rec, const cv_s
         for (int i = 0; i < k; i++) {
             o->topk[i].token_id = st.ids[i];
             o->topk[i].token_text = cv_tokenizer_decode(s->tok, &st.ids[i], 1, 0, 0);
-            o->topk[i].prob = isfinite(st.probs[i]) ? round_to(st.probs[i], 3) : st.probs[i];
+            o->topk[i].prob =
+                isfinite(st.probs[i]) ? cv_round_decimals(st.probs[i], 3) : st.probs[i];
             if (!o->topk[i].token_text) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
         }
     }
@@ -278,6 +273,31 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
+
+/* The report's generated part from the n tokens kept: the timeline cut to them (the loop stopped
+ * early, or failed after them), the ids, the text and the summary counts. */
+static cv_status finish_report(cv_session *s, cv_report *rep, int instrumented, const int32_t *gen,
+                               int n, size_t P, double elapsed, cv_error *err) {
+    if (instrumented) cv_report_truncate_timeline(rep, (size_t)n);
+    int64_t *ids64 = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    char *text = cv_tokenizer_decode(s->tok, gen, (size_t)n, 1, 1);
+    if (!ids64 || !text) {
+        free(ids64);
+        free(text);
+        return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) ids64[i] = gen[i];
+    cv_status st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
+                                     (size_t)n, err);
+    free(ids64);
+    free(rep->generated.output_text);
+    rep->generated.output_text = text;
+    rep->summary.prompt_tokens = (int64_t)P;
+    rep->summary.generated_tokens = n;
+    rep->summary.total_steps = (int64_t)P + n;
+    rep->summary.elapsed_ms = (int64_t)elapsed;
+    return st;
+}
 
 cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t *prompt, size_t P,
                               int instrumented, cv_report *rep, int32_t **out_ids, size_t *out_n,
@@ -458,67 +478,28 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     double elapsed = cv_now_ms() - t0;
     if (elapsed_ms) *elapsed_ms = elapsed;
 
-    if (rep) {
-        if (instrumented) cv_report_truncate_timeline(rep, (size_t)n_gen); /* stopped early */
-        int64_t *ids64 = malloc(sizeof(int64_t) * (size_t)(n_gen ? n_gen : 1));
-        char *text = cv_tokenizer_decode(s->tok, gen, (size_t)n_gen, 1, 1);
-        if (!ids64 || !text) {
-            free(ids64);
-            free(text);
-            st = cv_fail(err, CV_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        for (int i = 0; i < n_gen; i++) ids64[i] = gen[i];
-        st = cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
-                               (size_t)n_gen, err);
-        free(ids64);
-        if (st == CV_OK)
-            st = cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", stop,
-                                      stop_step, err);
-        free(rep->generated.output_text);
-        rep->generated.output_text = text;
-        rep->summary.prompt_tokens = (int64_t)P;
-        rep->summary.generated_tokens = n_gen;
-        rep->summary.total_steps = (int64_t)P + n_gen;
-        rep->summary.elapsed_ms = (int64_t)elapsed;
-    }
+    if (rep && (st = finish_report(s, rep, instrumented, gen, n_gen, P, elapsed, err)) == CV_OK)
+        st = cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", stop,
+                                  stop_step, err);
     if (out_ids) {
         *out_ids = gen;
         gen = NULL;
     }
     if (out_n) *out_n = (size_t)n_gen;
 done:
-    if (st != CV_OK && loop_started && rep && instrumented && n_done >= 0) {
+    if (st != CV_OK && loop_started && rep && instrumented) {
         /* Keep what was measured: the steps completed before the failure, the reason as a
          * warning, the run-level health of those steps; the caller writes it and still fails. */
-        char why[sizeof err->msg];
-        snprintf(why, sizeof why, "%s", err->msg);
-        cv_report_truncate_timeline(rep, (size_t)n_done);
-        int64_t *ids64 = malloc(sizeof(int64_t) * (size_t)(n_done ? n_done : 1));
-        char *text = cv_tokenizer_decode(s->tok, gen, (size_t)n_done, 1, 1);
-        cv_error e2 = {CV_OK, ""};
-        if (ids64 && text) {
-            for (int i = 0; i < n_done; i++) ids64[i] = gen[i];
-            if (cv_report_set_ids(&rep->generated.token_ids, &rep->generated.n_token_ids, ids64,
-                                  (size_t)n_done, &e2) == CV_OK &&
-                cv_report_add_warning(rep, "GENERATION_FAILED",
-                                      "generation failed after %d of %d new tokens: %s", n_done, G,
-                                      why) == CV_OK) {
-                free(rep->generated.output_text);
-                rep->generated.output_text = text;
-                text = NULL;
-                rep->summary.prompt_tokens = (int64_t)P;
-                rep->summary.generated_tokens = n_done;
-                rep->summary.total_steps = (int64_t)P + n_done;
-                rep->summary.elapsed_ms = (int64_t)(cv_now_ms() - t0);
-                if (n_done > 0)
-                    cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", NULL,
-                                         -1, &e2);
-                rep->partial = 1;
-            }
+        cv_error e2 = {CV_OK, ""}; /* err keeps the failure */
+        if (finish_report(s, rep, 1, gen, n_done, P, cv_now_ms() - t0, &e2) == CV_OK &&
+            cv_report_add_warning(rep, "GENERATION_FAILED",
+                                  "generation failed after %d of %d new tokens: %s", n_done, G,
+                                  err->msg) == CV_OK) {
+            if (n_done > 0)
+                cv_gen_health_finish(gh, rep, rep->prompt.text ? rep->prompt.text : "", NULL, -1,
+                                     &e2);
+            rep->partial = 1;
         }
-        free(ids64);
-        free(text);
     }
     cv_gen_health_close(gh);
     cv_sampler_free(&sampler);

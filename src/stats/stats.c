@@ -11,6 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+double cv_round_decimals(double x, int d) {
+    if (!isfinite(x)) return x;
+    char buf[400]; /* room for "%.*f" of the largest double */
+    snprintf(buf, sizeof buf, "%.*f", d, x);
+    return strtod(buf, NULL);
+}
+
 void cv_stats_layout_init(cv_stats_layout *lay, int n_layers, int dim, int has_cross, int topk) {
     lay->n_layers = n_layers;
     lay->dim = dim;
@@ -242,13 +249,6 @@ void cv_sketch_free(cv_sketch *sk) {
     sk->R = NULL;
 }
 
-/* Python's round(x, 2): correctly rounded decimal, which "%.2f" + strtod reproduces. */
-static double round2(double x) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "%.2f", x);
-    return strtod(buf, NULL);
-}
-
 static void sketch_project(const double *v, const cv_sketch *sk, cv_hidden_stats *out) {
     out->sketch_dim = sk ? sk->dim : 0;
     if (!sk || !sk->R) return;
@@ -258,7 +258,7 @@ static void sketch_project(const double *v, const cv_sketch *sk, cv_hidden_stats
         const double *r = sk->R + (size_t)d * sk->dim;
         for (int j = 0; j < sk->dim; j++) acc[j] += v[d] * r[j];
     }
-    for (int j = 0; j < sk->dim; j++) out->sketch[j] = round2(acc[j]);
+    for (int j = 0; j < sk->dim; j++) out->sketch[j] = cv_round_decimals(acc[j], 2);
 }
 
 void cv_hidden_finalize(const double *rec, int D, const cv_sketch *sk, cv_hidden_stats *out) {
@@ -284,12 +284,6 @@ void cv_attn_finalize(const double *rec, cv_attn_stats *out) {
     out->entropy_mean = rows > 0 ? rec[CV_AS_ESUM] / rows : NAN;
     out->entropy_min = rows > 0 ? rec[CV_AS_EMIN] : NAN;
     out->concentration_max = rows > 0 ? rec[CV_AS_WMAX] : NAN;
-}
-
-static double round4(double x) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "%.4f", x);
-    return strtod(buf, NULL);
 }
 
 void cv_attn_health_finalize(const double *heads, int H, double focus, cv_attn_health *out) {
@@ -330,7 +324,8 @@ void cv_attn_health_finalize(const double *heads, int H, double focus, cv_attn_h
     out->entropy_max = emax;
     out->concentration_max = cmax;
     out->concentration_min = cmin;
-    out->collapsed_head_rate = round4((double)out->collapsed_head_count / (H > 1 ? H : 1));
+    out->collapsed_head_rate =
+        cv_round_decimals((double)out->collapsed_head_count / (H > 1 ? H : 1), 4);
 }
 
 void cv_head_record_add_probs(double *rec, const double *A, int Q, int K) {

@@ -116,12 +116,9 @@ static double pool_z(const cal_pool *p, double v) {
 /* ---- reading a report ---- */
 
 static double json_num(const cJSON *j, int *ok) {
-    *ok = 1;
-    if (cJSON_IsNumber(j)) return j->valuedouble;
-    if (cJSON_IsRaw(j) && j->valuestring && strcmp(j->valuestring, "null") != 0)
-        return strtod(j->valuestring, NULL);
-    *ok = 0;
-    return 0.0;
+    double v = cv_json_number(j, NAN);
+    *ok = !isnan(v) || cJSON_IsNumber(j); /* a number that is NaN still counts as present */
+    return *ok ? v : 0.0;
 }
 
 /* Step i's value of layer statistic s at layer j (0 when absent: *ok = 0). */

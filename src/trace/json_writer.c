@@ -97,6 +97,13 @@ void cv_format_double(double v, char *buf, size_t n) {
     snprintf(buf, n, "%s", out);
 }
 
+double cv_json_number(const cJSON *j, double dflt) {
+    if (cJSON_IsNumber(j)) return j->valuedouble;
+    if (cJSON_IsRaw(j) && j->valuestring && strcmp(j->valuestring, "null") != 0)
+        return strtod(j->valuestring, NULL);
+    return dflt;
+}
+
 cJSON *cv_json_float_lazy(double v) {
     if (!isfinite(v)) return cJSON_CreateRaw("null");
     cJSON *j = cJSON_CreateNumber(v);
