@@ -2,6 +2,7 @@
  * the matmul for F32 / F16 / BF16 weights (vector tails, partial tiles), attention (causal and
  * not, GQA, position bias, queries starting mid-cache; the tiled and split-key kernels at 2,000+
  * keys with their statistic records), RoPE against the closed form. */
+#include "backend/cpu_internal.h"
 #include "corevital/backend.h"
 #include "corevital/dtype.h"
 #include "corevital/stats.h"
@@ -197,8 +198,13 @@ END_TEST
  * feed (attention record, per-head records, basin masses). Tolerances: outputs 2e-5 absolute
  * (values are weighted means of V in [-1, 1]); sums over rows 1e-5 relative (fp32 scores and
  * exponentials, double accumulation across key tiles), per-row extremes (min entropy, largest
- * weight) likewise: the fp32 scores (|s| up to ~40 here) carry ~1e-6 relative error into 1/z. */
+ * weight) likewise: the fp32 scores (|s| up to ~40 here) carry ~1e-6 relative error into 1/z.
+ * Run twice: over an fp32 cache, and (_i = 1) over a bf16 cache (--kv-dtype bf16), where the
+ * oracle reads the same bf16 values, the one-row kernel is checked too (for the shorter cases),
+ * and the bf16 cache's own error is bounded against the fp32 oracle: 2e-2 absolute on outputs
+ * and entropies (bf16 keeps 8 bits: keys in [-2, 2] move scores by up to ~0.1 here). */
 START_TEST(test_attention_long_vs_naive) {
+    const int bf = _i;
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 21;
     struct {
@@ -223,6 +229,12 @@ START_TEST(test_attention_long_vs_naive) {
         for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
         if (bias)
             for (int i = 0; i < H * T * NK; i++) bias[i] = 2 * frand(&seed);
+        uint16_t *k16 = NULL, *v16 = NULL;
+        if (bf) {
+            k16 = malloc(sizeof(uint16_t) * NK * ks), v16 = malloc(sizeof(uint16_t) * NK * ks);
+            for (int i = 0; i < NK * ks; i++)
+                k16[i] = cv_f32_to_bf16(k[i]), v16[i] = cv_f32_to_bf16(v[i]);
+        }
         double r1[CV_AS_SIZE], r2[CV_AS_SIZE];
         double *h1 = malloc(sizeof(double) * H * CV_AH_SIZE),
                *h2 = malloc(sizeof(double) * H * CV_AH_SIZE);
@@ -253,11 +265,41 @@ START_TEST(test_attention_long_vs_naive) {
                           .basin = b1,
                           .basin_lo = NK / 3,
                           .basin_hi = 2 * NK / 3};
+        if (bf) a.k = a.v = NULL, a.k16 = k16, a.v16 = v16;
         be->attention(be, &a);
         a.out = o2, a.stats = r2, a.heads = h2, a.basin = b2;
         cv_attention_naive(&a);
         char what[64];
-        snprintf(what, sizeof what, "long attention case %zu out", ci);
+        snprintf(what, sizeof what, "long attention case %zu%s out", ci, bf ? " (bf16 cache)" : "");
+        if (bf) {
+            /* the bf16 cache against the fp32 one: its rounding error, bounded */
+            float *o3 = calloc((size_t)T * qs, sizeof(float));
+            double r3[CV_AS_SIZE];
+            cv_attn_record_reset(r3);
+            cv_attn_args f = a;
+            f.k = k, f.v = v, f.k16 = f.v16 = NULL, f.out = o3, f.stats = r3;
+            f.heads = NULL, f.basin = NULL;
+            cv_attention_naive(&f);
+            ck_assert_msg(tu_check_close("bf16 cache vs fp32", o3, o2, (size_t)T * qs, 2e-2),
+                          "case %zu", ci);
+            ck_assert_double_eq_tol(r3[CV_AS_ESUM] / r3[CV_AS_ROWS],
+                                    r2[CV_AS_ESUM] / r2[CV_AS_ROWS], 2e-2);
+            free(o3);
+            if (T <= 129) { /* the one-row kernel reads the bf16 cache too */
+                float *o4 = calloc((size_t)T * qs, sizeof(float));
+                double r4[CV_AS_SIZE];
+                cv_attn_record_reset(r4);
+                cv_attn_args w = a;
+                w.out = o4, w.stats = r4, w.heads = NULL, w.basin = NULL;
+                cv_cpu_attention_rows(be, &w);
+                ck_assert_msg(
+                    tu_check_close("rows kernel, bf16 cache", o4, o2, (size_t)T * qs, 2e-5),
+                    "case %zu", ci);
+                ck_assert_double_eq_tol(r4[CV_AS_ESUM], r2[CV_AS_ESUM],
+                                        1e-5 * fabs(r2[CV_AS_ESUM]) + 1e-9);
+                free(o4);
+            }
+        }
         ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * qs, 2e-5), "%s", what);
         ck_assert_double_eq(r1[CV_AS_ROWS], r2[CV_AS_ROWS]);
         ck_assert_double_eq_tol(r1[CV_AS_ESUM], r2[CV_AS_ESUM], 1e-5 * fabs(r2[CV_AS_ESUM]) + 1e-9);
@@ -277,7 +319,7 @@ START_TEST(test_attention_long_vs_naive) {
                               b2[2 * h + f]);
         }
         free(q), free(k), free(v), free(bias), free(o1), free(o2), free(h1), free(h2), free(b1),
-            free(b2);
+            free(b2), free(k16), free(v16);
     }
     be->destroy(be);
 }
@@ -353,7 +395,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_matmul_vs_naive);
     tcase_add_test(tc, test_attention_vs_naive);
-    tcase_add_test(tc, test_attention_long_vs_naive);
+    tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 2);
     tcase_add_test(tc, test_rope_closed_form);
     tcase_add_test(tc, test_logprob_accum_vs_rows);
     suite_add_tcase(s, tc);

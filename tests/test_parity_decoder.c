@@ -235,6 +235,75 @@ START_TEST(test_llama_tiny_linear) {
 }
 END_TEST
 
+/* --kv-dtype bf16: the cache holds keys and values rounded to bf16, so results move by the
+ * rounding of K and V (8 significant bits), not by fp32 summation order. Against HF (fp32 cache):
+ * the prompt's logits and, teacher-forced with HF's greedy tokens, every cached decode step's
+ * logits within TOL_KV_BF16 absolute; and our greedy choice equals HF's wherever HF's top-2
+ * margin exceeds twice that tolerance (a smaller margin may flip under any rounding). Measured:
+ * 0.054 (prompt) and 0.061 (decode) at most, on logits of std ~4 and range ~15 (bf16 keeps 8
+ * significant bits: ~0.4% of the range); the maxima are printed with the other errors. */
+#define TOL_KV_BF16 1e-1
+static void check_kv_bf16(const char *name) {
+    char dir[256], key[128], what[160];
+    snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
+    fixture f;
+    fixture_open(&f, dir);
+    cv_model_free(f.m);
+    cv_error err = {0};
+    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_BF16};
+    ck_assert_int_eq(cv_model_load_opts(dir, f.be, &o, &f.m, &err), CV_OK);
+    const int V = f.m->cfg.vocab_size;
+    for (int p = 0; p < f.n_prompts; p++) {
+        size_t T, G;
+        int32_t *ids = tu_ref_ids(f.ref, (snprintf(key, sizeof key, "p%d.input_ids", p), key), &T);
+        int32_t *gref =
+            tu_ref_ids(f.ref, (snprintf(key, sizeof key, "p%d.greedy_ids", p), key), &G);
+        float *glog =
+            tu_ref_f32(f.ref, (snprintf(key, sizeof key, "p%d.greedy_logits", p), key), NULL);
+        float *plog = tu_ref_f32(f.ref, (snprintf(key, sizeof key, "p%d.logits", p), key), NULL);
+        ck_assert(ids && gref && glog && plog);
+        int total = (int)(T + G);
+        ck_assert_int_eq(f.m->ops->reserve(f.m, total, total, (int)T, &err), CV_OK);
+        float *logits;
+        ck_assert_int_eq(f.m->ops->forward(f.m, ids, (int)T, 0, NULL, NULL, NULL, 1, &logits, &err),
+                         CV_OK);
+        snprintf(what, sizeof what, "%s p%d prompt logits, bf16 KV cache", name, p);
+        tu_record_max("bf16 KV cache: prompt logits vs HF",
+                      tu_compare(logits, plog, T * V).max_abs);
+        ck_assert_msg(tu_check_close(what, logits, plog, T * V, TOL_KV_BF16), "%s", what);
+        for (size_t i = 0; i < G; i++) {
+            const float *want = glog + i * V;
+            const float *got = logits + (i == 0 ? (T - 1) * (size_t)V : 0);
+            snprintf(what, sizeof what, "%s p%d decode step %zu, bf16 KV cache", name, p, i);
+            tu_record_max("bf16 KV cache: decode step logits vs HF",
+                          tu_compare(got, want, (size_t)V).max_abs);
+            ck_assert_msg(tu_check_close(what, got, want, (size_t)V, TOL_KV_BF16), "%s", what);
+            float m1 = -INFINITY, m2 = -INFINITY;
+            for (int j = 0; j < V; j++)
+                if (want[j] > m1)
+                    m2 = m1, m1 = want[j];
+                else if (want[j] > m2)
+                    m2 = want[j];
+            int32_t next = f.m->be->argmax(f.m->be, got, V);
+            if (m1 - m2 > 2 * TOL_KV_BF16)
+                ck_assert_msg(next == gref[i], "%s p%d step %zu: greedy %d, HF %d (margin %g)",
+                              name, p, i, next, gref[i], m1 - m2);
+            if (i + 1 < G) /* teacher-forced: HF's token, so every step is compared */
+                ck_assert_int_eq(f.m->ops->forward(f.m, gref + i, 1, (int)(T + i), NULL, NULL, NULL,
+                                                   0, &logits, &err),
+                                 CV_OK);
+        }
+        free(ids), free(gref), free(glog), free(plog);
+    }
+    fixture_close(&f);
+}
+START_TEST(test_kv_bf16) {
+    check_kv_bf16("gpt2-tiny");
+    check_kv_bf16("llama-tiny");
+    check_kv_bf16("llama-tiny-tied-bf16");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("parity_decoder");
     TCase *tc = tcase_create("hf");
@@ -244,6 +313,7 @@ int main(void) {
     tcase_add_test(tc, test_llama_tiny_tied_bf16);
     tcase_add_test(tc, test_llama_tiny_rope3);
     tcase_add_test(tc, test_llama_tiny_linear);
+    tcase_add_test(tc, test_kv_bf16);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

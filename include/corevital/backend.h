@@ -43,6 +43,9 @@ typedef struct {
     float *out;         /* (T, out_stride): head h written at h*head_dim */
     const float *q;     /* (T, q_stride): head h at h*head_dim */
     const float *k, *v; /* (n_keys, kv_stride): kv head g at g*head_dim */
+    /* a bf16 cache instead (--kv-dtype bf16): when k16 is set, k16 / v16 hold the keys and
+     * values in the layout above and k / v are unused; scores and sums stay fp32 */
+    const uint16_t *k16, *v16;
     int q_stride, kv_stride, out_stride;
     int T, n_keys, q_pos0;
     int n_heads, n_kv_heads, head_dim;
@@ -75,6 +78,9 @@ struct cv_backend {
     void (*download)(cv_backend *b, void *dst, const void *src, size_t bytes);
     void (*memset0)(cv_backend *b, void *dst, size_t bytes);
     void (*copy)(cv_backend *b, void *dst, const void *src, size_t bytes); /* within the backend */
+    /* dst (n bf16) = src (n fp32), round to nearest even (cv_f32_to_bf16); the bf16 KV cache's
+     * store. NULL where the backend has no bf16 cache (its attention reads fp32 only). */
+    void (*to_bf16)(cv_backend *b, uint16_t *dst, const float *src, size_t n);
     /* Make a host matrix (out, in) of dtype F32/F16/BF16 resident. `host` may be used in place when
      * the backend can (CPU and mmap), so it must outlive the weight. */
     cv_status (*weight_upload)(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,

@@ -26,6 +26,7 @@ struct cv_config {
         char *hf_id;           /* "gpt2" */
         char *revision;        /* NULL = latest / unknown */
         char *dtype;           /* auto, float32, float16, bfloat16 */
+        char *kv_dtype;        /* self-attention KV cache: float32 (default) or bfloat16 (bf16) */
         int trust_remote_code; /* accepted for compatibility with Python configs; never used */
         int load_in_4bit;
         int load_in_8bit;

@@ -57,6 +57,7 @@ struct cv_model {
     cv_weight_format quant; /* CV_WFMT_DENSE (none), CV_WFMT_INT8 or CV_WFMT_NF4: set before load */
     cv_dtype want_dtype;    /* CV_DT_COUNT: keep the checkpoint's dtype; else convert matrices */
     int n_quantized;        /* linear layers actually quantized */
+    cv_dtype kv_dtype;      /* self-attention KV cache: CV_DT_F32 (default) or CV_DT_BF16 */
     void **host_bufs;       /* host allocations weights point into (transposed / converted) */
     size_t n_host_bufs;
     void **be_bufs; /* backend allocations (vectors, activations, caches) */
@@ -109,6 +110,7 @@ cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format 
 typedef struct {
     cv_weight_format quant;
     cv_dtype dtype;
+    cv_dtype kv_dtype; /* CV_DT_F32 (0, the default) or CV_DT_BF16 (config model.kv_dtype) */
 } cv_model_opts;
 cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opts *opts,
                              cv_model **out, cv_error *err);
@@ -116,6 +118,26 @@ void cv_model_free(cv_model *m);
 /* Number of layers summarized per decoder step, and the decoder hidden size. */
 int cv_model_num_layers(const cv_model *m);
 int cv_model_vocab(const cv_model *m);
+
+/* A decoder's self-attention KV cache: keys and values (layers, n_ctx, dim), in m->kv_dtype. A
+ * forward writes the new rows of a call in fp32 where cv_kv_new_k / cv_kv_new_v say (the cache
+ * itself when fp32; staging rows (max_T, dim) when bf16), applies RoPE there, then calls
+ * cv_kv_commit, which rounds staged rows into the bf16 cache (a no-op for fp32). So the values a
+ * bf16 cache holds are exactly the fp32 ones rounded to nearest even, and attention reads them
+ * widened, with fp32 scores and double sums as before. */
+typedef struct {
+    void *k, *v;
+    float *kst, *vst; /* bf16: fp32 staging (max_T, dim) */
+    int layers, n_ctx, dim;
+    cv_dtype dtype;
+} cv_kv_cache;
+cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int dim,
+                        cv_error *err);
+float *cv_kv_new_k(const cv_kv_cache *kv, int l, int pos0);
+float *cv_kv_new_v(const cv_kv_cache *kv, int l, int pos0);
+void cv_kv_commit(cv_model *m, const cv_kv_cache *kv, int l, int pos0, int T);
+/* Point a->k / a->v (or a->k16 / a->v16) at layer l's cache and set a->kv_stride. */
+void cv_kv_bind(const cv_kv_cache *kv, int l, cv_attn_args *a);
 
 /* Helpers for family files: bind tensors by name (trying the family's name prefixes). */
 const cv_st_tensor *cv_model_tensor(const cv_model *m, const char *name);

@@ -33,6 +33,16 @@ static inline float dot_f32(const float *a, const float *b, int n) {
 #endif
 }
 
+/* Row k of kv head g of the keys (which 0) or the values (1) in fp32: the cache row itself, or
+ * the bf16 cache's row widened into buf (head_dim floats; the widening is exact). */
+static inline const float *kv_row(const cv_attn_args *a, int which, int k, int g, float *buf) {
+    size_t off = (size_t)k * a->kv_stride + (size_t)g * a->head_dim;
+    if (!a->k16) return (which ? a->v : a->k) + off;
+    const uint16_t *src = (which ? a->v16 : a->k16) + off;
+    for (int i = 0; i < a->head_dim; i++) buf[i] = cv_bf16_to_f32(src[i]);
+    return buf;
+}
+
 static inline int keys_visible(const cv_attn_args *a, int t) {
     if (!a->causal) return a->n_keys;
     int kend = a->q_pos0 + t + 1;
@@ -128,7 +138,7 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
     const int rep = a->n_heads / a->n_kv_heads;
     const int rows = H * T;
     int nt = omp_get_max_threads();
-    float *scores_all = cv_cpu_scratch_flt(b, (size_t)nt * (size_t)(NK + hd));
+    float *scores_all = cv_cpu_scratch_flt(b, (size_t)nt * (size_t)(NK + 2 * hd));
     const int want_rows = a->stats || a->heads || a->basin;
     double *row_z = want_rows ? cv_cpu_scratch_dbl(b, 4 * (size_t)rows) : NULL;
     /* sparse prompt attention: each thread keeps its own best CV_SPARSE_CAP per head */
@@ -136,8 +146,8 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
 
 #pragma omp parallel if ((size_t)rows * NK * hd > 16384)
     {
-        float *s = scores_all + (size_t)omp_get_thread_num() * (size_t)(NK + hd);
-        float *acc = s + NK;
+        float *s = scores_all + (size_t)omp_get_thread_num() * (size_t)(NK + 2 * hd);
+        float *acc = s + NK, *row = acc + hd; /* row: a bf16 cache row widened */
         sparse_heap *my = heaps ? heaps + (size_t)omp_get_thread_num() * H : NULL;
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
@@ -147,7 +157,7 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
             const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK : NULL;
             float m = -FLT_MAX;
             for (int k = 0; k < kend; k++) {
-                const float *kv = a->k + (size_t)k * a->kv_stride + (size_t)g * hd;
+                const float *kv = kv_row(a, 0, k, g, row);
                 float sc = dot_f32(qv, kv, hd) * a->scale + (bias ? bias[k] : 0.0f);
                 s[k] = sc;
                 if (sc > m) m = sc;
@@ -163,7 +173,7 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
             float inv = (float)(1.0 / z);
             for (int i = 0; i < hd; i++) acc[i] = 0.0f;
             for (int k = 0; k < kend; k++) {
-                const float *vv = a->v + (size_t)k * a->kv_stride + (size_t)g * hd;
+                const float *vv = kv_row(a, 1, k, g, row);
                 float p = s[k] * inv;
                 for (int i = 0; i < hd; i++) acc[i] += p * vv[i];
             }
@@ -254,6 +264,25 @@ static inline __mmask16 lanes_below(int n) { /* the first n lanes (n <= 0: none,
     return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
+/* 16 values of the K or V cache at element i, lanes mk: fp32 (f), or the bf16 cache (h) widened
+ * when bf (a compile-time constant at every call: the kernels are instantiated for both). The
+ * bf16 path needs AVX-512 BW/VL for its masked 16-bit load; without them a bf16 cache takes the
+ * one-row kernel. */
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+#define ATT_BF16 1
+#endif
+ATT_INLINE __m512 ld_kv(int bf, __mmask16 mk, const float *f, const uint16_t *h, size_t i) {
+#ifdef ATT_BF16
+    if (bf) {
+        __m256i x = _mm256_maskz_loadu_epi16(mk, h + i);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
+    }
+#else
+    (void)bf, (void)h;
+#endif
+    return _mm512_maskz_loadu_ps(mk, f + i);
+}
+
 /* S (4, ATT_BK) = Q (4 rows of stride qs) . Kt (hd, ATT_BK) over the first nch 64-key chunks */
 ATT_INLINE void qk_4rows(float *S, const float *Q, int qs, const float *kt, int hd, int nch) {
     for (int c = 0; c < nch; c++) {
@@ -275,9 +304,11 @@ ATT_INLINE void qk_4rows(float *S, const float *Q, int qs, const float *kt, int 
     }
 }
 
-/* O (4, nv vectors) = alpha[i] * O + P (4, kn) . V (kn keys of stride vs), nv <= 8 */
+/* O (4, nv vectors) = alpha[i] * O + P (4, kn) . V (kn keys of stride vs from element voff of the
+ * fp32 V or, when bf, the bf16 V16), nv <= 8 */
 ATT_INLINE void pv_4rows(float *O, int os, const float *P, const float *alpha, const float *V,
-                         int vs, int kn, int nv, __mmask16 tail) {
+                         const uint16_t *V16, size_t voff, int vs, int kn, int nv, __mmask16 tail,
+                         int bf) {
     for (int vg = 0; vg < nv; vg += 4) {
         int nj = nv - vg < 4 ? nv - vg : 4;
         __m512 o[4][4];
@@ -289,9 +320,9 @@ ATT_INLINE void pv_4rows(float *O, int os, const float *P, const float *alpha, c
                 o[i][j] = _mm512_mul_ps(al, _mm512_load_ps(O + (size_t)i * os + (vg + j) * 16));
         }
         for (int k = 0; k < kn; k++) {
-            const float *vr = V + (size_t)k * vs + vg * 16;
+            const size_t vr = voff + (size_t)k * vs + (size_t)vg * 16;
             __m512 vv[4];
-            for (int j = 0; j < nj; j++) vv[j] = _mm512_maskz_loadu_ps(mk[j], vr + 16 * j);
+            for (int j = 0; j < nj; j++) vv[j] = ld_kv(bf, mk[j], V, V16, vr + 16 * (size_t)j);
             for (int i = 0; i < 4; i++) {
                 __m512 pb = _mm512_set1_ps(P[(size_t)i * ATT_BK + k]);
                 for (int j = 0; j < nj; j++) o[i][j] = _mm512_fmadd_ps(pb, vv[j], o[i][j]);
@@ -312,7 +343,7 @@ typedef struct {
 
 /* One work item: kv head g, query tile qt. Kt: g's packed key tiles. */
 ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int g, int qt,
-                                    att_tile_buf *w, double *row_z, int nv) {
+                                    att_tile_buf *w, double *row_z, int nv, int bf) {
     const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
     const int R = rep * ATT_BQ, hdp = nv * 16, t0 = qt * ATT_BQ;
     const int tlast = t0 + ATT_BQ - 1 < T - 1 ? t0 + ATT_BQ - 1 : T - 1;
@@ -392,16 +423,16 @@ ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int 
             st[0] += zs, st[1] += ts, st[2] += bs, st[3] += os;
             w->m[r] = mnew;
         }
-        const float *vt = a->v + (size_t)k0 * a->kv_stride + (size_t)g * hd;
+        const size_t vt = (size_t)k0 * a->kv_stride + (size_t)g * hd;
         for (int r0 = 0; r0 < R; r0 += 4) {
             int kb = w->lim[r0];
             for (int i = 1; i < 4; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
             if (nv == 4)
                 pv_4rows(w->O + (size_t)r0 * hdp, hdp, w->S + (size_t)r0 * ATT_BK, w->alpha + r0,
-                         vt, a->kv_stride, kb, 4, tail);
+                         a->v, a->v16, vt, a->kv_stride, kb, 4, tail, bf);
             else
                 pv_4rows(w->O + (size_t)r0 * hdp, hdp, w->S + (size_t)r0 * ATT_BK, w->alpha + r0,
-                         vt, a->kv_stride, kb, nv, tail);
+                         a->v, a->v16, vt, a->kv_stride, kb, nv, tail, bf);
         }
     }
     for (int r = 0; r < R; r++) {
@@ -444,9 +475,9 @@ static void attention_tiled(cv_backend *b, const cv_attn_args *a) {
     for (int it = 0; it < KVH * nkt; it++) {
         int g = it / nkt, k0 = (it % nkt) * ATT_BK;
         int kn = kmax - k0 < ATT_BK ? kmax - k0 : ATT_BK;
-        float *dst = Kt + (size_t)it * kt_size;
+        float *dst = Kt + (size_t)it * kt_size, row[ATT_MAX_HD];
         for (int kk = 0; kk < kn; kk++) {
-            const float *src = a->k + (size_t)(k0 + kk) * a->kv_stride + (size_t)g * hd;
+            const float *src = kv_row(a, 0, k0 + kk, g, row);
             for (int d = 0; d < hd; d++) dst[(size_t)d * ATT_BK + kk] = src[d];
         }
         for (int d = 0; d < hd; d++)
@@ -466,7 +497,11 @@ static void attention_tiled(cv_backend *b, const cv_attn_args *a) {
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < KVH * nqt; it++) {
             int qt = nqt - 1 - it / KVH, g = it % KVH; /* longest causal tiles first */
-            attention_tile_item(a, Kt + (size_t)g * nkt * kt_size, g, qt, &w, row_z, nv);
+            const float *kt = Kt + (size_t)g * nkt * kt_size;
+            if (a->k16)
+                attention_tile_item(a, kt, g, qt, &w, row_z, nv, 1);
+            else
+                attention_tile_item(a, kt, g, qt, &w, row_z, nv, 0);
         }
     }
     if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
@@ -494,11 +529,11 @@ ATT_INLINE __m512 hsum16(const __m512 v[16]) {
 /* Decode, one work item: scores of the rep heads of kv head g against keys k0..k0+kn-1 into s
  * (rep, ATT_DCHUNK), then the chunk's softmax partials and unnormalized outputs. */
 ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
-                             float *po, int nv) {
+                             float *po, int nv, int bf) {
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads, hdp = nv * 16;
     const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
     const __m512 scale = _mm512_set1_ps(a->scale);
-    const float *kbase = a->k + (size_t)k0 * a->kv_stride + (size_t)g * hd;
+    const size_t kbase = (size_t)k0 * a->kv_stride + (size_t)g * hd; /* element offsets */
     for (int hi = 0; hi < rep; hi++) {
         const float *q = a->q + (size_t)(g * rep + hi) * hd;
         __m512 qv[8];
@@ -509,12 +544,12 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
             for (int i = 0; i < 16; i++) {
                 acc[i] = _mm512_setzero_ps();
                 if (kb + i >= kn) continue;
-                const float *kr = kbase + (size_t)(kb + i) * a->kv_stride;
+                const size_t kr = kbase + (size_t)(kb + i) * a->kv_stride;
                 for (int j = 0; j < nv; j++)
-                    acc[i] = _mm512_fmadd_ps(
-                        qv[j],
-                        _mm512_maskz_loadu_ps(j == nv - 1 ? tail : (__mmask16)0xffff, kr + 16 * j),
-                        acc[i]);
+                    acc[i] = _mm512_fmadd_ps(qv[j],
+                                             ld_kv(bf, j == nv - 1 ? tail : (__mmask16)0xffff, a->k,
+                                                   a->k16, kr + 16 * (size_t)j),
+                                             acc[i]);
             }
             _mm512_store_ps(s + (size_t)hi * ATT_DCHUNK + kb, _mm512_mul_ps(hsum16(acc), scale));
         }
@@ -566,10 +601,11 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
             for (int j = 0; j < nj; j++) mk[j] = vg + j == nv - 1 ? tail : (__mmask16)0xffff;
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 4; j++) o[i][j] = _mm512_setzero_ps();
-            const float *vr = a->v + (size_t)k0 * a->kv_stride + (size_t)g * hd + vg * 16;
-            for (int k = 0; k < kn; k++, vr += a->kv_stride) {
+            size_t vr = kbase + (size_t)vg * 16;
+            for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
                 __m512 vv[4];
-                for (int j = 0; j < nj; j++) vv[j] = _mm512_maskz_loadu_ps(mk[j], vr + 16 * j);
+                for (int j = 0; j < nj; j++)
+                    vv[j] = ld_kv(bf, mk[j], a->v, a->v16, vr + 16 * (size_t)j);
                 for (int i = 0; i < nh; i++) {
                     __m512 pb = _mm512_set1_ps(s[(size_t)(h0 + i) * ATT_DCHUNK + k]);
                     for (int j = 0; j < nj; j++) o[i][j] = _mm512_fmadd_ps(pb, vv[j], o[i][j]);
@@ -600,10 +636,14 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
         float *s = scores + (size_t)omp_get_thread_num() * sc;
         double *pt = part + (size_t)it * rep * 5;
         float *o = po + (size_t)it * rep * hdp;
-        if (nv == 4)
-            decode_chunk(a, g, k0, kn, s, pt, o, 4);
+        if (a->k16 && nv == 4)
+            decode_chunk(a, g, k0, kn, s, pt, o, 4, 1);
+        else if (a->k16)
+            decode_chunk(a, g, k0, kn, s, pt, o, nv, 1);
+        else if (nv == 4)
+            decode_chunk(a, g, k0, kn, s, pt, o, 4, 0);
         else
-            decode_chunk(a, g, k0, kn, s, pt, o, nv);
+            decode_chunk(a, g, k0, kn, s, pt, o, nv, 0);
     }
     /* merge the chunks of each head in order: M = max m_c, w_c = e^(m_c - M),
      * z = sum w_c z_c, t = sum w_c (t_c + (m_c - M) z_c), masses and outputs likewise */
@@ -647,7 +687,12 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
 
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
 #ifdef CV_CPU_AVX512
-    if (!a->probs && !a->sparse && a->head_dim <= ATT_MAX_HD && a->n_keys > 0) {
+#ifdef ATT_BF16
+    const int kv_ok = 1;
+#else
+    const int kv_ok = !a->k16; /* a bf16 cache needs the masked 16-bit loads */
+#endif
+    if (!a->probs && !a->sparse && a->head_dim <= ATT_MAX_HD && a->n_keys > 0 && kv_ok) {
         if (a->T == 1)
             attention_decode(b, a);
         else
@@ -679,9 +724,13 @@ void cv_attention_naive(const cv_attn_args *a) {
     const int rep = a->n_heads / a->n_kv_heads;
     double *sc = malloc(sizeof(double) * (size_t)(NK > 0 ? NK : 1));
     double *row_z = malloc(sizeof(double) * 4 * (size_t)(H * T > 0 ? H * T : 1));
-    if (!sc || !row_z) {
+    float *row = malloc(sizeof(float) * (size_t)(hd > 0 ? hd : 1)); /* a bf16 row widened */
+    double *acc = malloc(sizeof(double) * (size_t)(hd > 0 ? hd : 1));
+    if (!sc || !row_z || !row || !acc) {
         free(sc);
         free(row_z);
+        free(row);
+        free(acc);
         return;
     }
     for (int h = 0; h < H; h++)
@@ -690,7 +739,7 @@ void cv_attention_naive(const cv_attn_args *a) {
             const float *qv = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
             double m = -INFINITY, z = 0.0, tt = 0.0;
             for (int k = 0; k < kend; k++) {
-                const float *kv = a->k + (size_t)k * a->kv_stride + (size_t)g * hd;
+                const float *kv = kv_row(a, 0, k, g, row);
                 double d = 0.0;
                 for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
                 sc[k] = d * a->scale + (a->bias ? a->bias[((size_t)h * T + t) * NK + k] : 0.0);
@@ -703,12 +752,12 @@ void cv_attention_naive(const cv_attn_args *a) {
                 sc[k] = e;
             }
             float *o = a->out + (size_t)t * a->out_stride + (size_t)h * hd;
-            for (int i = 0; i < hd; i++) {
-                double acc = 0.0;
-                for (int k = 0; k < kend; k++)
-                    acc += sc[k] / z * a->v[(size_t)k * a->kv_stride + (size_t)g * hd + i];
-                o[i] = (float)acc;
+            for (int i = 0; i < hd; i++) acc[i] = 0.0;
+            for (int k = 0; k < kend; k++) {
+                const float *vv = kv_row(a, 1, k, g, row);
+                for (int i = 0; i < hd; i++) acc[i] += sc[k] / z * vv[i];
             }
+            for (int i = 0; i < hd; i++) o[i] = (float)acc[i];
             if (a->probs) {
                 float *pr = a->probs + ((size_t)h * T + t) * NK;
                 for (int k = 0; k < NK; k++) pr[k] = k < kend ? (float)(sc[k] / z) : 0.0f;
@@ -730,7 +779,7 @@ void cv_attention_naive(const cv_attn_args *a) {
                     const float *qv = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
                     double m = -INFINITY, z = 0.0;
                     for (int k = 0; k < kend; k++) {
-                        const float *kv = a->k + (size_t)k * a->kv_stride + (size_t)g * hd;
+                        const float *kv = kv_row(a, 0, k, g, row);
                         double d = 0.0;
                         for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
                         sc[k] =
@@ -749,4 +798,6 @@ void cv_attention_naive(const cv_attn_args *a) {
     }
     free(sc);
     free(row_z);
+    free(row);
+    free(acc);
 }

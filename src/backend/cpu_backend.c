@@ -53,6 +53,11 @@ static void cpu_memcpy(cv_backend *b, void *dst, const void *src, size_t n) {
     (void)b;
     if (n) memcpy(dst, src, n);
 }
+static void cpu_to_bf16(cv_backend *b, uint16_t *dst, const float *src, size_t n) {
+    (void)b;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dst[i] = cv_f32_to_bf16(src[i]);
+}
 static void cpu_memset0(cv_backend *b, void *dst, size_t n) {
     (void)b;
     if (n) memset(dst, 0, n);
@@ -387,6 +392,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->upload = cpu_memcpy;
     b->download = cpu_memcpy;
     b->copy = cpu_memcpy;
+    b->to_bf16 = cpu_to_bf16;
     b->memset0 = cpu_memset0;
     b->weight_upload = cpu_weight_upload;
     b->weight_upload_quant = cv_cpu_weight_upload_quant;

@@ -102,6 +102,7 @@ static void run_help(FILE *f) {
         "  --top_p P                in (0, 1]; 1 disables (default 0.95)\n"
         "  --quantize-4             NF4 weights\n"
         "  --quantize-8             int8 weights\n"
+        "  --kv-dtype fp32|bf16     KV cache dtype (default fp32; bf16 halves its bytes, CPU)\n"
         "  --quiet                  print only the generated text (no summary block)\n"
         "  --report                 also write the HTML report beside the trace (.html)\n"
         "  --stop-on LIST           stop generating when one holds: repetition, nan, risk>X\n"
@@ -183,6 +184,7 @@ static const opt_def k_opts[] = {
     {"--top_p", "generation.top_p", O_VALUE, NULL},
     {"--quantize-4", "model.load_in_4bit", O_FLAG, "true"},
     {"--quantize-8", "model.load_in_8bit", O_FLAG, "true"},
+    {"--kv-dtype", "model.kv_dtype", O_VALUE, NULL},
     {"--out", NULL, O_VALUE, NULL},
     {"--remote_sink", "sink.type", O_VALUE, NULL},
     {"--remote_url", "sink.remote_url", O_VALUE, NULL},

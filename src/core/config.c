@@ -33,6 +33,7 @@ typedef struct {
 } key_def;
 
 static const char *const k_dtypes[] = {"auto", "float32", "float16", "bfloat16", NULL};
+static const char *const k_kv_dtypes[] = {"float32", "bfloat16", "fp32", "bf16", NULL};
 static const char *const k_devices[] = {"auto", "cpu", "cuda", NULL};
 static const char *const k_methods[] = {"randproj", "none", NULL};
 static const char *const k_sinks[] = {"local_file", "http", "datadog", "prometheus", NULL};
@@ -49,6 +50,7 @@ static const key_def k_keys[] = {
     {"model.revision", KT_NSTR, OFF(model.revision), NULL},
     {"model.trust_remote_code", KT_BOOL, OFF(model.trust_remote_code), NULL},
     {"model.dtype", KT_STR, OFF(model.dtype), k_dtypes},
+    {"model.kv_dtype", KT_STR, OFF(model.kv_dtype), k_kv_dtypes},
     {"model.load_in_4bit", KT_BOOL, OFF(model.load_in_4bit), NULL},
     {"model.load_in_8bit", KT_BOOL, OFF(model.load_in_8bit), NULL},
     {"device.requested", KT_STR, OFF(device.requested), k_devices},
@@ -158,6 +160,7 @@ cv_status cv_config_init(cv_config *c, cv_error *err) {
     static const char *const defaults[][2] = {
         {"model.hf_id", "gpt2"},
         {"model.dtype", "auto"},
+        {"model.kv_dtype", "float32"},
         {"device.requested", "auto"},
         {"generation.max_new_tokens", "20"},
         {"generation.do_sample", "true"},

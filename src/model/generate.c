@@ -93,7 +93,10 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     st = cv_tokenizer_load_dir(s->hub.dir, &s->tok, err);
     hook_end(hooks, "tokenizer_load");
     if (st != CV_OK) goto fail;
-    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT};
+    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32};
+    if (cfg->model.kv_dtype &&
+        (strcmp(cfg->model.kv_dtype, "bfloat16") == 0 || strcmp(cfg->model.kv_dtype, "bf16") == 0))
+        mo.kv_dtype = CV_DT_BF16;
     if (cfg->model.load_in_4bit) {
         if (cfg->model.load_in_8bit)
             CV_WARN("both 4-bit and 8-bit quantization requested: using 4-bit (NF4)");
@@ -264,6 +267,16 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
     if (quantized && (st = cv_report_set_str(&mi->quantization.method,
                                              s->m->quant == CV_WFMT_NF4 ? "4-bit" : "8-bit", err)))
         return st;
+    if (s->m->kv_dtype != CV_DT_F32) { /* a non-default cache is stated (the default traces
+                                        * stay as the Python tool writes them) */
+        cJSON *kv = cJSON_CreateObject();
+        if (!kv || !cJSON_AddStringToObject(kv, "dtype", cv_dtype_torch_name(s->m->kv_dtype)) ||
+            (!rep->extensions && !(rep->extensions = cJSON_CreateObject()))) {
+            cJSON_Delete(kv);
+            return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+        }
+        cJSON_AddItemToObject(rep->extensions, "kv_cache", kv);
+    }
     int64_t *ids64 = malloc(sizeof(int64_t) * (P ? P : 1));
     if (!ids64) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < P; i++) ids64[i] = ids[i];

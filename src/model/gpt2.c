@@ -30,7 +30,7 @@ typedef struct {
     /* activations (max_T rows) */
     float *x, *ln, *q, *att, *proj, *fc, *logits, *probs;
     size_t probs_cap;
-    float *kcache, *vcache; /* (L, n_ctx, C) */
+    cv_kv_cache kv; /* (L, n_ctx, C) */
 } gpt2;
 
 static cv_status load_layer(cv_model *m, gpt2_layer *L, int l, cv_error *err) {
@@ -106,18 +106,16 @@ static cv_status gpt2_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows,
         return cv_fail(err, CV_ERR_RUNTIME,
                        "context of %d tokens exceeds the model's n_positions %d", n_ctx,
                        c->max_positions);
-    float **bufs[] = {&g->x,  &g->ln,     &g->q,      &g->att,   &g->proj,
-                      &g->fc, &g->logits, &g->kcache, &g->vcache};
+    float **bufs[] = {&g->x, &g->ln, &g->q, &g->att, &g->proj, &g->fc, &g->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
         *bufs[i] = NULL;
     }
     size_t T = (size_t)max_T;
-    size_t sizes[] = {
-        T * C,         T * C,        T * C, T * C, T * C, T * F, (size_t)logit_rows * c->vocab_size,
-        L * n_ctx * C, L * n_ctx * C};
+    size_t sizes[] = {T * C, T * C, T * C, T * C, T * C, T * F, (size_t)logit_rows * c->vocab_size};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
+    if (cv_kv_reserve(m, &g->kv, (int)L, n_ctx, max_T, (int)C, err)) return CV_ERR_NOMEM;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
     m->logit_rows = logit_rows;
@@ -156,13 +154,12 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
 
     for (int l = 0; l < NL; l++) {
         gpt2_layer *L = &g->layers[l];
-        float *kc = g->kcache + (size_t)l * m->n_ctx * C,
-              *vc = g->vcache + (size_t)l * m->n_ctx * C;
         cv_model_ltrans_keep(m, stats, lay, l, g->x, T);
         be->layernorm(be, g->ln, g->x, L->ln1_w, L->ln1_b, T, C, (float)c->norm_eps, NULL);
-        be->matmul(be, g->q, g->ln, &L->wq, L->bqkv, T);                      /* (T, C) */
-        be->matmul(be, kc + (size_t)pos0 * C, g->ln, &L->wk, L->bqkv + C, T); /* cache rows */
-        be->matmul(be, vc + (size_t)pos0 * C, g->ln, &L->wv, L->bqkv + 2 * C, T);
+        be->matmul(be, g->q, g->ln, &L->wq, L->bqkv, T);                             /* (T, C) */
+        be->matmul(be, cv_kv_new_k(&g->kv, l, pos0), g->ln, &L->wk, L->bqkv + C, T); /* cache */
+        be->matmul(be, cv_kv_new_v(&g->kv, l, pos0), g->ln, &L->wv, L->bqkv + 2 * C, T);
+        cv_kv_commit(m, &g->kv, l, pos0, T);
         float scale = c->scale_attn_weights ? 1.0f / sqrtf((float)hd) : 1.0f;
         if (c->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);
         float *probs = NULL;
@@ -171,10 +168,7 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
             return CV_ERR_NOMEM;
         cv_attn_args a = {.out = g->att,
                           .q = g->q,
-                          .k = kc,
-                          .v = vc,
                           .q_stride = C,
-                          .kv_stride = C,
                           .out_stride = C,
                           .T = T,
                           .n_keys = n_keys,
@@ -187,6 +181,7 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
                           .bias = NULL,
                           .stats = cv_stats_attn(stats, lay, l),
                           .probs = probs};
+        cv_kv_bind(&g->kv, l, &a);
         cv_model_attn_health(&a, stats, lay, l, 0);
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);

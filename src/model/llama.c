@@ -31,7 +31,7 @@ typedef struct {
     int hd, qdim, kvdim;
     float *x, *n, *q, *att, *o, *gate, *up, *logits, *probs;
     size_t probs_cap;
-    float *kcache, *vcache; /* (L, n_ctx, kvdim) */
+    cv_kv_cache kv; /* (L, n_ctx, kvdim) */
 } llama;
 
 /* inv_freq[j] = 1 / theta^(2j/d) in fp32 as transformers computes it, then the rope_scaling
@@ -153,15 +153,14 @@ static cv_status llama_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows
     const cv_model_config *c = &m->cfg;
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, L = (size_t)c->num_layers;
     size_t T = (size_t)max_T, Q = (size_t)g->qdim, KV = (size_t)g->kvdim;
-    float **bufs[] = {&g->x,    &g->n,  &g->q,      &g->att,    &g->o,
-                      &g->gate, &g->up, &g->logits, &g->kcache, &g->vcache};
-    size_t sizes[] = {T * C,          T * C,         T * Q, T * Q,
-                      T * C,          T * F,         T * F, (size_t)logit_rows * c->vocab_size,
-                      L * n_ctx * KV, L * n_ctx * KV};
+    float **bufs[] = {&g->x, &g->n, &g->q, &g->att, &g->o, &g->gate, &g->up, &g->logits};
+    size_t sizes[] = {T * C, T * C, T * Q, T * Q,
+                      T * C, T * F, T * F, (size_t)logit_rows * c->vocab_size};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
         if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
     }
+    if (cv_kv_reserve(m, &g->kv, (int)L, n_ctx, max_T, (int)KV, err)) return CV_ERR_NOMEM;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
     m->logit_rows = logit_rows;
@@ -191,9 +190,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
 
     for (int l = 0; l < NL; l++) {
         llama_layer *L = &g->layers[l];
-        float *kc = g->kcache + (size_t)l * m->n_ctx * g->kvdim;
-        float *vc = g->vcache + (size_t)l * m->n_ctx * g->kvdim;
-        float *knew = kc + (size_t)pos0 * g->kvdim, *vnew = vc + (size_t)pos0 * g->kvdim;
+        float *knew = cv_kv_new_k(&g->kv, l, pos0), *vnew = cv_kv_new_v(&g->kv, l, pos0);
         cv_model_ltrans_keep(m, stats, lay, l, g->x, T);
         be->rmsnorm(be, g->n, g->x, L->in_norm, T, C, eps, NULL);
         be->matmul(be, g->q, g->n, &L->wq, L->bq, T); /* (T, H*hd) */
@@ -201,6 +198,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         be->matmul(be, vnew, g->n, &L->wv, L->bv, T);
         be->rope(be, g->q, T, g->qdim, H, hd, g->inv_freq, pos0);
         be->rope(be, knew, T, g->kvdim, KVH, hd, g->inv_freq, pos0);
+        cv_kv_commit(m, &g->kv, l, pos0, T);
         float *probs = NULL;
         if (cap && cap->attn && cap->attn[l]) {
             size_t need = (size_t)H * T * n_keys;
@@ -213,10 +211,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         }
         cv_attn_args a = {.out = g->att,
                           .q = g->q,
-                          .k = kc,
-                          .v = vc,
                           .q_stride = g->qdim,
-                          .kv_stride = g->kvdim,
                           .out_stride = g->qdim,
                           .T = T,
                           .n_keys = n_keys,
@@ -229,6 +224,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
                           .bias = NULL,
                           .stats = cv_stats_attn(stats, lay, l),
                           .probs = probs};
+        cv_kv_bind(&g->kv, l, &a);
         cv_model_attn_health(&a, stats, lay, l, 0);
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);

@@ -36,13 +36,13 @@ static const cv_family_ops *family_ops(cv_family f) {
 }
 
 cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err) {
-    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT};
+    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32};
     return cv_model_load_opts(dir, be, &o, out, err);
 }
 
 cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
                               cv_model **out, cv_error *err) {
-    cv_model_opts o = {quant, CV_DT_COUNT};
+    cv_model_opts o = {quant, CV_DT_COUNT, CV_DT_F32};
     return cv_model_load_opts(dir, be, &o, out, err);
 }
 
@@ -53,6 +53,18 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
     if (!m) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     m->quant = opts->quant;
     m->want_dtype = opts->dtype;
+    m->kv_dtype = opts->kv_dtype;
+    if (m->kv_dtype != CV_DT_F32 && m->kv_dtype != CV_DT_BF16) {
+        free(m);
+        return cv_fail(err, CV_ERR_CONFIG, "model.kv_dtype must be float32 or bfloat16");
+    }
+    if (m->kv_dtype == CV_DT_BF16 && !be->to_bf16) {
+        free(m);
+        return cv_fail(err, CV_ERR_CONFIG,
+                       "model.kv_dtype bfloat16: the %s backend has no bf16 KV cache in this "
+                       "build (use float32, or --device cpu)",
+                       be->name);
+    }
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     m->be = be;
     cv_status s = cv_model_config_load(dir, &m->cfg, err);
@@ -287,4 +299,58 @@ void cv_model_release(cv_model *m, void *p) {
             m->be_bufs[i] = m->be_bufs[--m->n_be_bufs];
             return;
         }
+}
+
+/* ---- the self-attention KV cache ---------------------------------------------------------- */
+
+cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int dim,
+                        cv_error *err) {
+    void **bufs[] = {&kv->k, &kv->v, (void **)&kv->kst, (void **)&kv->vst};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        cv_model_release(m, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    kv->layers = layers, kv->n_ctx = n_ctx, kv->dim = dim, kv->dtype = m->kv_dtype;
+    size_t elt = kv->dtype == CV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
+    size_t cache = (size_t)layers * (size_t)n_ctx * (size_t)dim * elt;
+    if (!(kv->k = cv_model_alloc(m, cache, err)) || !(kv->v = cv_model_alloc(m, cache, err)))
+        return CV_ERR_NOMEM;
+    if (kv->dtype == CV_DT_BF16) {
+        size_t st = (size_t)max_T * (size_t)dim * sizeof(float);
+        if (!(kv->kst = cv_model_alloc(m, st, err)) || !(kv->vst = cv_model_alloc(m, st, err)))
+            return CV_ERR_NOMEM;
+    }
+    return CV_OK;
+}
+
+static size_t kv_row0(const cv_kv_cache *kv, int l, int pos0) {
+    return ((size_t)l * (size_t)kv->n_ctx + (size_t)pos0) * (size_t)kv->dim;
+}
+
+float *cv_kv_new_k(const cv_kv_cache *kv, int l, int pos0) {
+    return kv->dtype == CV_DT_BF16 ? kv->kst : (float *)kv->k + kv_row0(kv, l, pos0);
+}
+
+float *cv_kv_new_v(const cv_kv_cache *kv, int l, int pos0) {
+    return kv->dtype == CV_DT_BF16 ? kv->vst : (float *)kv->v + kv_row0(kv, l, pos0);
+}
+
+void cv_kv_commit(cv_model *m, const cv_kv_cache *kv, int l, int pos0, int T) {
+    if (kv->dtype != CV_DT_BF16) return;
+    size_t n = (size_t)T * (size_t)kv->dim;
+    m->be->to_bf16(m->be, (uint16_t *)kv->k + kv_row0(kv, l, pos0), kv->kst, n);
+    m->be->to_bf16(m->be, (uint16_t *)kv->v + kv_row0(kv, l, pos0), kv->vst, n);
+}
+
+void cv_kv_bind(const cv_kv_cache *kv, int l, cv_attn_args *a) {
+    a->kv_stride = kv->dim;
+    if (kv->dtype == CV_DT_BF16) {
+        a->k = a->v = NULL;
+        a->k16 = (const uint16_t *)kv->k + kv_row0(kv, l, 0);
+        a->v16 = (const uint16_t *)kv->v + kv_row0(kv, l, 0);
+    } else {
+        a->k16 = a->v16 = NULL;
+        a->k = (const float *)kv->k + kv_row0(kv, l, 0);
+        a->v = (const float *)kv->v + kv_row0(kv, l, 0);
+    }
 }

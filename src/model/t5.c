@@ -52,12 +52,12 @@ typedef struct {
     int inner; /* num_heads * d_kv */
     /* activations: max_T rows */
     float *x, *n, *q, *ek, *ev, *att, *o, *ff1, *ff2, *logits;
-    float *bias;            /* (H, T, n_keys) position bias */
-    size_t bias_cap;        /* floats */
-    float *probs;           /* attention probabilities for captures (tests) */
-    size_t probs_cap;       /* floats */
-    float *kcache, *vcache; /* decoder self-attention (L_dec, n_ctx, inner) */
-    float *ckey, *cval;     /* cross-attention (L_dec, max_T, inner), filled by encode() */
+    float *bias;        /* (H, T, n_keys) position bias */
+    size_t bias_cap;    /* floats */
+    float *probs;       /* attention probabilities for captures (tests) */
+    size_t probs_cap;   /* floats */
+    cv_kv_cache kv;     /* decoder self-attention (L_dec, n_ctx, inner) */
+    float *ckey, *cval; /* cross-attention (L_dec, max_T, inner), filled by encode() */
 } t5;
 
 /* ---- loading ------------------------------------------------------------------------------ */
@@ -279,8 +279,6 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
         {&g->ff2, T * F},
         {&g->bias, H * T * K}, /* encoder (H, P, P), decoder (H, T, n_keys) */
         {&g->logits, (size_t)logit_rows * c->vocab_size},
-        {&g->kcache, LD * n_ctx * I}, /* decoder self-attention K, V */
-        {&g->vcache, LD * n_ctx * I},
         {&g->ckey, LD * T * I}, /* cross-attention K, V from encode() */
         {&g->cval, LD * T * I},
     };
@@ -291,6 +289,7 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
     }
     for (size_t i = 0; i < nb; i++)
         if (!(*bufs[i].p = cv_model_alloc(m, bufs[i].n * sizeof(float), err))) return CV_ERR_NOMEM;
+    if (cv_kv_reserve(m, &g->kv, (int)LD, n_ctx, max_T, (int)I, err)) return CV_ERR_NOMEM;
     g->bias_cap = H * T * K;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
@@ -335,9 +334,11 @@ static void feed_forward(cv_model *m, t5 *g, const t5_layer *L, int T, double *h
 }
 
 /* One attention call of the T queries in g->q against n_keys cached keys / values. */
-static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, int T, int n_keys,
-                        int q_pos0, int causal, const float *bias, double *stats, float *capture,
-                        double *arena, const cv_stats_layout *lay, int l, int cross,
+/* k, v: fp32 keys and values (the encoder's, cross-attention's), or NULL with kv: the decoder's
+ * self-attention cache, layer l */
+static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, const cv_kv_cache *kv,
+                        int T, int n_keys, int q_pos0, int causal, const float *bias, double *stats,
+                        float *capture, double *arena, const cv_stats_layout *lay, int l, int cross,
                         cv_error *err) {
     cv_backend *be = m->be;
     const int H = m->cfg.num_heads;
@@ -361,6 +362,7 @@ static cv_status attend(cv_model *m, t5 *g, const float *k, const float *v, int 
                       .bias = bias,
                       .stats = stats,
                       .probs = probs};
+    if (kv) cv_kv_bind(kv, l, &a);
     cv_model_attn_health(&a, arena, lay, l, cross);
     be->attention(be, &a);
     if (probs) be->download(be, capture, probs, sizeof(float) * H * T * n_keys);
@@ -406,7 +408,7 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
         be->matmul(be, g->ek, g->n, &L->k, NULL, P);
         be->matmul(be, g->ev, g->n, &L->v, NULL, P);
         cv_model_ltrans_keep(m, stats, lay, l, g->x, P);
-        if ((s = attend(m, g, g->ek, g->ev, P, P, 0, 0, g->bias, cv_stats_attn(stats, lay, l),
+        if ((s = attend(m, g, g->ek, g->ev, NULL, P, P, 0, 0, g->bias, cv_stats_attn(stats, lay, l),
                         cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, stats, lay, l, 0,
                         err)))
             return s;
@@ -471,14 +473,14 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
 
     for (int l = 0; l < NL; l++) {
         const t5_layer *L = &g->dec[l];
-        float *kc = g->kcache + (size_t)l * m->n_ctx * I,
-              *vc = g->vcache + (size_t)l * m->n_ctx * I;
         /* self-attention over the decoder prefix, new keys / values appended to the cache */
         be->rmsnorm(be, g->n, g->x, L->ln_self, T, C, eps, NULL);
         be->matmul(be, g->q, g->n, &L->q, NULL, T);
-        be->matmul(be, kc + (size_t)pos0 * I, g->n, &L->k, NULL, T);
-        be->matmul(be, vc + (size_t)pos0 * I, g->n, &L->v, NULL, T);
-        if ((s = attend(m, g, kc, vc, T, n_keys, pos0, 1, g->bias, cv_stats_attn(stats, lay, l),
+        be->matmul(be, cv_kv_new_k(&g->kv, l, pos0), g->n, &L->k, NULL, T);
+        be->matmul(be, cv_kv_new_v(&g->kv, l, pos0), g->n, &L->v, NULL, T);
+        cv_kv_commit(m, &g->kv, l, pos0, T);
+        if ((s = attend(m, g, NULL, NULL, &g->kv, T, n_keys, pos0, 1, g->bias,
+                        cv_stats_attn(stats, lay, l),
                         cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, stats, lay, l, 0,
                         err)))
             return s;
@@ -488,7 +490,7 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         size_t off = (size_t)l * m->max_T * I;
         be->rmsnorm(be, g->n, g->x, L->ln_cross, T, C, eps, NULL);
         be->matmul(be, g->q, g->n, &L->cq, NULL, T);
-        if ((s = attend(m, g, g->ckey + off, g->cval + off, T, P, 0, 0, NULL,
+        if ((s = attend(m, g, g->ckey + off, g->cval + off, NULL, T, P, 0, 0, NULL,
                         cv_stats_cross(stats, lay, l),
                         cap && want_probs(cap->cross, l) ? cap->cross[l] : NULL, stats, lay, l, 1,
                         err)))
