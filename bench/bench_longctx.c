@@ -5,8 +5,12 @@
  * decode), each checked against the naive twin before it is timed.
  *
  * usage: bench_longctx [model_dir] [lens (default 512,2048,4096)] [reps (default 3)]
- *        BENCH_DECODE=n decode steps per run (default 8); BENCH_KERNELS=0 skips the kernel part,
- *        BENCH_E2E=0 the end-to-end part.
+ *        BENCH_DECODE=n decode steps per run (default 8); BENCH_KERNELS=0 skips the kernel part
+ *        (BENCH_PREFILL=0 its prefill kernels),
+ *        BENCH_E2E=0 the end-to-end part; BENCH_DTYPE=bfloat16 holds the weights in bf16
+ *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype). After the end-to-end part
+ *        it prints the process's peak RSS against the weights + the KV cache of the longest
+ *        context.
  * Built with -DBENCH_BASELINE against an older libcorevital (no kernel ladder), the same source
  * measures the "before" of a change in the same session. */
 #include "bench_common.h"
@@ -43,13 +47,26 @@ static float frand(unsigned *s) {
 }
 
 #ifndef BENCH_BASELINE
+/* One timed attention call. Decode calls walk through `layers` distinct caches (as a model's
+ * layers do), so the keys and values come from DRAM, not from the 32 MiB L3 that one 4K-token
+ * cache (6 MiB) would sit in. */
 typedef struct {
     cv_backend *be;
     cv_attn_args a;
     int version; /* 1 rows, 2 tiled / split-key */
+    int layers, layer;
+    const float *k0, *v0;
+    const uint16_t *k16, *v16; /* bf16 copies, or NULL */
+    size_t layer_elems;
 } at_arg;
 static void run_at(void *p) {
     at_arg *x = p;
+    size_t off = (size_t)x->layer * x->layer_elems;
+    x->layer = (x->layer + 1) % x->layers;
+    if (x->k16)
+        x->a.k = x->a.v = NULL, x->a.k16 = x->k16 + off, x->a.v16 = x->v16 + off;
+    else
+        x->a.k = x->k0 + off, x->a.v = x->v0 + off, x->a.k16 = x->a.v16 = NULL;
     if (x->a.stats) cv_attn_record_reset(x->a.stats);
     if (x->version == 1)
         cv_cpu_attention_rows(x->be, &x->a);
@@ -57,84 +74,108 @@ static void run_at(void *p) {
         x->be->attention(x->be, &x->a);
 }
 
-/* The attention kernels alone at SmolLM2's shape (9 query / 3 kv heads of 64). */
+/* The attention kernels alone at SmolLM2's shape (9 query / 3 kv heads of 64), over an fp32 and
+ * a bf16 cache laid out head-major as the CPU model keeps it (kv_head_stride). */
 static int kernel_ladder(const int *lens, int nl, double peak, double bw) {
-    const int H = 9, KVH = 3, hd = 64, qs = H * hd, ks = KVH * hd;
+    const int H = 9, KVH = 3, hd = 64, qs = H * hd, ks = hd, NL = 30;
+    const int only_decode = getenv("BENCH_PREFILL") && !atoi(getenv("BENCH_PREFILL"));
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 5;
     char json[512];
-    printf("\nattention kernels, SmolLM2 shape (H 9, KV 3, hd 64), stats on\n");
-    printf("%-8s %6s %-9s %10s %10s %7s\n", "phase", "keys", "version", "ms", "rate", "%limit");
+    printf("\nattention kernels, SmolLM2 shape (H 9, KV 3, hd 64), stats on; decode cycles through "
+           "%d layers' caches (from DRAM)\n",
+           NL);
+    printf("%-8s %6s %-11s %10s %10s %7s\n", "phase", "keys", "version", "ms", "rate", "%limit");
     for (int li = 0; li < nl; li++) {
         int T = lens[li], NK = lens[li];
-        float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
-        float *v = malloc(sizeof(float) * NK * ks), *o = malloc(sizeof(float) * T * qs);
+        size_t le = (size_t)NK * KVH * hd;
+        float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * le * NL);
+        float *v = malloc(sizeof(float) * le * NL), *o = malloc(sizeof(float) * T * qs);
         float *o2 = malloc(sizeof(float) * T * qs);
+        uint16_t *k16 = malloc(sizeof(uint16_t) * le * NL),
+                 *v16 = malloc(sizeof(uint16_t) * le * NL);
+        if (!q || !k || !v || !o || !o2 || !k16 || !v16) {
+            fprintf(stderr, "bench_longctx: out of memory at %d keys\n", NK);
+            return 1;
+        }
         for (int i = 0; i < T * qs; i++) q[i] = frand(&seed);
-        for (int i = 0; i < NK * ks; i++) k[i] = frand(&seed), v[i] = frand(&seed);
+        for (size_t i = 0; i < le; i++) k[i] = frand(&seed), v[i] = frand(&seed);
+        for (int l = 1; l < NL; l++)
+            memcpy(k + l * le, k, le * sizeof(float)), memcpy(v + l * le, v, le * sizeof(float));
+        for (size_t i = 0; i < le * NL; i++)
+            k16[i] = cv_f32_to_bf16(k[i]), v16[i] = cv_f32_to_bf16(v[i]);
         double rec[CV_AS_SIZE];
-        for (int phase = 0; phase < 2; phase++) { /* 0 prefill (T = NK), 1 decode (T = 1) */
+        for (int phase = only_decode; phase < 2; phase++) { /* 0 prefill (T = NK), 1 decode */
             int Tq = phase ? 1 : T;
-            at_arg x = {be,
-                        {.out = o,
-                         .q = phase ? q + (size_t)(T - 1) * qs : q,
-                         .k = k,
-                         .v = v,
-                         .q_stride = qs,
-                         .kv_stride = ks,
-                         .out_stride = qs,
-                         .T = Tq,
-                         .n_keys = NK,
-                         .q_pos0 = NK - Tq,
-                         .n_heads = H,
-                         .n_kv_heads = KVH,
-                         .head_dim = hd,
-                         .causal = 1,
-                         .scale = 0.125f,
-                         .stats = rec},
-                        2};
-            /* check the last query rows of both versions against the naive twin */
-            run_at(&x);
-            cv_attn_args nv = x.a;
-            int tail = Tq < 4 ? Tq : 4;
-            nv.q = x.a.q + (size_t)(Tq - tail) * qs, nv.T = tail, nv.q_pos0 = NK - tail;
-            nv.out = o2, nv.stats = NULL;
-            cv_attention_naive(&nv);
-            double err = 0;
-            for (int i = 0; i < tail * qs; i++)
-                err = fmax(err, fabs(o[(size_t)(Tq - tail) * qs + i] - o2[i]));
-            if (err > 1e-4) {
-                fprintf(stderr, "FAILED check: attention keys %d phase %d err %g\n", NK, phase,
-                        err);
-                return 1;
-            }
-            for (int ver = 1; ver <= 2; ver++) {
-                x.version = ver;
-                double ms = bench_time_ms(run_at, &x, phase ? 15 : 3);
-                /* prefill: causal QK^T and PV flops; decode: K and V bytes read */
-                double flops = 4.0 * H * hd * ((double)T * (T + 1) / 2);
-                double bytes = 2.0 * NK * ks * sizeof(float);
-                double rate = phase ? bytes / (ms * 1e6) : flops / (ms * 1e6);
-                double pct = 100 * rate / (phase ? bw : peak);
-                printf("%-8s %6d %-9s %10.3f %7.1f %-2s %6.1f%%\n", phase ? "decode" : "prefill",
-                       NK,
-                       ver == 1 ? "rows"
-                       : phase  ? "split"
-                                : "tiled",
-                       ms, rate, phase ? "GB/s" : "GF/s", pct);
-                snprintf(json, sizeof json,
-                         "{\"bench\":\"longctx_attention\",\"phase\":\"%s\",\"keys\":%d,"
-                         "\"version\":\"%s\",\"threads\":%d,\"ms\":%.4f,\"rate\":%.2f,"
-                         "\"unit\":\"%s\",\"pct_limit\":%.1f}",
-                         phase ? "decode" : "prefill", NK,
-                         ver == 1 ? "rows"
-                         : phase  ? "split"
-                                  : "tiled",
-                         omp_get_max_threads(), ms, rate, phase ? "GB/s" : "GFLOP/s", pct);
-                bench_json("longctx", json);
+            for (int kvb = 0; kvb < 2; kvb++) {
+                at_arg x = {be,
+                            {.out = o,
+                             .q = phase ? q + (size_t)(T - 1) * qs : q,
+                             .q_stride = qs,
+                             .kv_stride = ks,
+                             .kv_head_stride = NK * hd,
+                             .out_stride = qs,
+                             .T = Tq,
+                             .n_keys = NK,
+                             .q_pos0 = NK - Tq,
+                             .n_heads = H,
+                             .n_kv_heads = KVH,
+                             .head_dim = hd,
+                             .causal = 1,
+                             .scale = 0.125f,
+                             .stats = rec},
+                            2,
+                            phase ? NL : 1,
+                            0,
+                            k,
+                            v,
+                            kvb ? k16 : NULL,
+                            kvb ? v16 : NULL,
+                            le};
+                /* check the last query rows against the naive twin over the same cache */
+                run_at(&x);
+                cv_attn_args nv = x.a;
+                int tail = Tq < 4 ? Tq : 4;
+                nv.q = x.a.q + (size_t)(Tq - tail) * qs, nv.T = tail, nv.q_pos0 = NK - tail;
+                nv.out = o2, nv.stats = NULL;
+                cv_attention_naive(&nv);
+                double err = 0;
+                for (int i = 0; i < tail * qs; i++)
+                    err = fmax(err, fabs(o[(size_t)(Tq - tail) * qs + i] - o2[i]));
+                if (err > 1e-4) {
+                    fprintf(stderr, "FAILED check: attention keys %d phase %d kv %s err %g\n", NK,
+                            phase, kvb ? "bf16" : "fp32", err);
+                    return 1;
+                }
+                for (int ver = kvb ? 2 : 1; ver <= 2; ver++) {
+                    x.version = ver;
+                    x.layer = 0;
+                    double ms = bench_time_ms(run_at, &x, phase ? 30 : 3);
+                    /* prefill: causal QK^T and PV flops; decode: K and V bytes read */
+                    double flops = 4.0 * H * hd * ((double)T * (T + 1) / 2);
+                    double bytes = 2.0 * le * (kvb ? sizeof(uint16_t) : sizeof(float));
+                    double rate = phase ? bytes / (ms * 1e6) : flops / (ms * 1e6);
+                    double pct = 100 * rate / (phase ? bw : peak);
+                    char vname[16];
+                    snprintf(vname, sizeof vname, "%s%s",
+                             ver == 1 ? "rows"
+                             : phase  ? "split"
+                                      : "tiled",
+                             kvb ? "-bf16" : "");
+                    printf("%-8s %6d %-11s %10.3f %7.1f %-2s %6.1f%%\n",
+                           phase ? "decode" : "prefill", NK, vname, ms, rate,
+                           phase ? "GB/s" : "GF/s", pct);
+                    snprintf(json, sizeof json,
+                             "{\"bench\":\"longctx_attention\",\"phase\":\"%s\",\"keys\":%d,"
+                             "\"version\":\"%s\",\"threads\":%d,\"ms\":%.4f,\"rate\":%.2f,"
+                             "\"unit\":\"%s\",\"pct_limit\":%.1f}",
+                             phase ? "decode" : "prefill", NK, vname, omp_get_max_threads(), ms,
+                             rate, phase ? "GB/s" : "GFLOP/s", pct);
+                    bench_json("longctx", json);
+                }
             }
         }
-        free(q), free(k), free(v), free(o), free(o2);
+        free(q), free(k), free(v), free(o), free(o2), free(k16), free(v16);
     }
     be->destroy(be);
     return 0;
@@ -196,13 +237,21 @@ int main(int argc, char **argv) {
     char nt[16];
     snprintf(nt, sizeof nt, "%d", decode + 1);
     cv_config_set(&cfg, "generation.max_new_tokens", nt, &err);
+    const char *wdt = getenv("BENCH_DTYPE"), *kvdt = getenv("BENCH_KV");
+    if ((wdt && cv_config_set(&cfg, "model.dtype", wdt, &err) != CV_OK) ||
+        (kvdt && cv_config_set(&cfg, "model.kv_dtype", kvdt, &err) != CV_OK)) {
+        fprintf(stderr, "bench_longctx: %s\n", err.msg);
+        return 1;
+    }
     cv_session *s;
     if (cv_session_open(&cfg, &s, NULL, &err) != CV_OK) {
         fprintf(stderr, "bench_longctx: %s\n", err.msg);
         return 1;
     }
-    printf("\nend to end (greedy, %d decode steps after the prompt; medians of %d)\n", decode,
-           reps);
+    printf("\nend to end (greedy, %d decode steps after the prompt; medians of %d; weights %s, KV "
+           "cache %s)\n",
+           decode, reps, cv_dtype_torch_name(s->m->weight_dtype),
+           cv_dtype_torch_name(s->m->kv_dtype));
     printf("%6s %-5s %14s %14s\n", "ctx", "stats", "prefill tok/s", "decode ms/step");
     char json[1024];
     for (int li = 0; li < nl; li++) {
@@ -237,9 +286,10 @@ int main(int argc, char **argv) {
             printf("%6d %-5s %14.1f %14.2f\n", P, inst ? "on" : "off", p, d);
             snprintf(json, sizeof json,
                      "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"stats\":%s,"
-                     "\"threads\":%d,\"build\":\"%s\",\"prefill_tok_s\":%.2f,"
-                     "\"decode_ms_step\":%.3f,\"reps\":%d}",
+                     "\"threads\":%d,\"weights\":\"%s\",\"kv\":\"%s\",\"build\":\"%s\","
+                     "\"prefill_tok_s\":%.2f,\"decode_ms_step\":%.3f,\"reps\":%d}",
                      dir, P, inst ? "true" : "false", threads,
+                     cv_dtype_torch_name(s->m->weight_dtype), cv_dtype_torch_name(s->m->kv_dtype),
 #ifdef BENCH_BASELINE
                      "baseline",
 #else
@@ -250,6 +300,27 @@ int main(int argc, char **argv) {
         }
         free(prompt);
     }
+    /* memory: what the weights and the cache need, against what the process peaked at */
+    double wbytes = 0;
+    for (size_t i = 0; i < s->m->n_weights; i++) {
+        const cv_weight *w = s->m->weights[i];
+        wbytes += (double)w->rows * (double)w->cols * (double)cv_dtype_size(w->dtype);
+    }
+    const cv_model_config *mc = &s->m->cfg;
+    int maxlen = 0;
+    for (int li = 0; li < nl; li++) maxlen = lens[li] > maxlen ? lens[li] : maxlen;
+    double kvbytes = 2.0 * mc->num_layers * (maxlen + decode + 1) * mc->num_kv_heads *
+                     (mc->hidden_size / mc->num_heads) * cv_dtype_size(s->m->kv_dtype);
+    double rss = bench_peak_rss_mib();
+    printf("\nmemory: peak RSS %.0f MiB; weights %.0f MiB + KV cache %.0f MiB at %d tokens = %.0f "
+           "MiB (%.2fx)\n",
+           rss, wbytes / 1048576, kvbytes / 1048576, maxlen + decode + 1,
+           (wbytes + kvbytes) / 1048576, rss / ((wbytes + kvbytes) / 1048576));
+    snprintf(json, sizeof json,
+             "{\"bench\":\"longctx_memory\",\"ctx\":%d,\"peak_rss_mib\":%.1f,"
+             "\"weights_mib\":%.1f,\"kv_mib\":%.1f}",
+             maxlen, rss, wbytes / 1048576, kvbytes / 1048576);
+    bench_json("longctx", json);
     cv_session_close(s);
     cv_config_free(&cfg);
     return 0;

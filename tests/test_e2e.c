@@ -506,8 +506,10 @@ static void interrupt_run(int signo, int want_rc) {
     char dir[600], outdir[700];
     snprintf(dir, sizeof dir, "%s/model", tmp);
     snprintf(outdir, sizeof outdir, "%s/out", tmp);
-    /* slow enough to be interrupted: 4,000 steps over a growing cache (seconds) */
-    cv_synth_shape sh = {4096, 128, 4, 4, 4, 512, 4200, 1, CV_DT_F32, 0.5f, 7, 1, 4095, 0, 0};
+    /* slow enough to be interrupted: 4,000 steps over a growing cache (several seconds: a 4-layer
+     * 128-wide model decoded too fast, since decode attention streams its cache, and finished
+     * within the 1.5 s wait) */
+    cv_synth_shape sh = {4096, 192, 8, 4, 4, 768, 4200, 1, CV_DT_F32, 0.5f, 7, 1, 4095, 0, 0};
     /* the Llama 2 tokenizer: the prompt's ids are all below 4096 */
     synth_llama_with_tokenizer(dir, &sh, "llama2");
     pid_t pid = fork();

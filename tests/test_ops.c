@@ -199,12 +199,14 @@ END_TEST
  * (values are weighted means of V in [-1, 1]); sums over rows 1e-5 relative (fp32 scores and
  * exponentials, double accumulation across key tiles), per-row extremes (min entropy, largest
  * weight) likewise: the fp32 scores (|s| up to ~40 here) carry ~1e-6 relative error into 1/z.
- * Run twice: over an fp32 cache, and (_i = 1) over a bf16 cache (--kv-dtype bf16), where the
- * oracle reads the same bf16 values, the one-row kernel is checked too (for the shorter cases),
- * and the bf16 cache's own error is bounded against the fp32 oracle: 2e-2 absolute on outputs
- * and entropies (bf16 keeps 8 bits: keys in [-2, 2] move scores by up to ~0.1 here). */
+ * Run four times: over an fp32 cache, and (_i odd) over a bf16 cache (--kv-dtype bf16), where
+ * the oracle reads the same bf16 values, the one-row kernel is checked too (for the shorter
+ * cases), and the bf16 cache's own error is bounded against the fp32 oracle: 2e-2 absolute on
+ * outputs and entropies (bf16 keeps 8 bits: keys in [-2, 2] move scores by up to ~0.1 here);
+ * and (_i >= 2) with the kernels reading a head-major copy of the cache (kv_head_stride, the CPU
+ * model's own layout) while the oracle reads the interleaved one. */
 START_TEST(test_attention_long_vs_naive) {
-    const int bf = _i;
+    const int bf = _i & 1, hm = _i >> 1;
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 21;
     struct {
@@ -266,11 +268,33 @@ START_TEST(test_attention_long_vs_naive) {
                           .basin_lo = NK / 3,
                           .basin_hi = 2 * NK / 3};
         if (bf) a.k = a.v = NULL, a.k16 = k16, a.v16 = v16;
-        be->attention(be, &a);
+        float *khm = NULL, *vhm = NULL; /* head-major copies: (KVH, NK, hd) */
+        uint16_t *k16hm = NULL, *v16hm = NULL;
+        cv_attn_args kern = a;
+        if (hm) {
+            size_t n = (size_t)KVH * NK * hd;
+            khm = malloc(sizeof(float) * n), vhm = malloc(sizeof(float) * n);
+            k16hm = malloc(sizeof(uint16_t) * n), v16hm = malloc(sizeof(uint16_t) * n);
+            for (int g = 0; g < KVH; g++)
+                for (int kk = 0; kk < NK; kk++)
+                    for (int d = 0; d < hd; d++) {
+                        size_t src = (size_t)kk * ks + (size_t)g * hd + d;
+                        size_t dst = ((size_t)g * NK + kk) * hd + d;
+                        khm[dst] = k[src], vhm[dst] = v[src];
+                        k16hm[dst] = cv_f32_to_bf16(k[src]), v16hm[dst] = cv_f32_to_bf16(v[src]);
+                    }
+            kern.kv_stride = hd, kern.kv_head_stride = NK * hd;
+            if (bf)
+                kern.k16 = k16hm, kern.v16 = v16hm;
+            else
+                kern.k = khm, kern.v = vhm;
+        }
+        be->attention(be, &kern);
         a.out = o2, a.stats = r2, a.heads = h2, a.basin = b2;
         cv_attention_naive(&a);
         char what[64];
-        snprintf(what, sizeof what, "long attention case %zu%s out", ci, bf ? " (bf16 cache)" : "");
+        snprintf(what, sizeof what, "long attention case %zu%s%s out", ci,
+                 bf ? " (bf16 cache)" : "", hm ? " (head-major)" : "");
         if (bf) {
             /* the bf16 cache against the fp32 one: its rounding error, bounded */
             float *o3 = calloc((size_t)T * qs, sizeof(float));
@@ -289,7 +313,7 @@ START_TEST(test_attention_long_vs_naive) {
                 float *o4 = calloc((size_t)T * qs, sizeof(float));
                 double r4[CV_AS_SIZE];
                 cv_attn_record_reset(r4);
-                cv_attn_args w = a;
+                cv_attn_args w = kern;
                 w.out = o4, w.stats = r4, w.heads = NULL, w.basin = NULL;
                 cv_cpu_attention_rows(be, &w);
                 ck_assert_msg(
@@ -319,7 +343,7 @@ START_TEST(test_attention_long_vs_naive) {
                               b2[2 * h + f]);
         }
         free(q), free(k), free(v), free(bias), free(o1), free(o2), free(h1), free(h2), free(b1),
-            free(b2), free(k16), free(v16);
+            free(b2), free(k16), free(v16), free(khm), free(vhm), free(k16hm), free(v16hm);
     }
     be->destroy(be);
 }
@@ -395,7 +419,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_matmul_vs_naive);
     tcase_add_test(tc, test_attention_vs_naive);
-    tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 2);
+    tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_rope_closed_form);
     tcase_add_test(tc, test_logprob_accum_vs_rows);
     suite_add_tcase(s, tc);

@@ -47,6 +47,10 @@ typedef struct {
      * values in the layout above and k / v are unused; scores and sums stay fp32 */
     const uint16_t *k16, *v16;
     int q_stride, kv_stride, out_stride;
+    /* elements from kv head g to g + 1 in k / v: 0 means head_dim (heads side by side in a row,
+     * the projection's layout); a head-major cache (n_ctx * head_dim, kv_stride head_dim) gives
+     * each head's keys contiguously, so decode streams them (backends with kv_head_major) */
+    int kv_head_stride;
     int T, n_keys, q_pos0;
     int n_heads, n_kv_heads, head_dim;
     int causal;
@@ -70,6 +74,7 @@ typedef struct cv_backend cv_backend;
 struct cv_backend {
     const char *name; /* "cpu" or "cuda" */
     void *ctx;
+    int kv_head_major; /* 1: its KV caches are head-major (kv_store, kv_head_stride: the CPU) */
 
     /* memory */
     void *(*alloc)(cv_backend *b, size_t bytes); /* zero-filled; NULL on failure */
@@ -78,9 +83,12 @@ struct cv_backend {
     void (*download)(cv_backend *b, void *dst, const void *src, size_t bytes);
     void (*memset0)(cv_backend *b, void *dst, size_t bytes);
     void (*copy)(cv_backend *b, void *dst, const void *src, size_t bytes); /* within the backend */
-    /* dst (n bf16) = src (n fp32), round to nearest even (cv_f32_to_bf16); the bf16 KV cache's
-     * store. NULL where the backend has no bf16 cache (its attention reads fp32 only). */
-    void (*to_bf16)(cv_backend *b, uint16_t *dst, const float *src, size_t n);
+    /* Store T new rows src (T, heads * hd) fp32 at positions pos0.. of one layer's KV cache dst
+     * of dtype dt (F32, or BF16 rounded to nearest even like cv_f32_to_bf16), laid out
+     * (heads, n_ctx, hd) when the backend is kv_head_major, else (n_ctx, heads * hd). NULL where
+     * the backend only has an fp32 interleaved cache (its forward writes the cache directly). */
+    void (*kv_store)(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
+                     int hd, int n_ctx, int pos0);
     /* Make a host matrix (out, in) of dtype F32/F16/BF16 resident. `host` may be used in place when
      * the backend can (CPU and mmap), so it must outlive the weight. */
     cv_status (*weight_upload)(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,

@@ -119,20 +119,23 @@ void cv_model_free(cv_model *m);
 int cv_model_num_layers(const cv_model *m);
 int cv_model_vocab(const cv_model *m);
 
-/* A decoder's self-attention KV cache: keys and values (layers, n_ctx, dim), in m->kv_dtype. A
+/* A decoder's self-attention KV cache: keys and values of `heads` kv heads of hd per layer, in
+ * m->kv_dtype, laid out (layers, heads, n_ctx, hd) on a kv_head_major backend (the CPU: each
+ * head's keys contiguous, so decode streams them) and (layers, n_ctx, heads * hd) elsewhere. A
  * forward writes the new rows of a call in fp32 where cv_kv_new_k / cv_kv_new_v say (the cache
- * itself when fp32; staging rows (max_T, dim) when bf16), applies RoPE there, then calls
- * cv_kv_commit, which rounds staged rows into the bf16 cache (a no-op for fp32). So the values a
- * bf16 cache holds are exactly the fp32 ones rounded to nearest even, and attention reads them
- * widened, with fp32 scores and double sums as before. */
+ * itself when it is fp32 and interleaved; staging rows (max_T, heads * hd) otherwise), applies
+ * RoPE there, then calls cv_kv_commit, which stores staged rows into the cache (kv_store: the
+ * bf16 cache rounds to nearest even). So the values a bf16 cache holds are exactly the fp32 ones
+ * rounded, and attention reads them widened, with fp32 scores and double sums as before. */
 typedef struct {
     void *k, *v;
-    float *kst, *vst; /* bf16: fp32 staging (max_T, dim) */
-    int layers, n_ctx, dim;
+    float *kst, *vst; /* staged: fp32 (max_T, dim) */
+    int layers, n_ctx, heads, hd, dim;
+    int staged, head_major;
     cv_dtype dtype;
 } cv_kv_cache;
-cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int dim,
-                        cv_error *err);
+cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int heads,
+                        int hd, cv_error *err);
 float *cv_kv_new_k(const cv_kv_cache *kv, int l, int pos0);
 float *cv_kv_new_v(const cv_kv_cache *kv, int l, int pos0);
 void cv_kv_commit(cv_model *m, const cv_kv_cache *kv, int l, int pos0, int T);

@@ -35,8 +35,11 @@ static inline float dot_f32(const float *a, const float *b, int n) {
 
 /* Row k of kv head g of the keys (which 0) or the values (1) in fp32: the cache row itself, or
  * the bf16 cache's row widened into buf (head_dim floats; the widening is exact). */
+static inline size_t kv_head_off(const cv_attn_args *a, int g) { /* elements to kv head g */
+    return (size_t)g * (size_t)(a->kv_head_stride ? a->kv_head_stride : a->head_dim);
+}
 static inline const float *kv_row(const cv_attn_args *a, int which, int k, int g, float *buf) {
-    size_t off = (size_t)k * a->kv_stride + (size_t)g * a->head_dim;
+    size_t off = (size_t)k * a->kv_stride + kv_head_off(a, g);
     if (!a->k16) return (which ? a->v : a->k) + off;
     const uint16_t *src = (which ? a->v16 : a->k16) + off;
     for (int i = 0; i < a->head_dim; i++) buf[i] = cv_bf16_to_f32(src[i]);
@@ -423,7 +426,7 @@ ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int 
             st[0] += zs, st[1] += ts, st[2] += bs, st[3] += os;
             w->m[r] = mnew;
         }
-        const size_t vt = (size_t)k0 * a->kv_stride + (size_t)g * hd;
+        const size_t vt = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
         for (int r0 = 0; r0 < R; r0 += 4) {
             int kb = w->lim[r0];
             for (int i = 1; i < 4; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
@@ -526,6 +529,27 @@ ATT_INLINE __m512 hsum16(const __m512 v[16]) {
     return _mm512_permutexvar_ps(idx, y);
 }
 
+/* Decode: o (nh heads of stride os, nj vectors) = P (nh rows of ATT_DCHUNK) . V (kn rows from
+ * element vr, stride kv_stride); mlast masks the last vector. */
+ATT_INLINE void pv_decode(const cv_attn_args *a, int bf, const float *P, float *o, int os,
+                          size_t vr, int kn, int nh, int nj, __mmask16 mlast) {
+    __m512 acc[4][4];
+    for (int i = 0; i < nh; i++)
+        for (int j = 0; j < nj; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
+        __m512 vv[4];
+        for (int j = 0; j < nj; j++)
+            vv[j] = ld_kv(bf, j == nj - 1 ? mlast : (__mmask16)0xffff, a->v, a->v16,
+                          vr + 16 * (size_t)j);
+        for (int i = 0; i < nh; i++) {
+            __m512 pb = _mm512_set1_ps(P[(size_t)i * ATT_DCHUNK + k]);
+            for (int j = 0; j < nj; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < nh; i++)
+        for (int j = 0; j < nj; j++) _mm512_store_ps(o + (size_t)i * os + j * 16, acc[i][j]);
+}
+
 /* Decode, one work item: scores of the rep heads of kv head g against keys k0..k0+kn-1 into s
  * (rep, ATT_DCHUNK), then the chunk's softmax partials and unnormalized outputs. */
 ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
@@ -533,7 +557,7 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads, hdp = nv * 16;
     const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
     const __m512 scale = _mm512_set1_ps(a->scale);
-    const size_t kbase = (size_t)k0 * a->kv_stride + (size_t)g * hd; /* element offsets */
+    const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g); /* element offsets */
     for (int hi = 0; hi < rep; hi++) {
         const float *q = a->q + (size_t)(g * rep + hi) * hd;
         __m512 qv[8];
@@ -541,9 +565,11 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
             qv[j] = _mm512_maskz_loadu_ps(j == nv - 1 ? tail : (__mmask16)0xffff, q + 16 * j);
         for (int kb = 0; kb < kn; kb += 16) {
             __m512 acc[16];
+            const int nk = kn - kb < 16 ? kn - kb : 16; /* 16 but in the last block */
+#pragma GCC unroll 16
             for (int i = 0; i < 16; i++) {
                 acc[i] = _mm512_setzero_ps();
-                if (kb + i >= kn) continue;
+                if (nk < 16 && i >= nk) continue;
                 const size_t kr = kbase + (size_t)(kb + i) * a->kv_stride;
                 for (int j = 0; j < nv; j++)
                     acc[i] = _mm512_fmadd_ps(qv[j],
@@ -591,29 +617,26 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
         pt[3] = a->basin ? _mm512_reduce_add_ps(bv) : 0.0;
         pt[4] = a->basin ? _mm512_reduce_add_ps(ov) : 0.0;
     }
-    /* po (rep, hdp) = P (rep, kn) . V, four heads at a time */
+    /* po (rep, hdp) = P (rep, kn) . V, up to four heads and four vectors at a time; the common
+     * (heads, vectors) shapes get constant trip counts so the accumulators stay in registers */
     for (int h0 = 0; h0 < rep; h0 += 4) {
         int nh = rep - h0 < 4 ? rep - h0 : 4;
         for (int vg = 0; vg < nv; vg += 4) {
             int nj = nv - vg < 4 ? nv - vg : 4;
-            __m512 o[4][4];
-            __mmask16 mk[4];
-            for (int j = 0; j < nj; j++) mk[j] = vg + j == nv - 1 ? tail : (__mmask16)0xffff;
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) o[i][j] = _mm512_setzero_ps();
+            const float *sh = s + (size_t)h0 * ATT_DCHUNK;
+            float *oh = po + (size_t)h0 * hdp + vg * 16;
             size_t vr = kbase + (size_t)vg * 16;
-            for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
-                __m512 vv[4];
-                for (int j = 0; j < nj; j++)
-                    vv[j] = ld_kv(bf, mk[j], a->v, a->v16, vr + 16 * (size_t)j);
-                for (int i = 0; i < nh; i++) {
-                    __m512 pb = _mm512_set1_ps(s[(size_t)(h0 + i) * ATT_DCHUNK + k]);
-                    for (int j = 0; j < nj; j++) o[i][j] = _mm512_fmadd_ps(pb, vv[j], o[i][j]);
-                }
-            }
-            for (int i = 0; i < nh; i++)
-                for (int j = 0; j < nj; j++)
-                    _mm512_store_ps(po + (size_t)(h0 + i) * hdp + (vg + j) * 16, o[i][j]);
+            __mmask16 mlast = vg + nj == nv ? tail : (__mmask16)0xffff;
+            if (nj == 4 && nh == 3)
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 3, 4, mlast);
+            else if (nj == 4 && nh == 4)
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 4, 4, mlast);
+            else if (nj == 4 && nh == 1)
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 1, 4, mlast);
+            else if (nj == 4 && nh == 2)
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 2, 4, mlast);
+            else
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, nh, nj, mlast);
         }
     }
 }
@@ -629,13 +652,18 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
     if (!fl || !dbl) return;
     float *po = align64(fl), *scores = po + (size_t)items * rep * hdp;
     double *row_z = dbl, *part = dbl + 4 * (size_t)H;
+    /* items run chunk-major (all kv heads of a chunk of keys, then the next chunk): over an
+     * interleaved cache a thread then reads whole rows in address order; over a head-major one
+     * (the CPU's own, kv_head_stride) each item is one contiguous block of K and of V.
+     * Partials are stored head-major. */
 #pragma omp parallel for schedule(static) if ((size_t)kend * KVH * hd > 32768)
     for (int it = 0; it < items; it++) {
-        int g = it / nch, k0 = (it % nch) * ATT_DCHUNK;
+        int g = it % KVH, c = it / KVH, k0 = c * ATT_DCHUNK;
         int kn = kend - k0 < ATT_DCHUNK ? kend - k0 : ATT_DCHUNK;
         float *s = scores + (size_t)omp_get_thread_num() * sc;
-        double *pt = part + (size_t)it * rep * 5;
-        float *o = po + (size_t)it * rep * hdp;
+        size_t pi = (size_t)g * nch + c;
+        double *pt = part + pi * rep * 5;
+        float *o = po + pi * rep * hdp;
         if (a->k16 && nv == 4)
             decode_chunk(a, g, k0, kn, s, pt, o, 4, 1);
         else if (a->k16)

@@ -53,10 +53,21 @@ static void cpu_memcpy(cv_backend *b, void *dst, const void *src, size_t n) {
     (void)b;
     if (n) memcpy(dst, src, n);
 }
-static void cpu_to_bf16(cv_backend *b, uint16_t *dst, const float *src, size_t n) {
+static void cpu_kv_store(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
+                         int hd, int n_ctx, int pos0) {
     (void)b;
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) dst[i] = cv_f32_to_bf16(src[i]);
+#pragma omp parallel for schedule(static) if ((size_t)T * heads * hd > 65536)
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < heads; g++) {
+            const float *s = src + ((size_t)t * heads + g) * hd;
+            size_t o = ((size_t)g * n_ctx + pos0 + t) * hd; /* head-major */
+            if (dt == CV_DT_BF16) {
+                uint16_t *d = (uint16_t *)dst + o;
+                for (int i = 0; i < hd; i++) d[i] = cv_f32_to_bf16(s[i]);
+            } else {
+                memcpy((float *)dst + o, s, sizeof(float) * (size_t)hd);
+            }
+        }
 }
 static void cpu_memset0(cv_backend *b, void *dst, size_t n) {
     (void)b;
@@ -387,12 +398,13 @@ cv_backend *cv_backend_cpu_create(void) {
     }
     b->name = "cpu";
     b->ctx = c;
+    b->kv_head_major = 1;
     b->alloc = cpu_alloc;
     b->free = cpu_free;
     b->upload = cpu_memcpy;
     b->download = cpu_memcpy;
     b->copy = cpu_memcpy;
-    b->to_bf16 = cpu_to_bf16;
+    b->kv_store = cpu_kv_store;
     b->memset0 = cpu_memset0;
     b->weight_upload = cpu_weight_upload;
     b->weight_upload_quant = cv_cpu_weight_upload_quant;

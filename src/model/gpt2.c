@@ -115,7 +115,8 @@ static cv_status gpt2_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows,
     size_t sizes[] = {T * C, T * C, T * C, T * C, T * C, T * F, (size_t)logit_rows * c->vocab_size};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
-    if (cv_kv_reserve(m, &g->kv, (int)L, n_ctx, max_T, (int)C, err)) return CV_ERR_NOMEM;
+    if (cv_kv_reserve(m, &g->kv, (int)L, n_ctx, max_T, c->num_heads, (int)C / c->num_heads, err))
+        return CV_ERR_NOMEM;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
     m->logit_rows = logit_rows;

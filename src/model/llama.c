@@ -152,7 +152,7 @@ static cv_status llama_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows
     llama *g = m->impl;
     const cv_model_config *c = &m->cfg;
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, L = (size_t)c->num_layers;
-    size_t T = (size_t)max_T, Q = (size_t)g->qdim, KV = (size_t)g->kvdim;
+    size_t T = (size_t)max_T, Q = (size_t)g->qdim;
     float **bufs[] = {&g->x, &g->n, &g->q, &g->att, &g->o, &g->gate, &g->up, &g->logits};
     size_t sizes[] = {T * C, T * C, T * Q, T * Q,
                       T * C, T * F, T * F, (size_t)logit_rows * c->vocab_size};
@@ -160,7 +160,8 @@ static cv_status llama_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows
         cv_model_release(m, *bufs[i]);
         if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
     }
-    if (cv_kv_reserve(m, &g->kv, (int)L, n_ctx, max_T, (int)KV, err)) return CV_ERR_NOMEM;
+    if (cv_kv_reserve(m, &g->kv, (int)L, n_ctx, max_T, c->num_kv_heads, g->hd, err))
+        return CV_ERR_NOMEM;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
     m->logit_rows = logit_rows;

@@ -58,7 +58,7 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
         free(m);
         return cv_fail(err, CV_ERR_CONFIG, "model.kv_dtype must be float32 or bfloat16");
     }
-    if (m->kv_dtype == CV_DT_BF16 && !be->to_bf16) {
+    if (m->kv_dtype == CV_DT_BF16 && !be->kv_store) {
         free(m);
         return cv_fail(err, CV_ERR_CONFIG,
                        "model.kv_dtype bfloat16: the %s backend has no bf16 KV cache in this "
@@ -303,54 +303,59 @@ void cv_model_release(cv_model *m, void *p) {
 
 /* ---- the self-attention KV cache ---------------------------------------------------------- */
 
-cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int dim,
-                        cv_error *err) {
+cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int heads,
+                        int hd, cv_error *err) {
     void **bufs[] = {&kv->k, &kv->v, (void **)&kv->kst, (void **)&kv->vst};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
         *bufs[i] = NULL;
     }
-    kv->layers = layers, kv->n_ctx = n_ctx, kv->dim = dim, kv->dtype = m->kv_dtype;
+    kv->layers = layers, kv->n_ctx = n_ctx, kv->heads = heads, kv->hd = hd, kv->dim = heads * hd;
+    kv->dtype = m->kv_dtype;
+    kv->head_major = m->be->kv_head_major && m->be->kv_store;
+    kv->staged = kv->head_major || kv->dtype != CV_DT_F32;
     size_t elt = kv->dtype == CV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
-    size_t cache = (size_t)layers * (size_t)n_ctx * (size_t)dim * elt;
+    size_t cache = (size_t)layers * (size_t)n_ctx * (size_t)kv->dim * elt;
     if (!(kv->k = cv_model_alloc(m, cache, err)) || !(kv->v = cv_model_alloc(m, cache, err)))
         return CV_ERR_NOMEM;
-    if (kv->dtype == CV_DT_BF16) {
-        size_t st = (size_t)max_T * (size_t)dim * sizeof(float);
+    if (kv->staged) {
+        size_t st = (size_t)max_T * (size_t)kv->dim * sizeof(float);
         if (!(kv->kst = cv_model_alloc(m, st, err)) || !(kv->vst = cv_model_alloc(m, st, err)))
             return CV_ERR_NOMEM;
     }
     return CV_OK;
 }
 
-static size_t kv_row0(const cv_kv_cache *kv, int l, int pos0) {
-    return ((size_t)l * (size_t)kv->n_ctx + (size_t)pos0) * (size_t)kv->dim;
+static size_t kv_layer0(const cv_kv_cache *kv, int l) { /* elements to layer l */
+    return (size_t)l * (size_t)kv->n_ctx * (size_t)kv->dim;
 }
 
 float *cv_kv_new_k(const cv_kv_cache *kv, int l, int pos0) {
-    return kv->dtype == CV_DT_BF16 ? kv->kst : (float *)kv->k + kv_row0(kv, l, pos0);
+    return kv->staged ? kv->kst : (float *)kv->k + kv_layer0(kv, l) + (size_t)pos0 * kv->dim;
 }
 
 float *cv_kv_new_v(const cv_kv_cache *kv, int l, int pos0) {
-    return kv->dtype == CV_DT_BF16 ? kv->vst : (float *)kv->v + kv_row0(kv, l, pos0);
+    return kv->staged ? kv->vst : (float *)kv->v + kv_layer0(kv, l) + (size_t)pos0 * kv->dim;
 }
 
 void cv_kv_commit(cv_model *m, const cv_kv_cache *kv, int l, int pos0, int T) {
-    if (kv->dtype != CV_DT_BF16) return;
-    size_t n = (size_t)T * (size_t)kv->dim;
-    m->be->to_bf16(m->be, (uint16_t *)kv->k + kv_row0(kv, l, pos0), kv->kst, n);
-    m->be->to_bf16(m->be, (uint16_t *)kv->v + kv_row0(kv, l, pos0), kv->vst, n);
+    if (!kv->staged) return;
+    size_t elt = kv->dtype == CV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
+    char *k = (char *)kv->k + kv_layer0(kv, l) * elt, *v = (char *)kv->v + kv_layer0(kv, l) * elt;
+    m->be->kv_store(m->be, k, kv->dtype, kv->kst, T, kv->heads, kv->hd, kv->n_ctx, pos0);
+    m->be->kv_store(m->be, v, kv->dtype, kv->vst, T, kv->heads, kv->hd, kv->n_ctx, pos0);
 }
 
 void cv_kv_bind(const cv_kv_cache *kv, int l, cv_attn_args *a) {
-    a->kv_stride = kv->dim;
+    a->kv_stride = kv->head_major ? kv->hd : kv->dim;
+    a->kv_head_stride = kv->head_major ? kv->n_ctx * kv->hd : 0;
     if (kv->dtype == CV_DT_BF16) {
         a->k = a->v = NULL;
-        a->k16 = (const uint16_t *)kv->k + kv_row0(kv, l, 0);
-        a->v16 = (const uint16_t *)kv->v + kv_row0(kv, l, 0);
+        a->k16 = (const uint16_t *)kv->k + kv_layer0(kv, l);
+        a->v16 = (const uint16_t *)kv->v + kv_layer0(kv, l);
     } else {
         a->k16 = a->v16 = NULL;
-        a->k = (const float *)kv->k + kv_row0(kv, l, 0);
-        a->v = (const float *)kv->v + kv_row0(kv, l, 0);
+        a->k = (const float *)kv->k + kv_layer0(kv, l);
+        a->v = (const float *)kv->v + kv_layer0(kv, l);
     }
 }

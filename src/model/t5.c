@@ -289,7 +289,8 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
     }
     for (size_t i = 0; i < nb; i++)
         if (!(*bufs[i].p = cv_model_alloc(m, bufs[i].n * sizeof(float), err))) return CV_ERR_NOMEM;
-    if (cv_kv_reserve(m, &g->kv, (int)LD, n_ctx, max_T, (int)I, err)) return CV_ERR_NOMEM;
+    if (cv_kv_reserve(m, &g->kv, (int)LD, n_ctx, max_T, c->num_heads, c->d_kv, err))
+        return CV_ERR_NOMEM;
     g->bias_cap = H * T * K;
     m->max_T = max_T;
     m->n_ctx = n_ctx;
