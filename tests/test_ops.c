@@ -35,11 +35,12 @@ static void make_weight(cv_weight *w, void *buf, cv_dtype dt, int N, int K, unsi
 
 START_TEST(test_matmul_vs_naive) {
     cv_backend *be = cv_backend_cpu_create();
-    const int Ts[] = {1, 3, 4, 5, 17}, Ns[] = {1, 5, 8, 33}, Ks[] = {1, 15, 16, 17, 100};
+    /* T 192 and 517 take the packed-panel prefill kernel (MM_PACK_T), ragged in rows and panels */
+    const int Ts[] = {1, 3, 4, 5, 17, 192, 517}, Ns[] = {1, 5, 8, 70}, Ks[] = {1, 15, 16, 17, 100};
     const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16, CV_DT_F16};
     unsigned seed = 1;
     for (size_t di = 0; di < 3; di++)
-        for (size_t a = 0; a < 5; a++)
+        for (size_t a = 0; a < 7; a++)
             for (size_t b = 0; b < 4; b++)
                 for (size_t c = 0; c < 5; c++) {
                     int T = Ts[a], N = Ns[b], K = Ks[c];

@@ -144,7 +144,7 @@ MM_DRIVER(f16, CV_DT_F16)
  * dot-product tiles above are used. The unpacked kernel re-streamed all of x (T x K) from L3 /
  * memory once per 4 weight rows, which capped it near 40% of peak at long T. A work item is (panel,
  * block of rows); the panel stays in L2 while the rows stream past it. */
-#define MM_PACK_T 512
+#define MM_PACK_T 192 /* measured at SmolLM2's shapes (K 576 / 1536): packed wins from T 256 */
 
 MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const float *bias, size_t N,
                         size_t K, size_t t0, size_t n0, int RT) {
