@@ -252,24 +252,27 @@ int main(int argc, char **argv) {
            "cache %s)\n",
            decode, reps, cv_dtype_torch_name(s->m->weight_dtype),
            cv_dtype_torch_name(s->m->kv_dtype));
-    printf("%6s %-5s %14s %14s\n", "ctx", "stats", "prefill tok/s", "decode ms/step");
+    printf("modes: all = the 0.2.0 statistics + the health layer (corevital run's default), stats "
+           "= statistics only (--no-health), off = uninstrumented\n");
+    printf("%6s %-5s %14s %14s\n", "ctx", "mode", "prefill tok/s", "decode ms/step");
     char json[1024];
     for (int li = 0; li < nl; li++) {
         int P = lens[li];
         int32_t *prompt = malloc(sizeof(int32_t) * P);
         for (int i = 0; i < P; i++) prompt[i] = 100 + (i * 37) % 5000; /* no EOS */
-        double pre[2][16], dec[2][16];
-        /* stats on and off alternate within each repetition; the first is a warm-up (unless
-         * reps is 1: long contexts are slow) */
+        double pre[3][16], dec[3][16];
+        /* the modes alternate within each repetition; the first is a warm-up (unless reps is 1:
+         * long contexts are slow) */
         const int warm = reps > 1;
         for (int r = 0; r < reps + warm; r++)
-            for (int inst = 1; inst >= 0; inst--) {
+            for (int inst = 2; inst >= 0; inst--) {
                 phase_times pt = {0};
                 cv_gen_hooks hooks = {&pt, on_begin, on_end, on_step};
                 int32_t *ids = NULL;
                 size_t n = 0;
-                cv_status st = cv_session_generate(s, &cfg, prompt, (size_t)P, inst, NULL, &ids, &n,
-                                                   NULL, &hooks, &err);
+                cv_config_set(&cfg, "health.enabled", inst == 2 ? "true" : "false", &err);
+                cv_status st = cv_session_generate(s, &cfg, prompt, (size_t)P, inst > 0, NULL, &ids,
+                                                   &n, NULL, &hooks, &err);
                 free(ids);
                 if (st != CV_OK) {
                     fprintf(stderr, "bench_longctx: %s\n", err.msg);
@@ -281,15 +284,16 @@ int main(int argc, char **argv) {
                 int ns = pt.steps < 64 ? pt.steps : 64;
                 dec[inst][ri] = ns ? bench_median(pt.decode_ms, ns) : NAN;
             }
-        for (int inst = 1; inst >= 0; inst--) {
+        static const char *const mode[] = {"off", "stats", "all"};
+        for (int inst = 2; inst >= 0; inst--) {
             double p = bench_median(pre[inst], reps), d = bench_median(dec[inst], reps);
-            printf("%6d %-5s %14.1f %14.2f\n", P, inst ? "on" : "off", p, d);
+            printf("%6d %-5s %14.1f %14.2f\n", P, mode[inst], p, d);
             snprintf(json, sizeof json,
-                     "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"stats\":%s,"
+                     "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"mode\":\"%s\","
                      "\"threads\":%d,\"weights\":\"%s\",\"kv\":\"%s\",\"build\":\"%s\","
                      "\"prefill_tok_s\":%.2f,\"decode_ms_step\":%.3f,\"reps\":%d}",
-                     dir, P, inst ? "true" : "false", threads,
-                     cv_dtype_torch_name(s->m->weight_dtype), cv_dtype_torch_name(s->m->kv_dtype),
+                     dir, P, mode[inst], threads, cv_dtype_torch_name(s->m->weight_dtype),
+                     cv_dtype_torch_name(s->m->kv_dtype),
 #ifdef BENCH_BASELINE
                      "baseline",
 #else

@@ -245,24 +245,6 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
 #define ATT_DCHUNK 256 /* decode: keys per work item */
 #define ATT_INLINE static inline __attribute__((always_inline))
 
-/* e^x for softmax arguments x <= 0: Cephes' expf polynomial after x = n ln2 + r (about 1 ulp);
- * x below -104 (and -inf) gives 0; NaN stays NaN (max returns its second operand on NaN). */
-ATT_INLINE __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
 static inline __mmask16 lanes_below(int n) { /* the first n lanes (n <= 0: none, >= 16: all) */
     return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
@@ -398,7 +380,7 @@ ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int 
             for (int j = 0; j < nvk; j++) {
                 __mmask16 mk = lanes_below(lim - 16 * j);
                 __m512 d = _mm512_sub_ps(_mm512_load_ps(s + 16 * j), mv);
-                __m512 p = _mm512_maskz_mov_ps(mk, exp512(d));
+                __m512 p = _mm512_maskz_mov_ps(mk, cv_exp512(d));
                 _mm512_store_ps(s + 16 * j, p);
                 zv = _mm512_add_ps(zv, p);
                 tv = _mm512_mask3_fmadd_ps(p, d, tv, mk);
@@ -598,7 +580,7 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
         for (int j = 0; j < nvk; j++) {
             __mmask16 mk = lanes_below(kn - 16 * j);
             __m512 d = _mm512_sub_ps(_mm512_load_ps(sh + 16 * j), mv);
-            __m512 p = _mm512_maskz_mov_ps(mk, exp512(d));
+            __m512 p = _mm512_maskz_mov_ps(mk, cv_exp512(d));
             _mm512_store_ps(sh + 16 * j, p);
             zv = _mm512_add_ps(zv, p);
             tv = _mm512_mask3_fmadd_ps(p, d, tv, mk);

@@ -333,8 +333,23 @@ static void cpu_logprob_accum(cv_backend *b, double *state, const float *logits,
         const float *l = logits + (size_t)t * n;
         double *st = state + 3 * (size_t)t;
         float m = -INFINITY;
-        int bad = 0;
-        for (int i = 0; i < n; i++) {
+        int bad = 0, i = 0;
+#ifdef CV_CPU_AVX512
+        { /* 16 at a time: the max, and whether any NaN or +inf is present */
+            const __m512 pinf = _mm512_set1_ps(INFINITY);
+            __m512 mv = _mm512_set1_ps(-INFINITY);
+            __mmask16 bm = 0;
+            for (; i + 16 <= n; i += 16) {
+                __m512 v = _mm512_loadu_ps(l + i);
+                bm |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) |
+                      _mm512_cmp_ps_mask(v, pinf, _CMP_EQ_OQ);
+                mv = _mm512_max_ps(mv, v);
+            }
+            m = _mm512_reduce_max_ps(mv);
+            bad = bm != 0;
+        }
+#endif
+        for (; i < n; i++) {
             if (l[i] > m) m = l[i];
             bad |= isnan(l[i]) || (isinf(l[i]) && l[i] > 0);
         }
@@ -346,7 +361,21 @@ static void cpu_logprob_accum(cv_backend *b, double *state, const float *logits,
         }
         double mo = st[0], mn = (double)m > mo ? (double)m : mo;
         double z = 0.0;
-        for (int i = 0; i < n; i++) z += expf(l[i] - (float)mn);
+        i = 0;
+#ifdef CV_CPU_AVX512
+        { /* e^(l - max) in fp32 (cv_exp512, ~1 ulp like expf), summed in double lanes */
+            const __m512 sv = _mm512_set1_ps((float)mn);
+            __m512d z0 = _mm512_setzero_pd(), z1 = z0;
+            for (; i + 16 <= n; i += 16) {
+                __m512 e = cv_exp512(_mm512_sub_ps(_mm512_loadu_ps(l + i), sv));
+                z0 = _mm512_add_pd(z0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+                z1 = _mm512_add_pd(z1, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                           _mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+            }
+            z = _mm512_reduce_add_pd(_mm512_add_pd(z0, z1));
+        }
+#endif
+        for (; i < n; i++) z += expf(l[i] - (float)mn);
         st[1] = (mo == -INFINITY ? 0.0 : st[1] * exp(mo - mn)) + z;
         st[0] = mn;
     }

@@ -45,6 +45,27 @@ void cv_cpu_matmul_portable(float *out, const float *x, const cv_weight *w, cons
 void cv_cpu_matmul_unblocked(float *out, const float *x, const cv_weight *w, const float *bias,
                              int T);
 
+#ifdef CV_CPU_AVX512
+/* e^x for softmax arguments x <= 0: Cephes' expf polynomial after x = n ln2 + r (about 1 ulp);
+ * x below -104 (and -inf) gives 0; NaN stays NaN (max returns its second operand on NaN). */
+static inline __m512 cv_exp512(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+#endif
+
 /* Load 16 weights of a dense row starting at element i, widened to fp32. */
 #ifdef CV_CPU_AVX512
 static inline __m512 cv_load16(const void *row, cv_dtype dt, size_t i) {

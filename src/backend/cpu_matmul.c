@@ -179,17 +179,22 @@ static int matmul_packed(cv_backend *b, float *out, const float *x, const cv_wei
     float *P = (float *)(((uintptr_t)fl + 63) & ~(uintptr_t)63);
     const cv_dtype dt = w->dtype;
     const size_t es = cv_dtype_size(dt);
+    /* pack in blocks of 16 k: the block's 16 panel rows (4 KiB) stay in L1 while its 64 weight
+     * rows are read (a column at a time over all K missed L1 on every store) */
 #pragma omp parallel for schedule(static)
     for (size_t p = 0; p < np; p++) {
         float *dst = P + p * K * 64;
-        for (size_t c = 0; c < 64; c++) {
-            size_t n = p * 64 + c;
-            if (n >= N) {
-                for (size_t k = 0; k < K; k++) dst[k * 64 + c] = 0.0f;
-                continue;
+        for (size_t k0 = 0; k0 < K; k0 += 16) {
+            size_t k1 = k0 + 16 < K ? k0 + 16 : K;
+            for (size_t c = 0; c < 64; c++) {
+                size_t n = p * 64 + c;
+                if (n >= N) {
+                    for (size_t k = k0; k < k1; k++) dst[k * 64 + c] = 0.0f;
+                    continue;
+                }
+                const void *row = (const char *)w->data + n * K * es;
+                for (size_t k = k0; k < k1; k++) dst[k * 64 + c] = cv_elem_f32(row, dt, k);
             }
-            const void *row = (const char *)w->data + n * K * es;
-            for (size_t k = 0; k < K; k++) dst[k * 64 + c] = cv_elem_f32(row, dt, k);
         }
     }
     size_t rows = 98304 / K / 6 * 6;
