@@ -383,10 +383,10 @@ static void op_logprob_accum(cv_backend *b, double *state, const float *logits, 
     cv_cuda_logprob_accum(b, state, logits, T, n, col0, targets);
     cu_leave(c);
 }
-static void op_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+static void op_pick_greedy(cv_backend *b, const float *logits, int V, double *slot, int32_t *step) {
     cv_cuda_ctx *c = cu_enter(b, "pick_greedy");
     if (!c) return;
-    cv_cuda_pick_greedy(b, logits, V, slot);
+    cv_cuda_pick_greedy(b, logits, V, slot, step);
     cu_leave(c);
 }
 static void op_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay) {

@@ -186,7 +186,7 @@ void cv_cuda_attention(cv_backend *b, const cv_attn_args *a);
 /* logits.cu */
 void cv_cuda_logits_stats(cv_backend *b, double *rec, const float *logits, int V, int topk);
 int32_t cv_cuda_argmax(cv_backend *b, const float *logits, int V);
-void cv_cuda_pick_greedy(cv_backend *b, const float *logits, int V, double *slot);
+void cv_cuda_pick_greedy(cv_backend *b, const float *logits, int V, double *slot, int32_t *step);
 void cv_cuda_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay);
 void cv_cuda_row_cos(cv_backend *b, double *acc, const float *x, const float *y, int T, int C);
 void cv_cuda_target_logprob(cv_backend *b, double *out, const float *logits, int T, int V,

@@ -227,21 +227,29 @@ int32_t cv_cuda_argmax(cv_backend *b, const float *logits, int V) {
 }
 
 /* pick_greedy (CPU twin cpu_pick_greedy): the argmax kernel's choice, then one thread writes it
- * and its logit into the arena's step slots, on the device: no copy, no sync here. */
-__global__ void pick_slot_kernel(const int32_t *id, const float *x, int V, double *slot) {
+ * and its logit into the arena's step slots and, for the device-token loop, the next step's
+ * token and position into the step parameters, on the device: no copy, no sync here. */
+__global__ void pick_slot_kernel(const int32_t *id, const float *x, int V, double *slot,
+                                 int32_t *step) {
     int i = *id;
-    slot[CV_STEP_TOKEN] = i;
-    slot[CV_STEP_LOGIT] = i >= 0 && i < V ? (double)x[i] : (double)NAN;
+    if (slot) {
+        slot[CV_STEP_TOKEN] = i;
+        slot[CV_STEP_LOGIT] = i >= 0 && i < V ? (double)x[i] : (double)NAN;
+    }
+    if (step) {
+        step[CV_SP_TOKEN] = i;
+        step[CV_SP_POS] += 1;
+    }
 }
 
-void cv_cuda_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+void cv_cuda_pick_greedy(cv_backend *b, const float *logits, int V, double *slot, int32_t *step) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
-    if (V <= 0) return;
+    if (V <= 0 || (!slot && !step)) return;
     int32_t *d = static_cast<int32_t *>(cv_cuda_scratch(c, sizeof(int32_t)));
     if (!d) return;
     argmax_kernel<<<1, LG_THREADS, 0, c->stream>>>(logits, V, d);
     CV_CUDA_LAUNCHED(c, "argmax");
-    pick_slot_kernel<<<1, 1, 0, c->stream>>>(d, logits, V, slot);
+    pick_slot_kernel<<<1, 1, 0, c->stream>>>(d, logits, V, slot, step);
     CV_CUDA_LAUNCHED(c, "greedy step slot");
 }
 

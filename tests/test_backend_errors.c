@@ -48,11 +48,19 @@ static int32_t fake_argmax(cv_backend *b, const float *logits, int V) {
     return f->inner->argmax(f->inner, logits, V);
 }
 
-/* The greedy choice kept on the backend goes through the same fake argmax. */
-static void fake_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+/* The greedy choice kept on the backend goes through the same fake argmax: the CPU's op does
+ * the bookkeeping (the step words' position), then the fake's answer replaces its choice, in the
+ * arena's slots and as the next step's device token alike. */
+static void fake_pick_greedy(cv_backend *b, const float *logits, int V, double *slot,
+                             int32_t *step) {
+    fake_backend *f = fake_of(b);
     int32_t id = fake_argmax(b, logits, V);
-    slot[CV_STEP_TOKEN] = id;
-    slot[CV_STEP_LOGIT] = id >= 0 && id < V ? logits[id] : 0.0;
+    f->inner->pick_greedy(f->inner, logits, V, slot, step);
+    if (slot) {
+        slot[CV_STEP_TOKEN] = id;
+        slot[CV_STEP_LOGIT] = id >= 0 && id < V ? logits[id] : 0.0;
+    }
+    if (step) step[CV_SP_TOKEN] = id;
 }
 
 static void fake_wrap(fake_backend *f, cv_backend *inner, int fail_at) {

@@ -70,6 +70,13 @@ typedef struct {
     float *probs; /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
 } cv_attn_args;
 
+/* Decode-step parameters: a few int32 words in backend memory that the generation loop keeps on
+ * the backend between greedy steps. [CV_SP_TOKEN] is the step's input token (written by
+ * pick_greedy), [CV_SP_POS] its position. Ops given a `dpos` pointer (step + CV_SP_POS) read the
+ * position there, on the device, instead of their host position argument, so one decode step is
+ * the same sequence of launches with the same arguments at every position (CUDA graph replay). */
+enum { CV_SP_TOKEN = 0, CV_SP_POS = 1, CV_SP_WORDS = 4 };
+
 typedef struct cv_backend cv_backend;
 struct cv_backend {
     const char *name; /* "cpu" or "cuda" */
@@ -153,8 +160,11 @@ struct cv_backend {
     int32_t (*argmax)(cv_backend *b, const float *logits, int V);
     /* Greedy choice kept on the backend: slot[CV_STEP_TOKEN] = argmax (as argmax; -1 on a failed
      * backend), slot[CV_STEP_LOGIT] = that logit; slot is backend memory (an arena's step slots),
-     * copied back with the arena in the step's one download. */
-    void (*pick_greedy)(cv_backend *b, const float *logits, int V, double *slot);
+     * copied back with the arena in the step's one download, or NULL. When `step` (decode-step
+     * parameters, CV_SP_*, backend memory) is not NULL the choice also becomes the next step's
+     * input there: step[CV_SP_TOKEN] = argmax, step[CV_SP_POS] += 1 (the token chosen from the
+     * row at position p sits at p + 1), so the next forward reads it without an upload. */
+    void (*pick_greedy)(cv_backend *b, const float *logits, int V, double *slot, int32_t *step);
     /* Reset a statistics arena in backend memory to its identities (cv_stats_arena_reset), so a
      * step needs no upload. */
     void (*stats_reset)(cv_backend *b, double *arena, const cv_stats_layout *lay);

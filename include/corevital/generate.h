@@ -43,6 +43,11 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
                               int instrumented, cv_report *rep, int32_t **out_ids, size_t *out_n,
                               double *elapsed_ms, const cv_gen_hooks *hooks, cv_error *err);
 
+/* Greedy decoding of decoder-only models keeps the chosen token (and its position) on the
+ * backend between steps (backend.h CV_SP_*): 1 unless the environment has CV_STEP_ON_DEVICE=0,
+ * which passes each token from the host as before (for comparisons; results are the same). */
+int cv_step_on_device_enabled(void);
+
 /* Interruption (SIGINT / SIGTERM in the CLI): a signal handler stores the signal number with
  * cv_generate_request_stop (async-signal-safe); the loop finishes the step it is in, stops, and
  * records GENERATION_INTERRUPTED with the step in the report, which is complete and valid.

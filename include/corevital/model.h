@@ -37,10 +37,13 @@ typedef struct {
     cv_status (*encode)(cv_model *m, const int32_t *tokens, int P, double *stats,
                         const cv_stats_layout *lay, cv_capture *cap, cv_error *err);
     /* Decoder tokens at pos0..; *logits receives a backend pointer to (rows, V): the last row, or
-     * all T rows when all_logits (requires logit_rows >= T). */
+     * all T rows when all_logits (requires logit_rows >= T). tokens NULL (families with
+     * step_on_device only; T = 1): the token is read from backend memory, m->step[CV_SP_TOKEN]
+     * (backend.h), where the previous step's pick_greedy left it. */
     cv_status (*forward)(cv_model *m, const int32_t *tokens, int T, int pos0, double *stats,
                          const cv_stats_layout *lay, cv_capture *cap, int all_logits,
                          float **logits, cv_error *err);
+    int step_on_device; /* forward accepts tokens NULL with m->step (decoder-only families) */
 } cv_family_ops;
 
 struct cv_model {
@@ -70,6 +73,9 @@ struct cv_model {
     const float *head_in;
     int head_rows;
     const cv_weight *head_w;
+    /* decode-step parameters in backend memory (CV_SP_WORDS int32, backend.h), owned and set by
+     * the generation loop for a greedy decode; NULL otherwise */
+    int32_t *step;
     float
         *xin; /* (xin_rows, C) scratch: the block input kept for the layer-transformation cosine */
     int xin_rows; /* its capacity in rows */

@@ -395,10 +395,17 @@ static cv_status cpu_status(cv_backend *b, cv_error *err) {
     return CV_OK;
 }
 
-static void cpu_pick_greedy(cv_backend *b, const float *logits, int V, double *slot) {
+static void cpu_pick_greedy(cv_backend *b, const float *logits, int V, double *slot,
+                            int32_t *step) {
     int32_t id = cpu_argmax(b, logits, V);
-    slot[CV_STEP_TOKEN] = id;
-    slot[CV_STEP_LOGIT] = id >= 0 && id < V ? logits[id] : NAN;
+    if (slot) {
+        slot[CV_STEP_TOKEN] = id;
+        slot[CV_STEP_LOGIT] = id >= 0 && id < V ? logits[id] : NAN;
+    }
+    if (step) { /* the next step's input, one position on */
+        step[CV_SP_TOKEN] = id;
+        step[CV_SP_POS] += 1;
+    }
 }
 
 static void cpu_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay) {

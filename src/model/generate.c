@@ -49,6 +49,11 @@ static cv_status backend_check(cv_backend *be, cv_error *err) {
     return be->status ? be->status(be, err) : CV_OK;
 }
 
+int cv_step_on_device_enabled(void) {
+    const char *v = getenv("CV_STEP_ON_DEVICE");
+    return !(v && strcmp(v, "0") == 0);
+}
+
 static cv_backend *pick_backend(const cv_config *cfg, const char **device, cv_error *err) {
     const char *req = cfg->device.requested ? cfg->device.requested : "auto";
     if (strcmp(req, "cpu") != 0) {
@@ -333,6 +338,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     /* before any goto done: the failure path reads them */
     double t0 = cv_now_ms();
     int n_gen = 0, n_done = 0, loop_started = 0;
+    int32_t *dstep = NULL;
     cv_gen_health *gh = NULL;
     if ((st = cv_gen_health_open(&gh, s, cfg, (int)P, instrumented, err)) != CV_OK) return st;
     /* lay: a decode step's records; lay0: the prefill's, with the prompt analysis (health) */
@@ -391,6 +397,22 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (st != CV_OK) goto done;
     }
 
+    /* Greedy decoding of a decoder-only family keeps the chosen token on the backend: the step
+     * parameters (backend.h CV_SP_*) hold the next input token and its position, pick_greedy
+     * writes them and the next forward reads them (tokens NULL), so a step uploads nothing. They
+     * are set once here: the prompt's last token at P - 1, which pick_greedy moves on to P.
+     * CV_STEP_ON_DEVICE=0 passes the token from the host instead (same tokens, same trace). */
+    if (!seq2seq && !cfg->generation.do_sample && P > 0 && be->pick_greedy &&
+        m->ops->step_on_device && cv_step_on_device_enabled()) {
+        if (!(dstep = be->alloc(be, sizeof(int32_t) * CV_SP_WORDS))) {
+            st = cv_fail(err, CV_ERR_NOMEM, "out of memory for the step parameters");
+            goto done;
+        }
+        int32_t init[CV_SP_WORDS] = {prompt[P - 1], (int32_t)P - 1, 0, 0};
+        be->upload(be, dstep, init, sizeof init);
+        m->step = dstep;
+    }
+
     int pos = 0, loop_open = 0;
     int32_t cur = seq2seq ? c->decoder_start_token_id : 0;
     for (int i = 0; i < G; i++) {
@@ -408,7 +430,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             be->upload(be, dev, host, ybytes);
         }
         float *logits;
-        const int32_t *in = seq2seq ? &cur : (i == 0 ? prompt : &cur);
+        const int32_t *in = seq2seq ? &cur : i == 0 ? prompt : dstep ? NULL : &cur;
         int T = seq2seq ? 1 : (i == 0 ? (int)P : 1);
         st = m->ops->forward(m, in, T, pos, dev, ly, NULL, 0, &logits, err);
         if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, err);
@@ -424,7 +446,12 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             next = cv_sampler_next(&sampler, row);
             next_logit = row[next];
         } else if (picked) {
-            be->pick_greedy(be, logits, V, cv_stats_step(dev, ly));
+            be->pick_greedy(be, logits, V, cv_stats_step(dev, ly), dstep);
+        } else if (dstep) { /* no statistics: the token alone comes back */
+            be->pick_greedy(be, logits, V, NULL, dstep);
+            be->download(be, &next, dstep + CV_SP_TOKEN, sizeof next);
+            if (gh && next >= 0 && next < V)
+                be->download(be, &next_logit, logits + next, sizeof(float));
         } else {
             next = be->argmax(be, logits, V);
             if (gh && next >= 0 && next < V)
@@ -518,6 +545,10 @@ done:
     cv_sampler_free(&sampler);
     free(host);
     if (dev) be->free(be, dev);
+    if (dstep) {
+        m->step = NULL;
+        be->free(be, dstep);
+    }
     free(row);
     free(gen);
     return st;

@@ -144,12 +144,18 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
     if (T > m->max_T || n_keys > m->n_ctx || (all_logits && T > m->logit_rows))
         return cv_fail(err, CV_ERR_RUNTIME,
                        "gpt2: %d tokens at position %d exceed the reserved capacity", T, pos0);
-    for (int t = 0; t < T; t++)
+    if (!tokens && (T != 1 || !m->step))
+        return cv_fail(err, CV_ERR_RUNTIME, "%s: a device token needs T = 1 and step parameters",
+                       c->architecture);
+    /* host tokens are checked here; a device token (m->step) was checked by the generation loop
+     * on the copy it downloaded with the step that chose it, before this step was started */
+    for (int t = 0; tokens && t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
             return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
                            tokens[t], V);
+    const int32_t *tok = tokens ? tokens : m->step + CV_SP_TOKEN;
 
-    be->embedding(be, g->x, tokens, T, &g->wte, &g->wpe, pos0, 1.0f);
+    be->embedding(be, g->x, tok, T, &g->wte, &g->wpe, pos0, 1.0f);
     if (cap && cap->hidden && cap->hidden[0])
         be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
 
@@ -226,4 +232,5 @@ const cv_family_ops cv_gpt2_ops = {
     .reserve = gpt2_reserve,
     .encode = NULL,
     .forward = gpt2_forward,
+    .step_on_device = 1,
 };

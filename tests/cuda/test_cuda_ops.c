@@ -646,14 +646,27 @@ START_TEST(test_stats_reset_and_pick_greedy) {
     l[777] = 9.0f, l[778] = 9.0f; /* a tie: the lower id */
     float *dl = dev_copy(l, sizeof(float) * V);
     double hs[CV_STEP_SLOTS] = {0}, *ds = dev_copy(hs, sizeof hs);
-    H->pick_greedy(H, l, V, hs);
-    G->pick_greedy(G, dl, V, ds);
+    int32_t hstep[CV_SP_WORDS] = {5, 41, 0, 0}, *dstep = dev_copy(hstep, sizeof hstep);
+    H->pick_greedy(H, l, V, hs, hstep);
+    G->pick_greedy(G, dl, V, ds, dstep);
     double *gs = host_copy(ds, sizeof hs);
+    int32_t *gstep = host_copy(dstep, sizeof hstep);
     ck_assert_int_eq((int)gs[CV_STEP_TOKEN], 777);
     ck_assert_int_eq((int)gs[CV_STEP_TOKEN], (int)hs[CV_STEP_TOKEN]);
     ck_assert(gs[CV_STEP_LOGIT] == hs[CV_STEP_LOGIT]);
-    G->free(G, d), G->free(G, dl), G->free(G, ds);
-    free(junk), free(want), free(got), free(l), free(gs);
+    /* the device-token loop: the choice becomes the next input, one position on */
+    ck_assert_int_eq(gstep[CV_SP_TOKEN], 777);
+    ck_assert_int_eq(gstep[CV_SP_POS], 42);
+    ck_assert_int_eq(hstep[CV_SP_TOKEN], 777);
+    ck_assert_int_eq(hstep[CV_SP_POS], 42);
+    /* no arena (greedy without statistics): only the step words */
+    G->pick_greedy(G, dl, V, NULL, dstep);
+    free(gstep);
+    gstep = host_copy(dstep, sizeof hstep);
+    ck_assert_int_eq(gstep[CV_SP_TOKEN], 777);
+    ck_assert_int_eq(gstep[CV_SP_POS], 43);
+    G->free(G, d), G->free(G, dl), G->free(G, ds), G->free(G, dstep);
+    free(junk), free(want), free(got), free(l), free(gs), free(gstep);
 }
 END_TEST
 
