@@ -26,11 +26,20 @@
 
 #define ATT_THREADS 256
 
+/* A call at the step's position (backend.h: cv_attn_args.dpos): every kernel reads q_pos0 and
+ * n_keys from device memory first; the host values were upper bounds that sized the launch. */
+__device__ __forceinline__ void att_at_step(cv_attn_args &a) {
+    if (!a.dpos) return;
+    a.q_pos0 = *a.dpos;
+    a.n_keys = a.q_pos0 + a.T;
+}
+
 __global__ void __launch_bounds__(ATT_THREADS)
     attention_kernel(cv_attn_args a, float *gscores, int use_smem, double *rowz) {
     extern __shared__ float sm[];
     __shared__ float shf[32];
     __shared__ double shd[32];
+    att_at_step(a);
     const int hd = a.head_dim, NK = a.n_keys, T = a.T;
     const int r = blockIdx.x, h = r / T, t = r % T;
     const int g = h / (a.n_heads / a.n_kv_heads);
@@ -122,6 +131,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
  * its rows folded in order by one thread (the CPU's cv_attn_merge_rows, bit for bit). */
 __global__ void attn_heads_kernel(cv_attn_args a, const double *rowz) {
     if (threadIdx.x != 0) return;
+    att_at_step(a);
     const int h = blockIdx.x, T = a.T;
     for (int t = 0; t < T; t++) {
         const double *q = rowz + 4 * ((size_t)h * T + t);
@@ -194,12 +204,16 @@ __global__ void attn_record_kernel(double *rec, const double *rowz, int rows) {
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_decode_chunk_kernel(cv_attn_args a, int chunk, int nch, float *po, double *part) {
     extern __shared__ float sm[];
+    att_at_step(a);
     const int hd = a.head_dim, rep = a.n_heads / a.n_kv_heads;
     const int c = blockIdx.x, g = blockIdx.y, hg = blockIdx.z;
     const int h0 = g * rep + hg * DEC_RB;
     const int nh = rep - hg * DEC_RB < DEC_RB ? rep - hg * DEC_RB : DEC_RB;
     const int kend = a.causal ? min(a.q_pos0 + 1, a.n_keys) : a.n_keys;
-    const int k0 = c * chunk, kn = min(chunk, kend - k0); /* >= 1 by the grid */
+    /* >= 1 by the grid, except at a device position (dpos) where the grid covers the whole
+     * cache: the chunks past the step's keys do nothing and the merge ignores them */
+    const int k0 = c * chunk, kn = min(chunk, kend - k0);
+    if (kn <= 0) return;
     const int ngroups = (int)blockDim.x >= hd ? (int)blockDim.x / hd : 1;
     const int gsize = (int)blockDim.x >= hd ? hd : (int)blockDim.x;
     float *qs = sm;                           /* (DEC_RB, hd) */
@@ -311,12 +325,20 @@ __device__ __forceinline__ double att_block_max_d(double v, double *sh) {
 /* One block per query head h (T = 1): merge the chunks' partials, write out and rowz. Needs
  * head_dim <= 2 * blockDim.x. */
 __global__ void __launch_bounds__(ATT_THREADS)
-    attn_decode_merge_kernel(cv_attn_args a, int nch, const float *po, const double *part,
-                             double *rowz) {
+    attn_decode_merge_kernel(cv_attn_args a, int chunk, int nch, const float *po,
+                             const double *part, double *rowz) {
     __shared__ double shd[32];
     __shared__ float wsh[ATT_THREADS];
     const int h = blockIdx.x, hd = a.head_dim, tid = threadIdx.x, bd = blockDim.x;
+    /* nch: the launch's chunk count, the partials' stride; at a device position (dpos) the
+     * launch covers the whole cache and only the chunks holding the step's keys are merged */
     const double *P = part + (size_t)h * nch * DEC_PART;
+    const float *ph = po + (size_t)h * nch * hd;
+    if (a.dpos) {
+        att_at_step(a);
+        const int kend = a.causal ? min(a.q_pos0 + 1, a.n_keys) : a.n_keys;
+        nch = (kend + chunk - 1) / chunk;
+    }
     const int one = nch == 1; /* one chunk: exact as is (the CPU's special case) */
     double M = -INFINITY;
     for (int c = tid; c < nch; c += bd) M = fmax(M, P[(size_t)c * DEC_PART]);
@@ -335,7 +357,6 @@ __global__ void __launch_bounds__(ATT_THREADS)
     bm = cv_block_sum_d(bm, shd);
     om = cv_block_sum_d(om, shd);
     float acc0 = 0.0f, acc1 = 0.0f; /* dims tid and tid + bd */
-    const float *ph = po + (size_t)h * nch * hd;
     for (int c0 = 0; c0 < nch; c0 += bd) {
         const int cn = nch - c0 < bd ? nch - c0 : bd;
         __syncthreads(); /* wsh of the previous segment fully read */
@@ -387,6 +408,7 @@ __device__ __forceinline__ int att_visible(const cv_attn_args &a, int t) {
 template <int NJ>
 __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kernel(cv_attn_args a, double *rowz) {
     extern __shared__ float sm[];
+    att_at_step(a);
     const int hd = a.head_dim, T = a.T, NK = a.n_keys, ld = hd + 1;
     const int qt = (int)gridDim.x - 1 - (int)blockIdx.x, h = blockIdx.y;
     const int g = h / (a.n_heads / a.n_kv_heads), t0 = qt * PF_BQ;
@@ -573,7 +595,7 @@ static int attention_decode(cv_cuda_ctx *c, const cv_attn_args *a, int want_rows
     dim3 grid((unsigned)nch, (unsigned)KVH, (unsigned)ngrp);
     attn_decode_chunk_kernel<<<grid, ATT_THREADS, smem, c->stream>>>(*a, chunk, nch, po, part);
     CV_CUDA_LAUNCHED(c, "attention decode chunks");
-    attn_decode_merge_kernel<<<H, ATT_THREADS, 0, c->stream>>>(*a, nch, po, part, *rowz);
+    attn_decode_merge_kernel<<<H, ATT_THREADS, 0, c->stream>>>(*a, chunk, nch, po, part, *rowz);
     CV_CUDA_LAUNCHED(c, "attention decode merge");
     return ATT_DONE;
 }

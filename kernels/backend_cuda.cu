@@ -279,10 +279,11 @@ static void cu_destroy(cv_backend *b) {
 /* ---- the ops: entry and exit around the op family files' implementations ------------------ */
 
 static void op_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
-                         const cv_weight *wte, const cv_weight *wpe, int pos0, float scale) {
+                         const cv_weight *wte, const cv_weight *wpe, int pos0, const int32_t *dpos,
+                         float scale) {
     cv_cuda_ctx *c = cu_enter(b, "embedding");
     if (!c) return;
-    cv_cuda_embedding(b, out, tokens, T, wte, wpe, pos0, scale);
+    cv_cuda_embedding(b, out, tokens, T, wte, wpe, pos0, dpos, scale);
     cu_leave(c);
 }
 static void op_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
@@ -337,10 +338,17 @@ static void op_gelu_mul(cv_backend *b, float *gate, const float *up, size_t n) {
     cu_leave(c);
 }
 static void op_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
-                    const float *inv_freq, int pos0) {
+                    const float *inv_freq, int pos0, const int32_t *dpos) {
     cv_cuda_ctx *c = cu_enter(b, "rope");
     if (!c) return;
-    cv_cuda_rope(b, x, T, stride, n_heads, head_dim, inv_freq, pos0);
+    cv_cuda_rope(b, x, T, stride, n_heads, head_dim, inv_freq, pos0, dpos);
+    cu_leave(c);
+}
+static void op_kv_store(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
+                        int hd, int n_ctx, int pos0, const int32_t *dpos) {
+    cv_cuda_ctx *c = cu_enter(b, "kv_store");
+    if (!c) return;
+    cv_cuda_kv_store(b, dst, dt, src, T, heads, hd, n_ctx, pos0, dpos);
     cu_leave(c);
 }
 static void op_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
@@ -496,6 +504,7 @@ static cv_backend *cu_create(int device, cv_error *err) {
     b->silu_mul = op_silu_mul;
     b->gelu_mul = op_gelu_mul;
     b->rope = op_rope;
+    b->kv_store = op_kv_store;
     b->t5_position_bias = op_t5_position_bias;
     b->attention = op_attention;
     b->logits_stats = op_logits_stats;

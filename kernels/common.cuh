@@ -171,13 +171,16 @@ void cv_cuda_rmsnorm(cv_backend *b, float *out, const float *x, const float *w, 
 void cv_cuda_residual_add(cv_backend *b, float *x, const float *y, int T, int C, double *hstats);
 /* elementwise.cu */
 void cv_cuda_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
-                       const cv_weight *wte, const cv_weight *wpe, int pos0, float scale);
+                       const cv_weight *wte, const cv_weight *wpe, int pos0, const int32_t *dpos,
+                       float scale);
 void cv_cuda_gelu_tanh(cv_backend *b, float *x, size_t n);
 void cv_cuda_relu(cv_backend *b, float *x, size_t n);
 void cv_cuda_silu_mul(cv_backend *b, float *gate, const float *up, size_t n);
 void cv_cuda_gelu_mul(cv_backend *b, float *gate, const float *up, size_t n);
 void cv_cuda_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
-                  const float *inv_freq, int pos0);
+                  const float *inv_freq, int pos0, const int32_t *dpos);
+void cv_cuda_kv_store(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
+                      int hd, int n_ctx, int pos0, const int32_t *dpos);
 void cv_cuda_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
                               int q_pos0, int bidirectional, int num_buckets, int max_distance);
 void cv_cuda_free_buckets(cv_cuda_ctx *c);

@@ -27,9 +27,10 @@ __device__ __forceinline__ float elem_f32(const void *row, cv_dtype dt, int i) {
 }
 
 __global__ void embedding_kernel(float *out, const int32_t *tokens, const void *wte, cv_dtype wdt,
-                                 int V, const void *wpe, cv_dtype pdt, int pos0, int C,
-                                 float scale) {
+                                 int V, const void *wpe, cv_dtype pdt, int pos0,
+                                 const int32_t *dpos, int C, float scale) {
     const int t = blockIdx.x;
+    if (dpos) pos0 = *dpos; /* the step's position, on the device */
     const int tok = tokens[t];
     float *o = out + (size_t)t * C;
     const size_t es = wdt == CV_DT_F32 ? 4 : 2, pes = pdt == CV_DT_F32 ? 4 : 2;
@@ -71,14 +72,15 @@ static const int32_t *device_tokens(cv_cuda_ctx *c, const int32_t *tokens, int T
 }
 
 void cv_cuda_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
-                       const cv_weight *wte, const cv_weight *wpe, int pos0, float scale) {
+                       const cv_weight *wte, const cv_weight *wpe, int pos0, const int32_t *dpos,
+                       float scale) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     if (T <= 0) return;
     const int32_t *dt = device_tokens(c, tokens, T);
     if (!dt) return;
     embedding_kernel<<<T, 256, 0, c->stream>>>(out, dt, wte->data, wte->dtype, (int)wte->rows,
                                                wpe ? wpe->data : NULL, wpe ? wpe->dtype : CV_DT_F32,
-                                               pos0, (int)wte->cols, scale);
+                                               pos0, dpos, (int)wte->cols, scale);
     CV_CUDA_LAUNCHED(c, "embedding");
 }
 
@@ -130,8 +132,9 @@ void cv_cuda_gelu_mul(cv_backend *b, float *g, const float *u, size_t n) {
 
 /* One thread per (t, j, h): rotate the pair (j, j + half) of head h at position pos0 + t. */
 __global__ void rope_kernel(float *x, int T, int stride, int n_heads, int head_dim,
-                            const float *inv_freq, int pos0) {
+                            const float *inv_freq, int pos0, const int32_t *dpos) {
     const int half = head_dim / 2;
+    if (dpos) pos0 = *dpos;
     const size_t total = (size_t)T * half * n_heads;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -148,13 +151,42 @@ __global__ void rope_kernel(float *x, int T, int stride, int n_heads, int head_d
 }
 
 void cv_cuda_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
-                  const float *inv_freq, int pos0) {
+                  const float *inv_freq, int pos0, const int32_t *dpos) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     size_t total = (size_t)T * (size_t)(head_dim / 2) * (size_t)n_heads;
     if (!total) return;
     rope_kernel<<<cv_cuda_blocks(total, 256), 256, 0, c->stream>>>(x, T, stride, n_heads, head_dim,
-                                                                   inv_freq, pos0);
+                                                                   inv_freq, pos0, dpos);
     CV_CUDA_LAUNCHED(c, "rope");
+}
+
+/* ---- KV cache store (the staged rows of a call, at the host or the device position) -------- */
+
+/* dst rows p0 .. p0 + T - 1 of an interleaved fp32 cache (n_ctx, dim) = src (T, dim), p0 = *dpos
+ * when dpos (the decode step's position, read on the device) else pos0. */
+__global__ void kv_store_kernel(float *dst, const float *src, size_t tn, size_t dim, int pos0,
+                                const int32_t *dpos) {
+    const size_t at = (size_t)(dpos ? *dpos : pos0) * dim;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < tn;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[at + i] = src[i];
+}
+
+/* kv_store (CPU twin cpu_kv_store): CUDA's caches are fp32 and interleaved (kv_head_major 0,
+ * kv_bf16 0), so the rows land contiguously; a BF16 cache is refused (model load does too). */
+void cv_cuda_kv_store(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
+                      int hd, int n_ctx, int pos0, const int32_t *dpos) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    (void)n_ctx;
+    if (dt != CV_DT_F32) {
+        cv_cuda_report(c, "kv_store", "the CUDA backend has no bf16 KV cache");
+        return;
+    }
+    const size_t dim = (size_t)heads * (size_t)hd, tn = (size_t)T * dim;
+    if (!tn) return;
+    kv_store_kernel<<<cv_cuda_blocks(tn, 256), 256, 0, c->stream>>>(static_cast<float *>(dst), src,
+                                                                    tn, dim, pos0, dpos);
+    CV_CUDA_LAUNCHED(c, "kv_store");
 }
 
 /* ---- T5 relative position bias ------------------------------------------------------------- */

@@ -399,7 +399,7 @@ START_TEST(test_rope_closed_form) {
     unsigned seed = 4;
     for (int i = 0; i < T * stride; i++) x[i] = y[i] = frand(&seed);
     for (int j = 0; j < hd / 2; j++) inv[j] = 1.0f / powf(10000.0f, (float)(2 * j) / hd);
-    be->rope(be, y, T, stride, H, hd, inv, 5);
+    be->rope(be, y, T, stride, H, hd, inv, 5, NULL);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++)
             for (int j = 0; j < hd / 2; j++) {
@@ -414,6 +414,104 @@ START_TEST(test_rope_closed_form) {
 }
 END_TEST
 
+/* The step's position in backend memory (backend.h dpos): every op that takes one gives exactly
+ * what the host position gives, whatever host position comes with it; the attention's host
+ * n_keys / q_pos0 are then only the capacity bounds (keys beyond dpos[0] + T are never read:
+ * they hold NaN here). kv_store writes the rows at dpos[0] (the CPU's head-major cache). */
+START_TEST(test_device_position_ops) {
+    cv_backend *be = cv_backend_cpu_create();
+    unsigned seed = 21;
+    enum { V = 11, C = 24, P = 40, H = 4, KVH = 2, hd = 6, kvn = KVH * hd };
+    float *wte = malloc(sizeof(float) * V * C), *wpe = malloc(sizeof(float) * P * C);
+    for (int i = 0; i < V * C; i++) wte[i] = frand(&seed);
+    for (int i = 0; i < P * C; i++) wpe[i] = frand(&seed);
+    cv_weight ww = {.data = wte, .dtype = CV_DT_F32, .rows = V, .cols = C};
+    cv_weight wp = {.data = wpe, .dtype = CV_DT_F32, .rows = P, .cols = C};
+    float inv[3] = {1.0f, 0.1f, 0.01f};
+    for (int pos = 0; pos < 37; pos += 6) {
+        int32_t step[CV_SP_WORDS] = {7, pos, 0, 0};
+        float e1[C], e2[C];
+        be->embedding(be, e1, &step[CV_SP_TOKEN], 1, &ww, &wp, pos, NULL, 1.0f);
+        be->embedding(be, e2, &step[CV_SP_TOKEN], 1, &ww, &wp, 0, &step[CV_SP_POS], 1.0f);
+        ck_assert_int_eq(memcmp(e1, e2, sizeof e1), 0);
+        float r1[H * hd], r2[H * hd];
+        for (int i = 0; i < H * hd; i++) r1[i] = r2[i] = frand(&seed);
+        be->rope(be, r1, 1, H * hd, H, hd, inv, pos, NULL);
+        be->rope(be, r2, 1, H * hd, H, hd, inv, 0, &step[CV_SP_POS]);
+        ck_assert_int_eq(memcmp(r1, r2, sizeof r1), 0);
+        /* a head-major cache (KVH, P, hd) of P positions; the step's key / value stored at pos
+         * (host pos0 0 ignored), NaN past it */
+        float *kc = malloc(sizeof(float) * P * kvn), *vc = malloc(sizeof(float) * P * kvn);
+        for (int i = 0; i < P * kvn; i++) kc[i] = vc[i] = NAN;
+        for (int g = 0; g < KVH; g++)
+            for (int i = 0; i < pos * hd; i++)
+                kc[(size_t)g * P * hd + i] = frand(&seed),
+                                        vc[(size_t)g * P * hd + i] = frand(&seed);
+        float kn[KVH * hd], vn[KVH * hd];
+        for (int i = 0; i < kvn; i++) kn[i] = frand(&seed), vn[i] = frand(&seed);
+        be->kv_store(be, kc, CV_DT_F32, kn, 1, KVH, hd, P, 0, &step[CV_SP_POS]);
+        be->kv_store(be, vc, CV_DT_F32, vn, 1, KVH, hd, P, 0, &step[CV_SP_POS]);
+        for (int g = 0; g < KVH; g++) {
+            size_t at = ((size_t)g * P + pos) * hd;
+            ck_assert_int_eq(memcmp(kc + at, kn + g * hd, sizeof(float) * hd), 0);
+            ck_assert_int_eq(memcmp(vc + at, vn + g * hd, sizeof(float) * hd), 0);
+            if (pos + 1 < P) ck_assert(isnan(kc[at + hd]));
+        }
+        float o1[H * hd], o2[H * hd], o3[H * hd];
+        double s1[CV_AS_SIZE], s2[CV_AS_SIZE], s3[CV_AS_SIZE];
+        double h1[H * CV_AH_SIZE], h2[H * CV_AH_SIZE];
+        cv_attn_record_reset(s1), cv_attn_record_reset(s2), cv_attn_record_reset(s3);
+        for (int h = 0; h < H; h++) {
+            cv_head_record_reset(h1 + h * CV_AH_SIZE);
+            cv_head_record_reset(h2 + h * CV_AH_SIZE);
+        }
+        cv_attn_args a = {.out = o1,
+                          .q = r1,
+                          .k = kc,
+                          .v = vc,
+                          .q_stride = H * hd,
+                          .kv_stride = hd,
+                          .kv_head_stride = P * hd,
+                          .out_stride = H * hd,
+                          .T = 1,
+                          .n_keys = pos + 1,
+                          .q_pos0 = pos,
+                          .n_heads = H,
+                          .n_kv_heads = KVH,
+                          .head_dim = hd,
+                          .causal = 1,
+                          .scale = 0.4f,
+                          .stats = s1,
+                          .heads = h1};
+        be->attention(be, &a);
+        cv_attn_args b = a;
+        b.out = o2, b.stats = s2, b.heads = h2;
+        b.dpos = &step[CV_SP_POS], b.n_keys = P, b.q_pos0 = P - 1; /* bounds only */
+        be->attention(be, &b);
+        ck_assert_int_eq(memcmp(o1, o2, sizeof o1), 0);
+        ck_assert_int_eq(memcmp(s1, s2, sizeof s1), 0);
+        ck_assert_int_eq(memcmp(h1, h2, sizeof h1), 0);
+        b.out = o3, b.stats = s3, b.heads = NULL;
+        cv_attention_naive(&b); /* the oracle reads the position too */
+        ck_assert(tu_check_close("attention at the step", o3, o1, (size_t)H * hd, 1e-5));
+        free(kc), free(vc);
+    }
+    /* pick_greedy moves the step words on: the token chosen, one position later */
+    float logits[V];
+    for (int i = 0; i < V; i++) logits[i] = (float)(i % 5);
+    int32_t step[CV_SP_WORDS] = {1, 9, 0, 0};
+    double slot[CV_STEP_SLOTS] = {0};
+    be->pick_greedy(be, logits, V, slot, step);
+    ck_assert_int_eq(step[CV_SP_TOKEN], 4);
+    ck_assert_int_eq(step[CV_SP_POS], 10);
+    ck_assert_int_eq((int)slot[CV_STEP_TOKEN], 4);
+    be->pick_greedy(be, logits, V, NULL, step);
+    ck_assert_int_eq(step[CV_SP_POS], 11);
+    free(wte), free(wpe);
+    be->destroy(be);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("cpu_vs_naive");
@@ -423,6 +521,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_rope_closed_form);
     tcase_add_test(tc, test_logprob_accum_vs_rows);
+    tcase_add_test(tc, test_device_position_ops);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -68,6 +68,11 @@ typedef struct {
      * NULL; filled (not accumulated) by the per-row kernel */
     double *sparse;
     float *probs; /* (n_heads, T, n_keys) probabilities written out (tests), or NULL */
+    /* The step's position in backend memory (backend.h CV_SP_POS), or NULL. When set, the
+     * backend reads q_pos0 = dpos[0] and n_keys = dpos[0] + T there, and the host q_pos0 /
+     * n_keys are upper bounds (n_keys: the cache capacity, q_pos0 = n_keys - T) that size the
+     * launches, so the call is the same at every position. bias and probs must then be NULL. */
+    const int32_t *dpos;
 } cv_attn_args;
 
 /* Decode-step parameters: a few int32 words in backend memory that the generation loop keeps on
@@ -82,6 +87,7 @@ struct cv_backend {
     const char *name; /* "cpu" or "cuda" */
     void *ctx;
     int kv_head_major; /* 1: its KV caches are head-major (kv_store, kv_head_stride: the CPU) */
+    int kv_bf16;       /* 1: kv_store and attention take a bf16 cache (k16 / v16: the CPU) */
 
     /* memory */
     void *(*alloc)(cv_backend *b, size_t bytes); /* zero-filled; NULL on failure */
@@ -90,12 +96,14 @@ struct cv_backend {
     void (*download)(cv_backend *b, void *dst, const void *src, size_t bytes);
     void (*memset0)(cv_backend *b, void *dst, size_t bytes);
     void (*copy)(cv_backend *b, void *dst, const void *src, size_t bytes); /* within the backend */
-    /* Store T new rows src (T, heads * hd) fp32 at positions pos0.. of one layer's KV cache dst
-     * of dtype dt (F32, or BF16 rounded to nearest even like cv_f32_to_bf16), laid out
-     * (heads, n_ctx, hd) when the backend is kv_head_major, else (n_ctx, heads * hd). NULL where
-     * the backend only has an fp32 interleaved cache (its forward writes the cache directly). */
+    /* Store T new rows src (T, heads * hd) fp32 at positions p0.. of one layer's KV cache dst
+     * of dtype dt (F32, or BF16 rounded to nearest even like cv_f32_to_bf16; BF16 only where
+     * kv_bf16), laid out (heads, n_ctx, hd) when the backend is kv_head_major, else
+     * (n_ctx, heads * hd); p0 = dpos[0] (backend memory: the decode step's position, CV_SP_POS)
+     * when dpos is not NULL, else pos0. NULL where the backend only has an fp32 interleaved
+     * cache (its forward writes the cache directly). */
     void (*kv_store)(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
-                     int hd, int n_ctx, int pos0);
+                     int hd, int n_ctx, int pos0, const int32_t *dpos);
     /* Make a host matrix (out, in) of dtype F32/F16/BF16 resident. `host` may be used in place when
      * the backend can (CPU and mmap), so it must outlive the weight. */
     cv_status (*weight_upload)(cv_backend *b, cv_weight *w, const void *host, cv_dtype dtype,
@@ -109,9 +117,11 @@ struct cv_backend {
     void (*weight_free)(cv_backend *b, cv_weight *w);
     void (*sync)(cv_backend *b);
 
-    /* out (T, C) = wte[tokens[t]] * scale (+ wpe[pos0 + t] when wpe) — embeddings dense (V, C) */
+    /* out (T, C) = wte[tokens[t]] * scale (+ wpe[p0 + t] when wpe) — embeddings dense (V, C);
+     * p0 = dpos[0] (backend memory) when dpos is not NULL, else pos0. tokens may be host or
+     * backend memory (the step words' CV_SP_TOKEN) */
     void (*embedding)(cv_backend *b, float *out, const int32_t *tokens, int T, const cv_weight *wte,
-                      const cv_weight *wpe, int pos0, float scale);
+                      const cv_weight *wpe, int pos0, const int32_t *dpos, float scale);
     /* out (T, N) = x (T, K) . W^T (+ bias (N)); W (N, K) */
     void (*matmul)(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T);
@@ -131,9 +141,10 @@ struct cv_backend {
     void (*silu_mul)(cv_backend *b, float *gate, const float *up, size_t n);
     void (*gelu_mul)(cv_backend *b, float *gate, const float *up, size_t n);
     /* Rotate-half RoPE in place on x (T, stride), heads n_heads of head_dim at h*head_dim, for
-     * positions pos0..pos0+T-1; inv_freq (head_dim/2) in backend memory. */
+     * positions p0..p0+T-1 (p0 = dpos[0] in backend memory when dpos, else pos0); inv_freq
+     * (head_dim/2) in backend memory. */
     void (*rope)(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
-                 const float *inv_freq, int pos0);
+                 const float *inv_freq, int pos0, const int32_t *dpos);
     /* T5 relative position bias: out (H, T, K) from table (num_buckets, H) for query positions
      * q_pos0.. and key positions 0..K-1. */
     void (*t5_position_bias)(cv_backend *b, float *out, const float *table, int H, int T, int K,
@@ -194,6 +205,16 @@ void *cv_cuda_stream(cv_backend *b);
  * "fail_scratch" (v = 1: the next growth of the device scratch fails as if out of memory).
  * Returns 0, or -1 when unknown or not CUDA. */
 int cv_cuda_debug(cv_backend *b, const char *what, int v);
+
+/* The arguments at the step's position (host-readable dpos: the CPU backend, the naive twin):
+ * q_pos0 = dpos[0], n_keys = dpos[0] + T, dpos cleared. */
+static inline cv_attn_args cv_attn_at_step(const cv_attn_args *a) {
+    cv_attn_args r = *a;
+    r.q_pos0 = a->dpos[0];
+    r.n_keys = a->dpos[0] + a->T;
+    r.dpos = NULL;
+    return r;
+}
 
 /* T5's bucket for a (key - query) distance, in fp32 like transformers' _relative_position_bucket.
  * One definition (src/backend/cpu_backend.c) serves the CPU op and the CUDA bucket table. */

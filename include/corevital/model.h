@@ -93,6 +93,14 @@ static inline void cv_model_attn_health(cv_attn_args *a, double *stats, const cv
     a->basin_lo = lay ? lay->prompt_P / 3 : 0;
     a->basin_hi = lay ? 2 * lay->prompt_P / 3 : 0;
 }
+/* A decode step at the position in backend memory (dpos, NULL: the host's pos0 as set): the
+ * attention reads its position there, the launch is sized for the whole cache (backend.h). */
+static inline void cv_model_attn_step(cv_attn_args *a, const int32_t *dpos, int n_ctx) {
+    if (!dpos) return;
+    a->dpos = dpos;
+    a->n_keys = n_ctx;
+    a->q_pos0 = n_ctx - a->T;
+}
 /* Layer transformations of a prompt pass: before block l (l >= 1) keep its input; after it, add
  * sum_t cos(input, output) to entry l. */
 static inline void cv_model_ltrans_keep(cv_model *m, double *stats, const cv_stats_layout *lay,
@@ -139,6 +147,9 @@ typedef struct {
     int layers, n_ctx, heads, hd, dim;
     int staged, head_major;
     cv_dtype dtype;
+    /* the decode step's position in backend memory (CV_SP_POS) when the family's forward runs a
+     * device-position step (set per forward), else NULL: cv_kv_commit stores at dpos[0] */
+    const int32_t *dpos;
 } cv_kv_cache;
 cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int heads,
                         int hd, cv_error *err);

@@ -696,6 +696,11 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
 #endif
 
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
+    cv_attn_args at;
+    if (a->dpos) { /* the step's position from backend (here host) memory */
+        at = cv_attn_at_step(a);
+        a = &at;
+    }
 #ifdef CV_CPU_AVX512
 #ifdef ATT_BF16
     const int kv_ok = 1;
@@ -730,6 +735,11 @@ void cv_attn_merge_rows(const cv_attn_args *a, const double *row_z) {
 }
 
 void cv_attention_naive(const cv_attn_args *a) {
+    cv_attn_args at;
+    if (a->dpos) {
+        at = cv_attn_at_step(a);
+        a = &at;
+    }
     const int H = a->n_heads, T = a->T, hd = a->head_dim, NK = a->n_keys;
     const int rep = a->n_heads / a->n_kv_heads;
     double *sc = malloc(sizeof(double) * (size_t)(NK > 0 ? NK : 1));

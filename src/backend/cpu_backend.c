@@ -54,8 +54,9 @@ static void cpu_memcpy(cv_backend *b, void *dst, const void *src, size_t n) {
     if (n) memcpy(dst, src, n);
 }
 static void cpu_kv_store(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
-                         int hd, int n_ctx, int pos0) {
+                         int hd, int n_ctx, int pos0, const int32_t *dpos) {
     (void)b;
+    if (dpos) pos0 = dpos[0]; /* the decode step's position, from backend (here host) memory */
 #pragma omp parallel for schedule(static) if ((size_t)T * heads * hd > 65536)
     for (int t = 0; t < T; t++)
         for (int g = 0; g < heads; g++) {
@@ -126,9 +127,11 @@ static void hs_merge(double *hstats, const double *parts, int nparts, int C) {
 /* ---- ops -------------------------------------------------------------------------------- */
 
 static void cpu_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
-                          const cv_weight *wte, const cv_weight *wpe, int pos0, float scale) {
+                          const cv_weight *wte, const cv_weight *wpe, int pos0, const int32_t *dpos,
+                          float scale) {
     (void)b;
     int C = (int)wte->cols;
+    if (dpos) pos0 = dpos[0];
     for (int t = 0; t < T; t++) {
         const char *row =
             (const char *)wte->data + (size_t)tokens[t] * C * cv_dtype_size(wte->dtype);
@@ -237,9 +240,10 @@ static void cpu_gelu_mul(cv_backend *b, float *g, const float *u, size_t n) {
 }
 
 static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
-                     const float *inv_freq, int pos0) {
+                     const float *inv_freq, int pos0, const int32_t *dpos) {
     (void)b;
     int half = head_dim / 2;
+    if (dpos) pos0 = dpos[0];
     for (int t = 0; t < T; t++) {
         float pos = (float)(pos0 + t);
         for (int j = 0; j < half; j++) {
@@ -435,6 +439,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->name = "cpu";
     b->ctx = c;
     b->kv_head_major = 1;
+    b->kv_bf16 = 1;
     b->alloc = cpu_alloc;
     b->free = cpu_free;
     b->upload = cpu_memcpy;

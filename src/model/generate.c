@@ -402,7 +402,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
      * writes them and the next forward reads them (tokens NULL), so a step uploads nothing. They
      * are set once here: the prompt's last token at P - 1, which pick_greedy moves on to P.
      * CV_STEP_ON_DEVICE=0 passes the token from the host instead (same tokens, same trace). */
-    if (!seq2seq && !cfg->generation.do_sample && P > 0 && be->pick_greedy &&
+    if (!seq2seq && !cfg->generation.do_sample && P > 0 && be->pick_greedy && be->kv_store &&
         m->ops->step_on_device && cv_step_on_device_enabled()) {
         if (!(dstep = be->alloc(be, sizeof(int32_t) * CV_SP_WORDS))) {
             st = cv_fail(err, CV_ERR_NOMEM, "out of memory for the step parameters");

@@ -154,8 +154,12 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
             return cv_fail(err, CV_ERR_RUNTIME, "token id %d is outside the vocabulary (%d)",
                            tokens[t], V);
     const int32_t *tok = tokens ? tokens : m->step + CV_SP_TOKEN;
+    /* a device token's step reads its position on the backend too (the same launches at every
+     * position): the new key / value rows are staged and stored at dpos[0] (cv_kv_commit) */
+    const int32_t *dpos = tokens ? NULL : m->step + CV_SP_POS;
+    g->kv.dpos = dpos;
 
-    be->embedding(be, g->x, tok, T, &g->wte, &g->wpe, pos0, 1.0f);
+    be->embedding(be, g->x, tok, T, &g->wte, &g->wpe, pos0, dpos, 1.0f);
     if (cap && cap->hidden && cap->hidden[0])
         be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
 
@@ -190,6 +194,7 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
                           .probs = probs};
         cv_kv_bind(&g->kv, l, &a);
         cv_model_attn_health(&a, stats, lay, l, 0);
+        cv_model_attn_step(&a, dpos, m->n_ctx);
         be->attention(be, &a);
         if (probs) be->download(be, cap->attn[l], probs, sizeof(float) * H * T * n_keys);
         be->matmul(be, g->proj, g->att, &L->wo, L->bo, T);

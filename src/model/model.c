@@ -58,7 +58,7 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
         free(m);
         return cv_fail(err, CV_ERR_CONFIG, "model.kv_dtype must be float32 or bfloat16");
     }
-    if (m->kv_dtype == CV_DT_BF16 && !be->kv_store) {
+    if (m->kv_dtype == CV_DT_BF16 && !(be->kv_store && be->kv_bf16)) {
         free(m);
         return cv_fail(err, CV_ERR_CONFIG,
                        "model.kv_dtype bfloat16: the %s backend has no bf16 KV cache in this "
@@ -313,7 +313,8 @@ cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int
     kv->layers = layers, kv->n_ctx = n_ctx, kv->heads = heads, kv->hd = hd, kv->dim = heads * hd;
     kv->dtype = m->kv_dtype;
     kv->head_major = m->be->kv_head_major && m->be->kv_store;
-    kv->staged = kv->head_major || kv->dtype != CV_DT_F32;
+    /* staged wherever kv_store exists: a device-position step (dpos) stores through it */
+    kv->staged = kv->head_major || kv->dtype != CV_DT_F32 || m->be->kv_store != NULL;
     size_t elt = kv->dtype == CV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
     size_t cache = (size_t)layers * (size_t)n_ctx * (size_t)kv->dim * elt;
     if (!(kv->k = cv_model_alloc(m, cache, err)) || !(kv->v = cv_model_alloc(m, cache, err)))
@@ -342,8 +343,8 @@ void cv_kv_commit(cv_model *m, const cv_kv_cache *kv, int l, int pos0, int T) {
     if (!kv->staged) return;
     size_t elt = kv->dtype == CV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
     char *k = (char *)kv->k + kv_layer0(kv, l) * elt, *v = (char *)kv->v + kv_layer0(kv, l) * elt;
-    m->be->kv_store(m->be, k, kv->dtype, kv->kst, T, kv->heads, kv->hd, kv->n_ctx, pos0);
-    m->be->kv_store(m->be, v, kv->dtype, kv->vst, T, kv->heads, kv->hd, kv->n_ctx, pos0);
+    m->be->kv_store(m->be, k, kv->dtype, kv->kst, T, kv->heads, kv->hd, kv->n_ctx, pos0, kv->dpos);
+    m->be->kv_store(m->be, v, kv->dtype, kv->vst, T, kv->heads, kv->hd, kv->n_ctx, pos0, kv->dpos);
 }
 
 void cv_kv_bind(const cv_kv_cache *kv, int l, cv_attn_args *a) {

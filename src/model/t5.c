@@ -395,7 +395,7 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
     m->enc_len = 0;
     cv_status s;
 
-    be->embedding(be, g->x, tokens, P, &g->shared, NULL, 0, 1.0f);
+    be->embedding(be, g->x, tokens, P, &g->shared, NULL, 0, NULL, 1.0f);
     if (cap && cap->hidden && cap->hidden[0])
         be->download(be, cap->hidden[0], g->x, sizeof(float) * P * C);
     /* computed once from block 0's table; HF passes the same tensor to every block */
@@ -465,7 +465,7 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
     m->head_in = NULL; /* set below when the final norm's full output is computed */
     m->head_w = NULL;
 
-    be->embedding(be, g->x, tokens, T, &g->shared, NULL, 0, 1.0f);
+    be->embedding(be, g->x, tokens, T, &g->shared, NULL, 0, NULL, 1.0f);
     if (cap && cap->hidden && cap->hidden[0])
         be->download(be, cap->hidden[0], g->x, sizeof(float) * T * C);
     /* causal buckets; the queries sit at pos0.. (HF's cache_position) */

@@ -301,15 +301,21 @@ START_TEST(test_rope) {
                 for (int j = 0; j < hd / 2; j++) inv[j] = (float)pow(10000.0, -2.0 * j / hd);
                 float *dx = dev_copy(x, sizeof(float) * n),
                       *dinv = dev_copy(inv, sizeof(float) * (hd / 2));
-                H->rope(H, x, T, stride, nh, hd, inv, pos0s[p]);
-                G->rope(G, dx, T, stride, nh, hd, dinv, pos0s[p]);
-                float *got = host_copy(dx, sizeof(float) * n);
+                float *dx2 = dev_copy(x, sizeof(float) * n);
+                int32_t *dpos = dev_copy(&pos0s[p], sizeof(int32_t));
+                H->rope(H, x, T, stride, nh, hd, inv, pos0s[p], NULL);
+                G->rope(G, dx, T, stride, nh, hd, dinv, pos0s[p], NULL);
+                G->rope(G, dx2, T, stride, nh, hd, dinv, 1, dpos); /* pos0 ignored */
+                float *got = host_copy(dx, sizeof(float) * n),
+                      *got2 = host_copy(dx2, sizeof(float) * n);
                 char what[96];
                 snprintf(what, sizeof what, "rope T=%d heads=%d hd=%d pos0=%d", T, nh, hd,
                          pos0s[p]);
                 ck_assert_msg(close_rel(what, got, x, n), "%s", what);
-                G->free(G, dx), G->free(G, dinv);
-                free(x), free(inv), free(got);
+                ck_assert_msg(memcmp(got, got2, sizeof(float) * n) == 0, "%s: device position",
+                              what);
+                G->free(G, dx), G->free(G, dinv), G->free(G, dx2), G->free(G, dpos);
+                free(x), free(inv), free(got), free(got2);
             }
 }
 END_TEST
@@ -366,12 +372,17 @@ START_TEST(test_embedding) {
                                          CV_OK);
                         float scale = with_wpe ? 1.0f : 2.5f;
                         float *want = malloc(sizeof(float) * T * C);
-                        H->embedding(H, want, tok, T, &hw, with_wpe ? &hp : NULL, 3, scale);
+                        H->embedding(H, want, tok, T, &hw, with_wpe ? &hp : NULL, 3, NULL, scale);
                         int32_t *dtok =
                             tokens_on_device ? dev_copy(tok, sizeof(int32_t) * T) : NULL;
+                        /* device tokens come with a device position (the decode step's words):
+                         * the host pos0 (0) must then be ignored */
+                        const int32_t three = 3;
+                        int32_t *dpos = dtok ? dev_copy(&three, sizeof three) : NULL;
                         float *dout = G->alloc(G, sizeof(float) * T * C);
-                        G->embedding(G, dout, dtok ? dtok : tok, T, &gw, with_wpe ? &gp : NULL, 3,
-                                     scale);
+                        G->embedding(G, dout, dtok ? dtok : tok, T, &gw, with_wpe ? &gp : NULL,
+                                     dpos ? 0 : 3, dpos, scale);
+                        if (dpos) G->free(G, dpos);
                         float *got = host_copy(dout, sizeof(float) * T * C);
                         ck_assert_msg(memcmp(got, want, sizeof(float) * T * C) == 0,
                                       "embedding %s T=%d C=%d wpe=%d dev_tokens=%d differs",
@@ -487,6 +498,86 @@ START_TEST(test_attention) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_attention(&cases[i], 0);
         check_attention(&cases[i], 1);
+    }
+}
+END_TEST
+
+/* A decode step at a device position (cv_attn_args.dpos): the launch is sized for the whole
+ * cache (n_keys = capacity), the kernels read the step's position on the device, the chunks past
+ * it do nothing (the cache holds NaN there, so a key read beyond the step would show). Against
+ * the CPU at the host position; kv_store appends the step's rows at the device position. */
+START_TEST(test_attention_device_position) {
+    const int cases[][5] = {/* H, KVH, hd, keys, capacity */
+                            {12, 12, 64, 37, 1024},
+                            {32, 8, 128, 3000, 4096},
+                            {8, 1, 64, 1, 300},
+                            {4, 4, 32, 700, 701}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int Hh = cases[ci][0], KVH = cases[ci][1], hd = cases[ci][2], NK = cases[ci][3],
+                  cap = cases[ci][4], kvn = KVH * hd;
+        unsigned seed = (unsigned)(ci * 7 + 1);
+        float *q = rand_vec((size_t)Hh * hd, &seed, 1.0f);
+        float *k = rand_vec((size_t)cap * kvn, &seed, 1.0f),
+              *v = rand_vec((size_t)cap * kvn, &seed, 1.0f);
+        for (size_t i = (size_t)NK * kvn; i < (size_t)cap * kvn; i++) k[i] = v[i] = NAN;
+        /* the last key arrives through kv_store */
+        float *kn = rand_vec((size_t)kvn, &seed, 1.0f), *vn = rand_vec((size_t)kvn, &seed, 1.0f);
+        float *dk = dev_copy(k, sizeof(float) * cap * kvn),
+              *dv = dev_copy(v, sizeof(float) * cap * kvn);
+        float *dkn = dev_copy(kn, sizeof(float) * kvn), *dvn = dev_copy(vn, sizeof(float) * kvn);
+        memcpy(k + (size_t)(NK - 1) * kvn, kn, sizeof(float) * kvn);
+        memcpy(v + (size_t)(NK - 1) * kvn, vn, sizeof(float) * kvn);
+        int32_t pos = NK - 1, *dpos = dev_copy(&pos, sizeof pos);
+        G->kv_store(G, dk, CV_DT_F32, dkn, 1, KVH, hd, cap, 0,
+                    dpos); /* interleaved, pos0 ignored */
+        G->kv_store(G, dv, CV_DT_F32, dvn, 1, KVH, hd, cap, 0, dpos);
+        float *gk = host_copy(dk, sizeof(float) * cap * kvn);
+        ck_assert_int_eq(memcmp(gk + (size_t)pos * kvn, kn, sizeof(float) * kvn), 0);
+        free(gk);
+        float *out = calloc((size_t)Hh * hd, sizeof(float));
+        double rc[CV_AS_SIZE], hh[64 * CV_AH_SIZE];
+        cv_attn_record_reset(rc);
+        for (int h = 0; h < Hh; h++) cv_head_record_reset(hh + (size_t)h * CV_AH_SIZE);
+        float *dq = dev_copy(q, sizeof(float) * Hh * hd),
+              *dout = G->alloc(G, sizeof(float) * Hh * hd);
+        double *drec = dev_copy(rc, sizeof rc),
+               *dhh = dev_copy(hh, sizeof(double) * Hh * CV_AH_SIZE);
+        cv_attn_args a = {.out = out,
+                          .q = q,
+                          .k = k,
+                          .v = v,
+                          .q_stride = Hh * hd,
+                          .kv_stride = kvn,
+                          .out_stride = Hh * hd,
+                          .T = 1,
+                          .n_keys = NK,
+                          .q_pos0 = NK - 1,
+                          .n_heads = Hh,
+                          .n_kv_heads = KVH,
+                          .head_dim = hd,
+                          .causal = 1,
+                          .scale = 1.0f / sqrtf((float)hd),
+                          .stats = rc,
+                          .heads = hh};
+        H->attention(H, &a);
+        cv_attn_args ga = a;
+        ga.out = dout, ga.q = dq, ga.k = dk, ga.v = dv, ga.stats = drec, ga.heads = dhh;
+        ga.dpos = dpos, ga.n_keys = cap, ga.q_pos0 = cap - 1;
+        G->attention(G, &ga);
+        float *got = host_copy(dout, sizeof(float) * Hh * hd);
+        double *grec = host_copy(drec, sizeof rc),
+               *ghh = host_copy(dhh, sizeof(double) * Hh * CV_AH_SIZE);
+        char what[128];
+        snprintf(what, sizeof what,
+                 "attention at a device position H=%d KVH=%d hd=%d keys=%d cap=%d", Hh, KVH, hd, NK,
+                 cap);
+        ck_assert_msg(tu_check_close(what, got, out, (size_t)Hh * hd, 2e-5), "%s output", what);
+        ck_assert_msg(rec_close(what, grec, rc, CV_AS_SIZE, 1e-5, 0.1), "%s record", what);
+        ck_assert_msg(rec_close(what, ghh, hh, (size_t)Hh * CV_AH_SIZE, 1e-5, 0.1), "%s heads",
+                      what);
+        G->free(G, dk), G->free(G, dv), G->free(G, dkn), G->free(G, dvn), G->free(G, dpos);
+        G->free(G, dq), G->free(G, dout), G->free(G, drec), G->free(G, dhh);
+        free(q), free(k), free(v), free(kn), free(vn), free(out), free(got), free(grec), free(ghh);
     }
 }
 END_TEST
@@ -775,6 +866,7 @@ int main(void) {
     tcase_add_test(tc, test_logits_nonfinite);
     tcase_add_test(tc, test_row_cos_and_target_logprob);
     tcase_add_test(tc, test_stats_reset_and_pick_greedy);
+    tcase_add_test(tc, test_attention_device_position);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
