@@ -28,8 +28,21 @@ void cv_cuda_report(cv_cuda_ctx *c, const char *what, const char *detail) {
     CV_ERROR("cuda: %s", c->error);
 }
 
+/* The runtime's answers to a call that a stream capture cannot record: not a device fault. */
+static int capture_error(cudaError_t e) {
+    return e == cudaErrorStreamCaptureUnsupported || e == cudaErrorStreamCaptureInvalidated ||
+           e == cudaErrorStreamCaptureMerge || e == cudaErrorStreamCaptureUnmatched ||
+           e == cudaErrorStreamCaptureUnjoined || e == cudaErrorStreamCaptureIsolation ||
+           e == cudaErrorStreamCaptureImplicit || e == cudaErrorCapturedEvent ||
+           e == cudaErrorStreamCaptureWrongThread;
+}
+
 void cv_cuda_fail_call(cv_cuda_ctx *c, const char *what, cudaError_t e) {
     (void)cudaGetLastError(); /* a non-sticky error must not be seen again by a later launch */
+    if (c->capturing && capture_error(e)) { /* the capture is lost, not the device */
+        cv_cuda_capture_broken(c, cudaGetErrorName(e));
+        return;
+    }
     /* CV_CUDA_CHECK passes the call's text: keep the function name, not its arguments */
     char name[96];
     size_t n = 0;
@@ -41,8 +54,22 @@ void cv_cuda_fail_call(cv_cuda_ctx *c, const char *what, cudaError_t e) {
     cv_cuda_report(c, name, detail);
 }
 
+static void graph_drop(cv_cuda_ctx *c) {
+    /* a replay may still be running: let it finish before its graph and memory go */
+    if (c->exec && !c->capturing && !c->failed) CV_CUDA_CHECK(c, cudaStreamSynchronize(c->stream));
+    if (c->exec) cudaGraphExecDestroy(c->exec);
+    if (c->graph) cudaGraphDestroy(c->graph);
+    c->exec = NULL;
+    c->graph = NULL;
+}
+
 void *cv_cuda_scratch(cv_cuda_ctx *c, size_t bytes) {
     if (bytes <= c->scratch_cap) return c->scratch;
+    if (c->capturing) { /* the recorded kernels hold the old buffer: never free it under them */
+        cv_cuda_capture_broken(c, "the device scratch had to grow");
+        return NULL;
+    }
+    graph_drop(c); /* an instantiated graph points into the scratch about to be freed */
     size_t cap = c->scratch_cap ? c->scratch_cap : 1 << 20;
     while (cap < bytes) cap *= 2;
     if (c->scratch) CV_CUDA_CHECK(c, cudaFree(c->scratch)); /* waits for kernels still using it */
@@ -97,6 +124,11 @@ static cv_status cu_status(cv_backend *b, cv_error *err) {
 static void *cu_alloc(cv_backend *b, size_t bytes) {
     cv_cuda_ctx *c = cu_enter(b, "alloc");
     if (!c) return NULL;
+    if (c->capturing) { /* its zero-fill would be recorded, not run: refused (backend.h) */
+        cv_cuda_capture_broken(c, "alloc during a capture");
+        cu_leave(c);
+        return NULL;
+    }
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess) {
         (void)cudaGetLastError(); /* an out-of-memory answer is not sticky: clear it */
@@ -114,6 +146,7 @@ static void cu_free(cv_backend *b, void *p) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     if (!p) return;
     cudaSetDevice(c->device);
+    graph_drop(c); /* the graph may point into p: never replay it on freed memory */
     cudaError_t e = cudaFree(p);
     if (e != cudaSuccess) cv_cuda_fail_call(c, "cudaFree", e);
 }
@@ -265,6 +298,12 @@ static void cu_destroy(cv_backend *b) {
     if (c) {
         cudaSetDevice(c->device);
         if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->capturing) { /* leave capture mode before tearing the stream down */
+            cudaGraph_t g = NULL;
+            if (cudaStreamEndCapture(c->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+            (void)cudaGetLastError();
+        }
+        graph_drop(c);
         cv_cuda_free_buckets(c);
         if (c->scratch) cudaFree(c->scratch);
         if (c->tokens) cudaFree(c->tokens);
@@ -412,6 +451,102 @@ static int32_t op_argmax(cv_backend *b, const float *logits, int V) {
     return c->failed ? -1 : id;
 }
 
+/* ---- decode-step graphs (backend.h graph_begin / graph_end / graph_launch / graph_reset) ---- */
+
+/* Graphs are off for good after one failure: log it once, the loop runs plain launches. */
+static void graph_give_up(cv_cuda_ctx *c, const char *what, const char *why) {
+    if (!c->graph_off)
+        CV_WARN("cuda: %s failed (%s): decoding with plain launches from now on", what, why);
+    c->graph_off = 1;
+}
+
+/* Record the ops from here to graph_end on the backend's stream (relaxed capture is not needed:
+ * no op of a decode step allocates, synchronizes or copies to pageable memory; one that would
+ * is caught and breaks the capture, see cv_cuda_capture_broken). Refused when graphs are off,
+ * with the per-op sync hook (a sync inside a capture is illegal) and with the cuBLAS matmul
+ * variant forced (its workspace handling under capture is not relied on). */
+static int cu_graph_begin(cv_backend *b) {
+    cv_cuda_ctx *c = cu_enter(b, "graph_begin");
+    if (!c) return 0;
+    int ok = 0;
+    if (!c->graph_off && !c->capturing && !c->sync_each && c->mm_variant != CV_MM_CUBLAS) {
+        graph_drop(c);
+        c->capture_broken = 0;
+        c->capture_why = NULL;
+        cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+        if (e == cudaSuccess) {
+            c->capturing = 1;
+            ok = 1;
+        } else {
+            (void)cudaGetLastError();
+            graph_give_up(c, "cudaStreamBeginCapture", cudaGetErrorName(e));
+        }
+    }
+    cu_leave(c);
+    return ok;
+}
+
+/* Stop recording; instantiate. Always ends the capture, even after a failure (the stream must
+ * leave capture mode), and never enqueues the recorded work: 1 = ready for graph_launch, 0 =
+ * discarded (the caller issues the ops again plainly; a sticky failure stays reported). */
+static int cu_graph_end(cv_backend *b) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (!c->capturing) return 0;
+    c->op = "graph_end";
+    cudaSetDevice(c->device);
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    c->capturing = 0;
+    int ok = e == cudaSuccess && g && !c->capture_broken && !c->failed;
+    if (!ok) {
+        (void)cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        if (!c->failed)
+            graph_give_up(c, "decode step capture",
+                          c->capture_broken ? c->capture_why : cudaGetErrorName(e));
+        c->op = NULL;
+        return 0;
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaGraphDestroy(g);
+        graph_give_up(c, "cudaGraphInstantiate", cudaGetErrorName(e));
+        c->op = NULL;
+        return 0;
+    }
+    c->graph = g;
+    c->exec = x;
+    c->op = NULL;
+    CV_DEBUG("cuda: decode step captured as a graph");
+    return 1;
+}
+
+/* Replay the instantiated graph on the stream: 1 when enqueued, 0 when there is none (dropped
+ * since, e.g. by a scratch growth or a free; the caller then issues the ops plainly). A failed
+ * launch is a sticky failure like any op's; faults of the replayed kernels surface at the next
+ * download / sync / status, as for plain launches. */
+static int cu_graph_launch(cv_backend *b) {
+    cv_cuda_ctx *c = cu_enter(b, "graph_launch");
+    if (!c) return 0;
+    int ok = 0;
+    if (c->exec && !c->capturing) {
+        c->launches++;
+        CV_CUDA_CHECK(c, cudaGraphLaunch(c->exec, c->stream));
+        ok = !c->failed;
+    }
+    cu_leave(c);
+    return ok;
+}
+
+static void cu_graph_reset(cv_backend *b) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (c->capturing) return; /* graph_end first */
+    cudaSetDevice(c->device);
+    graph_drop(c);
+}
+
 /* ---- creation ------------------------------------------------------------------------------ */
 
 static int cu_available(void) {
@@ -482,6 +617,8 @@ static cv_backend *cu_create(int device, cv_error *err) {
     if (mv && strcmp(mv, "cublas") == 0) c->mm_variant = CV_MM_CUBLAS;
     const char *sy = getenv("CV_CUDA_SYNC");
     c->sync_each = sy && strcmp(sy, "1") == 0;
+    const char *gr = getenv("CV_CUDA_GRAPH");
+    c->graph_off = gr && strcmp(gr, "0") == 0;
 
     b->name = "cuda";
     b->alloc = cu_alloc;
@@ -514,6 +651,10 @@ static cv_backend *cu_create(int device, cv_error *err) {
     b->logprob_accum = op_logprob_accum;
     b->pick_greedy = op_pick_greedy;
     b->stats_reset = op_stats_reset;
+    b->graph_begin = cu_graph_begin;
+    b->graph_end = cu_graph_end;
+    b->graph_launch = cu_graph_launch;
+    b->graph_reset = cu_graph_reset;
     b->status = cu_status;
     b->destroy = cu_destroy;
     CV_DEBUG("cuda: device %d %s, %d SMs, %.1f GiB", device, prop.name, prop.multiProcessorCount,
@@ -538,12 +679,19 @@ static int cu_set_variant(cv_backend *b, const char *op, int v) {
 static int cu_debug(cv_backend *b, const char *what, int v) {
     if (!b || !b->name || strcmp(b->name, "cuda") != 0 || !what) return -1;
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
-    if (strcmp(what, "sync") == 0)
+    if (strcmp(what, "sync") == 0) {
         c->sync_each = v != 0;
-    else if (strcmp(what, "fail_scratch") == 0)
+    } else if (strcmp(what, "fail_scratch") == 0) {
         c->fail_scratch = v != 0;
-    else
+    } else if (strcmp(what, "graph") == 0) { /* v = 0: plain launches, 1: graphs allowed */
+        c->graph_off = v == 0;
+    } else if (strcmp(what, "launches") == 0) { /* kernel launches since the last reset */
+        unsigned long long n = c->launches;
+        if (v) c->launches = 0;
+        return n > 0x7fffffffull ? 0x7fffffff : (int)n;
+    } else {
         return -1;
+    }
     return 0;
 }
 

@@ -60,6 +60,16 @@ typedef struct {
     int sync_each;    /* CV_CUDA_SYNC=1 / cv_cuda_debug "sync": wait after every op, so that an
                        * asynchronous fault is blamed on the op whose kernels raised it */
     int fail_scratch; /* test hook (cv_cuda_debug "fail_scratch"): the next scratch growth fails */
+    /* CUDA graph of one decode step (backend.h graph_begin / graph_end / graph_launch). While
+     * `capturing`, an op that cannot be recorded (scratch growth, host token ids, a capture
+     * error from the runtime) sets `capture_broken` instead of the sticky failure: graph_end then
+     * discards the capture and the caller runs the ops plainly. `graph_off`: CV_CUDA_GRAPH=0, or
+     * a capture / instantiation failed once (logged once): graph_begin answers 0 from then on. */
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    int capturing, capture_broken, graph_off;
+    const char *capture_why;     /* what broke the capture, for the one log line */
+    unsigned long long launches; /* kernel launches enqueued (cv_cuda_debug "launches") */
 } cv_cuda_ctx;
 
 static inline cv_cuda_ctx *cv_cuda_ctx_of(cv_backend *b) {
@@ -80,9 +90,17 @@ void cv_cuda_report(cv_cuda_ctx *c, const char *what, const char *detail);
 /* After a kernel launch: a bad configuration shows up here, not at the next sync. */
 #define CV_CUDA_LAUNCHED(c, name)                                                                  \
     do {                                                                                           \
+        (c)->launches++;                                                                           \
         cudaError_t cv_e_ = cudaGetLastError();                                                    \
         if (cv_e_ != cudaSuccess) cv_cuda_fail_call((c), (name), cv_e_);                           \
     } while (0)
+
+/* While a graph is being captured: this op cannot be recorded (`why`); graph_end will discard
+ * the capture (no sticky failure: the ops are then run plainly). */
+static inline void cv_cuda_capture_broken(cv_cuda_ctx *c, const char *why) {
+    if (!c->capture_broken) c->capture_why = why;
+    c->capture_broken = 1;
+}
 
 /* Device scratch of at least `bytes` (grown by reallocation; cudaFree waits for pending work).
  * NULL when the allocation fails: the failure is then in the sticky state, blamed on the op. */

@@ -52,6 +52,10 @@ static const int32_t *device_tokens(cv_cuda_ctx *c, const int32_t *tokens, int T
         (at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged))
         return tokens;
     (void)cudaGetLastError();
+    if (c->capturing) { /* a host array would be read once, at recording: never replayed */
+        cv_cuda_capture_broken(c, "embedding of host token ids");
+        return NULL;
+    }
     if ((size_t)T > c->tokens_cap) {
         size_t cap = c->tokens_cap ? c->tokens_cap : 256;
         while (cap < (size_t)T) cap *= 2;

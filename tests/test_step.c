@@ -49,15 +49,288 @@ static void spy_pick_greedy(cv_backend *b, const float *logits, int V, double *s
     }
 }
 
+/* ---- a recording backend: CUDA graph semantics on the CPU ---------------------------------
+ *
+ * The CUDA backend records a decode step as a graph and replays it: every argument an op was
+ * given at recording time is baked in, only backend memory changes between replays. This
+ * wrapper gives the CPU op table the same semantics (graph_begin / graph_end / graph_launch):
+ * while recording, the decode ops are not run but stored with their arguments (structs copied by
+ * value, pointers kept), and graph_launch calls them again in order. A loop or a family forward
+ * that passed anything per step through a host argument (a position, a pointer computed from
+ * it) would replay a stale value and the tokens / trace would differ from the plain loop. Any
+ * other op during a recording (upload, download, argmax, status, alloc) breaks it, as on CUDA. */
+enum {
+    R_RESET,
+    R_EMB,
+    R_MM,
+    R_LN,
+    R_RMS,
+    R_RES,
+    R_GELU,
+    R_SILU,
+    R_ROPE,
+    R_KV,
+    R_ATT,
+    R_LOGITS,
+    R_COS,
+    R_COPY,
+    R_PICK
+};
+
+typedef struct {
+    int k;
+    void *p[4];
+    const void *c[4];
+    int i[6];
+    size_t n;
+    float f;
+    cv_weight w, w2;
+    int has_w2;
+    cv_attn_args a;
+    cv_stats_layout lay;
+} rec_op;
+
+#define MAX_REC 4096
+
+typedef struct {
+    cv_backend b; /* first */
+    cv_backend *inner;
+    int recording, broken, fail_end, ready;
+    int begins, ends, launches, recorded;
+    rec_op *ops;
+    int n_ops;
+} rec_backend;
+
+static rec_backend *rb(cv_backend *b) {
+    return (rec_backend *)b;
+}
+static rec_op *push(cv_backend *b, int k) {
+    rec_backend *r = rb(b);
+    ck_assert_int_lt(r->n_ops, MAX_REC);
+    rec_op *o = &r->ops[r->n_ops++];
+    memset(o, 0, sizeof *o);
+    o->k = k;
+    return o;
+}
+
+static void r_stats_reset(cv_backend *b, double *arena, const cv_stats_layout *lay) {
+    if (!rb(b)->recording) return rb(b)->inner->stats_reset(rb(b)->inner, arena, lay);
+    rec_op *o = push(b, R_RESET);
+    o->p[0] = arena, o->lay = *lay;
+}
+static void r_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
+                        const cv_weight *wte, const cv_weight *wpe, int pos0, const int32_t *dpos,
+                        float scale) {
+    if (!rb(b)->recording)
+        return rb(b)->inner->embedding(rb(b)->inner, out, tokens, T, wte, wpe, pos0, dpos, scale);
+    rec_op *o = push(b, R_EMB);
+    o->p[0] = out, o->c[0] = tokens, o->c[1] = dpos, o->i[0] = T, o->i[1] = pos0, o->f = scale;
+    o->w = *wte;
+    if (wpe) o->w2 = *wpe, o->has_w2 = 1;
+}
+static void r_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                     const float *bias, int T) {
+    if (!rb(b)->recording) return rb(b)->inner->matmul(rb(b)->inner, out, x, w, bias, T);
+    rec_op *o = push(b, R_MM);
+    o->p[0] = out, o->c[0] = x, o->c[1] = bias, o->i[0] = T, o->w = *w;
+}
+static void r_layernorm(cv_backend *b, float *out, const float *x, const float *w,
+                        const float *bias, int T, int C, float eps, double *hs) {
+    if (!rb(b)->recording)
+        return rb(b)->inner->layernorm(rb(b)->inner, out, x, w, bias, T, C, eps, hs);
+    rec_op *o = push(b, R_LN);
+    o->p[0] = out, o->p[1] = hs, o->c[0] = x, o->c[1] = w, o->c[2] = bias;
+    o->i[0] = T, o->i[1] = C, o->f = eps;
+}
+static void r_rmsnorm(cv_backend *b, float *out, const float *x, const float *w, int T, int C,
+                      float eps, double *hs) {
+    if (!rb(b)->recording) return rb(b)->inner->rmsnorm(rb(b)->inner, out, x, w, T, C, eps, hs);
+    rec_op *o = push(b, R_RMS);
+    o->p[0] = out, o->p[1] = hs, o->c[0] = x, o->c[1] = w, o->i[0] = T, o->i[1] = C, o->f = eps;
+}
+static void r_residual_add(cv_backend *b, float *x, const float *y, int T, int C, double *hs) {
+    if (!rb(b)->recording) return rb(b)->inner->residual_add(rb(b)->inner, x, y, T, C, hs);
+    rec_op *o = push(b, R_RES);
+    o->p[0] = x, o->p[1] = hs, o->c[0] = y, o->i[0] = T, o->i[1] = C;
+}
+static void r_gelu_tanh(cv_backend *b, float *x, size_t n) {
+    if (!rb(b)->recording) return rb(b)->inner->gelu_tanh(rb(b)->inner, x, n);
+    rec_op *o = push(b, R_GELU);
+    o->p[0] = x, o->n = n;
+}
+static void r_silu_mul(cv_backend *b, float *g, const float *u, size_t n) {
+    if (!rb(b)->recording) return rb(b)->inner->silu_mul(rb(b)->inner, g, u, n);
+    rec_op *o = push(b, R_SILU);
+    o->p[0] = g, o->c[0] = u, o->n = n;
+}
+static void r_rope(cv_backend *b, float *x, int T, int stride, int nh, int hd, const float *inv,
+                   int pos0, const int32_t *dpos) {
+    if (!rb(b)->recording)
+        return rb(b)->inner->rope(rb(b)->inner, x, T, stride, nh, hd, inv, pos0, dpos);
+    rec_op *o = push(b, R_ROPE);
+    o->p[0] = x, o->c[0] = inv, o->c[1] = dpos;
+    o->i[0] = T, o->i[1] = stride, o->i[2] = nh, o->i[3] = hd, o->i[4] = pos0;
+}
+static void r_kv_store(cv_backend *b, void *dst, cv_dtype dt, const float *src, int T, int heads,
+                       int hd, int n_ctx, int pos0, const int32_t *dpos) {
+    if (!rb(b)->recording)
+        return rb(b)->inner->kv_store(rb(b)->inner, dst, dt, src, T, heads, hd, n_ctx, pos0, dpos);
+    rec_op *o = push(b, R_KV);
+    o->p[0] = dst, o->c[0] = src, o->c[1] = dpos, o->n = (size_t)dt;
+    o->i[0] = T, o->i[1] = heads, o->i[2] = hd, o->i[3] = n_ctx, o->i[4] = pos0;
+}
+static void r_attention(cv_backend *b, const cv_attn_args *a) {
+    if (!rb(b)->recording) return rb(b)->inner->attention(rb(b)->inner, a);
+    push(b, R_ATT)->a = *a;
+}
+static void r_logits_stats(cv_backend *b, double *r, const float *l, int V, int topk) {
+    if (!rb(b)->recording) return rb(b)->inner->logits_stats(rb(b)->inner, r, l, V, topk);
+    rec_op *o = push(b, R_LOGITS);
+    o->p[0] = r, o->c[0] = l, o->i[0] = V, o->i[1] = topk;
+}
+static void r_row_cos(cv_backend *b, double *acc, const float *x, const float *y, int T, int C) {
+    if (!rb(b)->recording) return rb(b)->inner->row_cos(rb(b)->inner, acc, x, y, T, C);
+    rec_op *o = push(b, R_COS);
+    o->p[0] = acc, o->c[0] = x, o->c[1] = y, o->i[0] = T, o->i[1] = C;
+}
+static void r_copy(cv_backend *b, void *dst, const void *src, size_t n) {
+    if (!rb(b)->recording) return rb(b)->inner->copy(rb(b)->inner, dst, src, n);
+    rec_op *o = push(b, R_COPY);
+    o->p[0] = dst, o->c[0] = src, o->n = n;
+}
+static void r_pick_greedy(cv_backend *b, const float *l, int V, double *slot, int32_t *step) {
+    if (!rb(b)->recording) return rb(b)->inner->pick_greedy(rb(b)->inner, l, V, slot, step);
+    rec_op *o = push(b, R_PICK);
+    o->c[0] = l, o->i[0] = V, o->p[0] = slot, o->p[1] = step;
+}
+/* not recordable: a recording that meets one of these is broken (graph_end answers 0) */
+static void r_upload(cv_backend *b, void *d, const void *s, size_t n) {
+    if (rb(b)->recording) rb(b)->broken = 1;
+    rb(b)->inner->upload(rb(b)->inner, d, s, n);
+}
+static void r_download(cv_backend *b, void *d, const void *s, size_t n) {
+    if (rb(b)->recording) rb(b)->broken = 1;
+    rb(b)->inner->download(rb(b)->inner, d, s, n);
+}
+static int32_t r_argmax(cv_backend *b, const float *l, int V) {
+    if (rb(b)->recording) rb(b)->broken = 1;
+    return rb(b)->inner->argmax(rb(b)->inner, l, V);
+}
+static cv_status r_status(cv_backend *b, cv_error *err) {
+    if (rb(b)->recording) rb(b)->broken = 1;
+    return rb(b)->inner->status(rb(b)->inner, err);
+}
+
+static int r_graph_begin(cv_backend *b) {
+    rec_backend *r = rb(b);
+    r->begins++;
+    r->recording = 1;
+    r->broken = 0;
+    r->ready = 0;
+    r->n_ops = 0;
+    return 1;
+}
+static int r_graph_end(cv_backend *b) {
+    rec_backend *r = rb(b);
+    r->fail_end = getenv("CV_TEST_FAIL_END") != NULL;
+    r->ends++;
+    r->recording = 0;
+    r->ready = !r->broken && !r->fail_end;
+    if (!r->ready) r->n_ops = 0; /* nothing kept, nothing ran */
+    r->recorded = r->n_ops;
+    return r->ready;
+}
+static int r_graph_launch(cv_backend *b) {
+    rec_backend *r = rb(b);
+    if (!r->ready) return 0;
+    r->launches++;
+    cv_backend *in = r->inner;
+    for (int j = 0; j < r->n_ops; j++) {
+        rec_op *o = &r->ops[j];
+        switch (o->k) {
+        case R_RESET:
+            in->stats_reset(in, o->p[0], &o->lay);
+            break;
+        case R_EMB:
+            in->embedding(in, o->p[0], o->c[0], o->i[0], &o->w, o->has_w2 ? &o->w2 : NULL, o->i[1],
+                          o->c[1], o->f);
+            break;
+        case R_MM:
+            in->matmul(in, o->p[0], o->c[0], &o->w, o->c[1], o->i[0]);
+            break;
+        case R_LN:
+            in->layernorm(in, o->p[0], o->c[0], o->c[1], o->c[2], o->i[0], o->i[1], o->f, o->p[1]);
+            break;
+        case R_RMS:
+            in->rmsnorm(in, o->p[0], o->c[0], o->c[1], o->i[0], o->i[1], o->f, o->p[1]);
+            break;
+        case R_RES:
+            in->residual_add(in, o->p[0], o->c[0], o->i[0], o->i[1], o->p[1]);
+            break;
+        case R_GELU:
+            in->gelu_tanh(in, o->p[0], o->n);
+            break;
+        case R_SILU:
+            in->silu_mul(in, o->p[0], o->c[0], o->n);
+            break;
+        case R_ROPE:
+            in->rope(in, o->p[0], o->i[0], o->i[1], o->i[2], o->i[3], o->c[0], o->i[4], o->c[1]);
+            break;
+        case R_KV:
+            in->kv_store(in, o->p[0], (cv_dtype)o->n, o->c[0], o->i[0], o->i[1], o->i[2], o->i[3],
+                         o->i[4], o->c[1]);
+            break;
+        case R_ATT:
+            in->attention(in, &o->a);
+            break;
+        case R_LOGITS:
+            in->logits_stats(in, o->p[0], o->c[0], o->i[0], o->i[1]);
+            break;
+        case R_COS:
+            in->row_cos(in, o->p[0], o->c[0], o->c[1], o->i[0], o->i[1]);
+            break;
+        case R_COPY:
+            in->copy(in, o->p[0], o->c[0], o->n);
+            break;
+        case R_PICK:
+            in->pick_greedy(in, o->c[0], o->i[0], o->p[0], o->p[1]);
+            break;
+        }
+    }
+    return 1;
+}
+static void r_graph_reset(cv_backend *b) {
+    rb(b)->ready = 0;
+    rb(b)->n_ops = 0;
+}
+
+static void rec_wrap(rec_backend *r, cv_backend *inner) {
+    memset(r, 0, sizeof *r);
+    r->b = *inner;
+    r->inner = inner;
+    r->ops = calloc(MAX_REC, sizeof *r->ops);
+    ck_assert_ptr_nonnull(r->ops);
+    cv_backend *b = &r->b;
+    b->stats_reset = r_stats_reset, b->embedding = r_embedding, b->matmul = r_matmul;
+    b->layernorm = r_layernorm, b->rmsnorm = r_rmsnorm, b->residual_add = r_residual_add;
+    b->gelu_tanh = r_gelu_tanh, b->silu_mul = r_silu_mul, b->rope = r_rope;
+    b->kv_store = r_kv_store, b->attention = r_attention, b->logits_stats = r_logits_stats;
+    b->row_cos = r_row_cos, b->copy = r_copy, b->pick_greedy = r_pick_greedy;
+    b->upload = r_upload, b->download = r_download, b->argmax = r_argmax, b->status = r_status;
+    b->graph_begin = r_graph_begin, b->graph_end = r_graph_end;
+    b->graph_launch = r_graph_launch, b->graph_reset = r_graph_reset;
+}
+
 typedef struct {
     int32_t *ids;
     size_t n, P;
     cJSON *timeline, *generated;
 } run_out;
 
-/* Greedy run of G tokens on the CPU through the spy; on_device sets CV_STEP_ON_DEVICE. */
-static void gen(const char *model, int G, int instrumented, int health, int on_device,
-                spy_backend *spy, run_out *out) {
+/* Greedy run of G tokens on the CPU through the spy (or, with rec, the recording backend);
+ * on_device sets CV_STEP_ON_DEVICE. */
+static void gen_with(const char *model, int G, int instrumented, int health, int on_device,
+                     spy_backend *spy, rec_backend *rec, run_out *out) {
     setenv("CV_STEP_ON_DEVICE", on_device ? "1" : "0", 1);
     cv_config c;
     cv_session *s;
@@ -73,13 +346,19 @@ static void gen(const char *model, int G, int instrumented, int health, int on_d
     ck_assert_int_eq(cv_config_validate(&c, &e), CV_OK);
     c.threads = 1;
     ck_assert_msg(cv_session_open(&c, &s, NULL, &e) == CV_OK, "%s", e.msg);
-    cv_backend *cpu = s->be;
-    memset(spy, 0, sizeof *spy);
-    spy->b = *cpu;
-    spy->b.pick_greedy = spy_pick_greedy;
-    spy->inner = cpu;
-    s->be = &spy->b;
-    s->m->be = &spy->b; /* the forward's ops go through the same table */
+    cv_backend *cpu = s->be, *use;
+    if (rec) {
+        rec_wrap(rec, cpu);
+        use = &rec->b;
+    } else {
+        memset(spy, 0, sizeof *spy);
+        spy->b = *cpu;
+        spy->b.pick_greedy = spy_pick_greedy;
+        spy->inner = cpu;
+        use = &spy->b;
+    }
+    s->be = use;
+    s->m->be = use; /* the forward's ops go through the same table */
     const char *prompt = "The quick brown fox";
     int32_t *pids = NULL;
     ck_assert_int_eq(cv_session_tokenize(s, prompt, &pids, &out->P, &e), CV_OK);
@@ -111,6 +390,11 @@ static void gen(const char *model, int G, int instrumented, int health, int on_d
     cv_session_close(s);
     cv_config_free(&c);
     unsetenv("CV_STEP_ON_DEVICE");
+}
+
+static void gen(const char *model, int G, int instrumented, int health, int on_device,
+                spy_backend *spy, run_out *out) {
+    gen_with(model, G, instrumented, health, on_device, spy, NULL, out);
 }
 
 static void free_out(run_out *o) {
@@ -148,6 +432,67 @@ static void same_as_host(const char *model, int instrumented, int health) {
     free_out(&da);
     free_out(&ho);
 }
+
+/* The recorded decode step replayed (graph semantics on the CPU) gives the plain loop's tokens
+ * and timeline: decode step 1 runs plainly, step 2 is recorded (nothing runs) then launched,
+ * every later step is a replay; with a failing graph_end the loop issues the step again plainly
+ * and never tries again. */
+static void graph_same_as_plain(const char *model, int instrumented, int health) {
+    const int G = 12;
+    spy_backend sp;
+    run_out plain, gr, fb;
+    gen(model, G, instrumented, health, 1, &sp, &plain);
+    ck_assert_int_eq((int)plain.n, G); /* the fixtures do not stop early on this prompt */
+    rec_backend r;
+    gen_with(model, G, instrumented, health, 1, NULL, &r, &gr);
+    ck_assert_int_eq(r.begins, 1);
+    ck_assert_int_eq(r.ends, 1);
+    ck_assert_int_eq(r.broken, 0);
+    ck_assert_int_gt(r.recorded, 10);
+    ck_assert_int_eq(r.launches, G - 2); /* step 2 (recorded, then launched) and every later one */
+    ck_assert_int_eq((int)gr.n, (int)plain.n);
+    for (size_t i = 0; i < gr.n; i++) ck_assert_int_eq(gr.ids[i], plain.ids[i]);
+    if (instrumented) {
+        ck_assert_msg(cJSON_Compare(gr.timeline, plain.timeline, 1), "%s: replayed timeline",
+                      model);
+        ck_assert(cJSON_Compare(gr.generated, plain.generated, 1));
+    }
+    free(r.ops);
+    /* a recording that fails: the step is issued again plainly, no further attempt */
+    memset(&r, 0, sizeof r);
+    setenv("CV_TEST_FAIL_END", "1", 1);
+    gen_with(model, G, instrumented, health, 1, NULL, &r, &fb);
+    unsetenv("CV_TEST_FAIL_END");
+    ck_assert_int_eq(r.begins, 1);
+    ck_assert_int_eq(r.launches, 0);
+    for (size_t i = 0; i < fb.n; i++) ck_assert_int_eq(fb.ids[i], plain.ids[i]);
+    ck_assert_int_eq((int)fb.n, (int)plain.n);
+    if (instrumented) ck_assert(cJSON_Compare(fb.timeline, plain.timeline, 1));
+    free(r.ops);
+    /* CV_CUDA_GRAPH=0: the loop does not record */
+    memset(&r, 0, sizeof r);
+    setenv("CV_CUDA_GRAPH", "0", 1);
+    run_out off;
+    gen_with(model, G, instrumented, health, 1, NULL, &r, &off);
+    unsetenv("CV_CUDA_GRAPH");
+    ck_assert_int_eq(r.begins, 0);
+    for (size_t i = 0; i < off.n; i++) ck_assert_int_eq(off.ids[i], plain.ids[i]);
+    free(r.ops);
+    free_out(&plain), free_out(&gr), free_out(&fb), free_out(&off);
+}
+
+START_TEST(test_gpt2_graph_replay_same_trace) {
+    graph_same_as_plain("tests/fixtures/gpt2-tiny", 1, 1);
+    graph_same_as_plain("tests/fixtures/gpt2-tiny", 0, 0);
+}
+END_TEST
+
+START_TEST(test_llama_graph_replay_same_trace) {
+    graph_same_as_plain("tests/fixtures/llama-tiny", 1, 1);
+    graph_same_as_plain("tests/fixtures/llama-tiny", 1, 0);
+    graph_same_as_plain("tests/fixtures/llama-tiny", 0, 0);
+}
+END_TEST
 
 START_TEST(test_gpt2_device_token_same_trace) {
     same_as_host("tests/fixtures/gpt2-tiny", 1, 1);
@@ -214,6 +559,8 @@ int main(void) {
     tcase_add_test(tc, test_llama_device_token_same_trace);
     tcase_add_test(tc, test_t5_keeps_host_token);
     tcase_add_test(tc, test_forward_device_token_needs_step);
+    tcase_add_test(tc, test_gpt2_graph_replay_same_trace);
+    tcase_add_test(tc, test_llama_graph_replay_same_trace);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

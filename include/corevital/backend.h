@@ -180,6 +180,24 @@ struct cv_backend {
      * step needs no upload. */
     void (*stats_reset)(cv_backend *b, double *arena, const cv_stats_layout *lay);
 
+    /* Optional step graphs (CUDA graphs; NULL on the CPU, where there is no launch cost to save).
+     * graph_begin starts recording the ops that follow instead of running them; it returns 1
+     * when recording started, 0 when not (graphs disabled: CV_CUDA_GRAPH=0, or given up after a
+     * failure; the ops then simply run). graph_end stops recording: 1 = the graph is ready and
+     * NONE of the recorded ops has run yet (graph_launch runs them); 0 = nothing was kept and
+     * nothing ran (the recording failed: an op could not be recorded, or instantiation failed;
+     * logged once), so the caller issues the same ops again plainly. graph_launch replays the
+     * ready graph and returns 1, or 0 when there is none (never made, or dropped because memory
+     * it uses was freed or the scratch grew): the caller then issues the ops plainly. Every
+     * argument and pointer is fixed at recording: only what the ops read from backend memory
+     * changes between replays (the step words of CV_SP_*, the arena, the caches). Between
+     * graph_begin and graph_end only ops may be called: no alloc, upload, download, sync,
+     * argmax or status. graph_reset drops the graph. */
+    int (*graph_begin)(cv_backend *b);
+    int (*graph_end)(cv_backend *b);
+    int (*graph_launch)(cv_backend *b);
+    void (*graph_reset)(cv_backend *b);
+
     /* Errors. Ops return nothing and may run asynchronously, so a backend that can fail (CUDA:
      * a device fault, a failed launch or allocation) keeps the first failure, sticky, and stops
      * doing work; status() returns CV_OK or that failure with its message ("cuda: attention:
@@ -202,8 +220,11 @@ int cv_cuda_set_variant(cv_backend *b, const char *op, int v);
 void *cv_cuda_stream(cv_backend *b);
 /* CUDA only, for debugging and tests: what = "sync" (v = 1: wait for the stream after every op,
  * so an asynchronous fault is blamed on the op that raised it; also CV_CUDA_SYNC=1) or
- * "fail_scratch" (v = 1: the next growth of the device scratch fails as if out of memory).
- * Returns 0, or -1 when unknown or not CUDA. */
+ * "fail_scratch" (v = 1: the next growth of the device scratch fails as if out of memory),
+ * "graph" (v = 0: no step graphs, as CV_CUDA_GRAPH=0; 1: allowed again) or "launches" (returns
+ * the number of kernel launches enqueued so far, a replayed graph counting as one; v = 1 also
+ * resets the count).
+ * Returns 0 (or the count for "launches"), or -1 when unknown or not CUDA. */
 int cv_cuda_debug(cv_backend *b, const char *what, int v);
 
 /* The arguments at the step's position (host-readable dpos: the CPU backend, the naive twin):

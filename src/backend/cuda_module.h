@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 /* Bumped whenever this table or cv_backend changes shape; a module of another build is refused. */
-#define CV_CUDA_MODULE_ABI   1
+#define CV_CUDA_MODULE_ABI   2
 #define CV_CUDA_MODULE_ENTRY "cv_cuda_module_entry"
 #define CV_CUDA_MODULE_FILE  "libcorevital_cuda.so"
 

@@ -292,6 +292,36 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
 
 /* ---- the loop ----------------------------------------------------------------------------- */
 
+/* The ops of one step, in order: the arena reset (on the backend when it can), the forward pass,
+ * the health ops on its output, and in the device-step loop (dstep) the greedy choice written
+ * to the arena's step slots and the step words. In the device-step loop every decode step is
+ * this same sequence with the same arguments, which is what lets it be recorded once as a
+ * graph and replayed (backend.h graph_*). */
+static cv_status issue_step(cv_session *s, cv_gen_health *gh, int i, const int32_t *in, int T,
+                            int pos, double *dev, double *host, const cv_stats_layout *ly,
+                            const int32_t *prompt, int32_t *dstep, float **logits, cv_error *err) {
+    cv_backend *be = s->be;
+    cv_model *m = s->m;
+    if (dev && be->stats_reset) { /* reset where the arena lives: no upload */
+        be->stats_reset(be, dev, ly);
+    } else if (dev) {
+        cv_stats_arena_reset(host, ly);
+        be->upload(be, dev, host, ly->total * sizeof(double));
+    }
+    cv_status st = m->ops->forward(m, in, T, pos, dev, ly, NULL, 0, logits, err);
+    if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, err);
+    if (st == CV_OK && dstep)
+        be->pick_greedy(be, *logits, m->cfg.vocab_size, dev ? cv_stats_step(dev, ly) : NULL, dstep);
+    return st;
+}
+
+/* CV_CUDA_GRAPH=0 turns the step graphs off (the backend reads it too; checked here so that the
+ * loop does not even try). */
+static int graphs_enabled(void) {
+    const char *v = getenv("CV_CUDA_GRAPH");
+    return !(v && strcmp(v, "0") == 0);
+}
+
 /* The report's generated part from the n tokens kept: the timeline cut to them (the loop stopped
  * early, or failed after them), the ids, the text and the summary counts. */
 static cv_status finish_report(cv_session *s, cv_report *rep, int instrumented, const int32_t *gen,
@@ -413,6 +443,17 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         m->step = dstep;
     }
 
+    /* Graphs (backend.h graph_*: CUDA graphs; the CPU has none): in the device-step loop every
+     * decode step is the same launches with the same arguments, so decode step 2 (i == 2) is
+     * recorded once and every later step replays it, one launch instead of ~12 per layer. Step 1
+     * runs plainly first, so the scratch has grown to the step's needs before the recording
+     * (nothing may allocate inside it). A failed recording is logged once by the backend and the
+     * loop keeps plain launches (graph_state -1). */
+    const int try_graph =
+        dstep && be->graph_begin && be->graph_end && be->graph_launch && graphs_enabled();
+    int graph_state = 0; /* 0: not recorded yet, 1: ready, -1: plain launches for good */
+    float *logits = NULL;
+
     int pos = 0, loop_open = 0;
     int32_t cur = seq2seq ? c->decoder_start_token_id : 0;
     for (int i = 0; i < G; i++) {
@@ -423,18 +464,25 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
         if (i == 0 ? seq2seq : i == 1 && !seq2seq) loop_open = 1;
         const cv_stats_layout *ly = i == 0 && !seq2seq ? &lay0 : &lay;
         size_t ybytes = ly->total * sizeof(double);
-        if (dev && be->stats_reset) { /* reset where the arena lives: no upload */
-            be->stats_reset(be, dev, ly);
-        } else if (dev) {
-            cv_stats_arena_reset(host, ly);
-            be->upload(be, dev, host, ybytes);
-        }
-        float *logits;
         const int32_t *in = seq2seq ? &cur : i == 0 ? prompt : dstep ? NULL : &cur;
         int T = seq2seq ? 1 : (i == 0 ? (int)P : 1);
-        st = m->ops->forward(m, in, T, pos, dev, ly, NULL, 0, &logits, err);
-        if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, err);
-        if (st != CV_OK) goto done;
+        int issued = 0;
+        if (try_graph && graph_state == 1 && !(issued = be->graph_launch(be)))
+            graph_state = 0; /* dropped by the backend (memory it used was freed): record again */
+        if (!issued && try_graph && i >= 2 && graph_state == 0) {
+            if (be->graph_begin(be)) { /* record the step; nothing runs until graph_launch */
+                st = issue_step(s, gh, i, in, T, pos, dev, host, ly, prompt, dstep, &logits, err);
+                graph_state = be->graph_end(be) ? 1 : -1;
+                if (st != CV_OK) goto done;
+                issued = graph_state == 1 && be->graph_launch(be);
+            } else {
+                graph_state = -1;
+            }
+        }
+        if (!issued) { /* plain launches (and the fallback of a failed recording) */
+            st = issue_step(s, gh, i, in, T, pos, dev, host, ly, prompt, dstep, &logits, err);
+            if (st != CV_OK) goto done;
+        }
         pos += T;
         int32_t next = 0;
         float next_logit = 0.0f;
@@ -445,10 +493,11 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             be->download(be, row, logits, sizeof(float) * (size_t)V);
             next = cv_sampler_next(&sampler, row);
             next_logit = row[next];
+        } else if (dstep && picked) {
+            /* issue_step picked it: it comes back with the arena */
         } else if (picked) {
-            be->pick_greedy(be, logits, V, cv_stats_step(dev, ly), dstep);
+            be->pick_greedy(be, logits, V, cv_stats_step(dev, ly), NULL);
         } else if (dstep) { /* no statistics: the token alone comes back */
-            be->pick_greedy(be, logits, V, NULL, dstep);
             be->download(be, &next, dstep + CV_SP_TOKEN, sizeof next);
             if (gh && next >= 0 && next < V)
                 be->download(be, &next_logit, logits + next, sizeof(float));
@@ -543,6 +592,7 @@ done:
     }
     cv_gen_health_close(gh);
     cv_sampler_free(&sampler);
+    if (be->graph_reset) be->graph_reset(be); /* before freeing what it points into */
     free(host);
     if (dev) be->free(be, dev);
     if (dstep) {
