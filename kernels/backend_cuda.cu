@@ -370,6 +370,13 @@ static void op_silu_mul(cv_backend *b, float *gate, const float *up, size_t n) {
     cv_cuda_silu_mul(b, gate, up, n);
     cu_leave(c);
 }
+static void op_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
+                            const cv_weight *wg, const cv_weight *wu, int T) {
+    cv_cuda_ctx *c = cu_enter(b, "gate_up_silu");
+    if (!c) return;
+    cv_cuda_gate_up_silu(b, gate, up, x, wg, wu, T);
+    cu_leave(c);
+}
 static void op_gelu_mul(cv_backend *b, float *gate, const float *up, size_t n) {
     cv_cuda_ctx *c = cu_enter(b, "gelu_mul");
     if (!c) return;
@@ -639,6 +646,7 @@ static cv_backend *cu_create(int device, cv_error *err) {
     b->gelu_tanh = op_gelu_tanh;
     b->relu = op_relu;
     b->silu_mul = op_silu_mul;
+    b->gate_up_silu = op_gate_up_silu;
     b->gelu_mul = op_gelu_mul;
     b->rope = op_rope;
     b->kv_store = op_kv_store;

@@ -181,6 +181,8 @@ __device__ __forceinline__ float cv_rank_value(unsigned long long key) {
 /* matmul.cu */
 void cv_cuda_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,
                     const float *bias, int T);
+void cv_cuda_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
+                          const cv_weight *wg, const cv_weight *wu, int T);
 /* norms.cu */
 void cv_cuda_layernorm(cv_backend *b, float *out, const float *x, const float *w, const float *bias,
                        int T, int C, float eps, double *hstats);

@@ -99,6 +99,49 @@ __global__ void mm_rows_kernel(float *__restrict__ out, const float *__restrict_
     }
 }
 
+/* The gated MLP's first half at T = 1 (gate_up_silu): one warp per output row n computes the
+ * gate and up dot products with mm_rows_kernel's loop (per lane the same accumulation order, the
+ * same warp reduction, the same "+ 0" of a missing bias), then silu(g) * u with act_kernel's
+ * formula: one launch for what the unfused route does in three. */
+__device__ __forceinline__ float mm_silu1(float v) {
+    return v / (1.0f + expf(-v));
+}
+
+template <typename WT>
+__global__ void mm_gate_up_silu_kernel(float *__restrict__ out, const float *__restrict__ x,
+                                       const WT *__restrict__ Wg, const WT *__restrict__ Wu, int N,
+                                       int K, int vec) {
+    const int n = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (n >= N) return; /* warp-uniform */
+    const WT *gr = Wg + (size_t)n * K, *ur = Wu + (size_t)n * K;
+    constexpr int E = cv_vec16<WT>::E;
+    float ag = 0.0f, au = 0.0f;
+    if (vec) {
+        for (int k = lane * E; k < K; k += 32 * E) {
+            float gv[E], uv[E];
+            cv_vec16<WT>::load(gr + k, gv);
+            cv_vec16<WT>::load(ur + k, uv);
+            const float4 *xp = reinterpret_cast<const float4 *>(x + k);
+#pragma unroll
+            for (int j = 0; j < E / 4; j++) {
+                float4 xv = xp[j];
+                ag += xv.x * gv[4 * j] + xv.y * gv[4 * j + 1] + xv.z * gv[4 * j + 2] +
+                      xv.w * gv[4 * j + 3];
+                au += xv.x * uv[4 * j] + xv.y * uv[4 * j + 1] + xv.z * uv[4 * j + 2] +
+                      xv.w * uv[4 * j + 3];
+            }
+        }
+    } else {
+        for (int k = lane; k < K; k += 32) {
+            ag += x[k] * cv_to_f32<WT>(gr[k]);
+            au += x[k] * cv_to_f32<WT>(ur[k]);
+        }
+    }
+    const float g = cv_warp_sum_f(ag) + 0.0f, u = cv_warp_sum_f(au) + 0.0f;
+    if (lane == 0) out[n] = mm_silu1(g) * u;
+}
+
 __global__ void bias_add_kernel(float *out, const float *bias, size_t T, int N) {
     size_t total = T * (size_t)N;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
@@ -272,6 +315,38 @@ static void quant_matmul(cv_cuda_ctx *c, float *out, const float *x, const cv_we
         return;
     }
     add_bias(c, out, bias, T, N);
+}
+
+template <typename WT>
+static void launch_gate_up(cv_cuda_ctx *c, float *out, const float *x, const cv_weight *wg,
+                           const cv_weight *wu) {
+    const int N = (int)wg->rows, K = (int)wg->cols;
+    constexpr int E = cv_vec16<WT>::E;
+    int vec = K % E == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)wg->data & 15) == 0 &&
+              ((uintptr_t)wu->data & 15) == 0;
+    const unsigned threads = 256, rows_per_block = threads / 32;
+    unsigned blocks = (unsigned)((N + rows_per_block - 1) / rows_per_block);
+    mm_gate_up_silu_kernel<WT><<<blocks, threads, 0, c->stream>>>(
+        out, x, static_cast<const WT *>(wg->data), static_cast<const WT *>(wu->data), N, K, vec);
+    CV_CUDA_LAUNCHED(c, "gate_up_silu kernel");
+}
+
+/* gate_up_silu (CPU twin cpu_gate_up_silu: matmul, matmul, silu_mul): fused for a dense decode
+ * row on the hand-written kernel's route; every other case (quantized weights, T > 1, the
+ * cuBLAS variant, mismatched shapes or dtypes) is the three ops. */
+void cv_cuda_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
+                          const cv_weight *wg, const cv_weight *wu, int T) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (T <= 0 || wg->rows <= 0) return;
+    const int fuse = T == 1 && wg->format == CV_WFMT_DENSE && wu->format == CV_WFMT_DENSE &&
+                     wg->dtype == wu->dtype && wg->rows == wu->rows && wg->cols == wu->cols &&
+                     c->mm_variant != CV_MM_CUBLAS;
+    if (fuse && wg->dtype == CV_DT_F32) return launch_gate_up<float>(c, gate, x, wg, wu);
+    if (fuse && wg->dtype == CV_DT_F16) return launch_gate_up<__half>(c, gate, x, wg, wu);
+    if (fuse && wg->dtype == CV_DT_BF16) return launch_gate_up<__nv_bfloat16>(c, gate, x, wg, wu);
+    cv_cuda_matmul(b, gate, x, wg, NULL, T);
+    cv_cuda_matmul(b, up, x, wu, NULL, T);
+    cv_cuda_silu_mul(b, gate, up, (size_t)T * (size_t)wg->rows);
 }
 
 void cv_cuda_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w,

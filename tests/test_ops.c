@@ -496,6 +496,20 @@ START_TEST(test_device_position_ops) {
         ck_assert(tu_check_close("attention at the step", o3, o1, (size_t)H * hd, 1e-5));
         free(kc), free(vc);
     }
+    /* gate_up_silu is exactly its three ops */
+    {
+        enum { N = 10, K = 24, T = 3 };
+        float wg[N * K], wu[N * K], x[T * K], g1[T * N], u1[T * N], g2[T * N], u2[T * N];
+        for (int i = 0; i < N * K; i++) wg[i] = frand(&seed), wu[i] = frand(&seed);
+        for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+        cv_weight a = {.data = wg, .dtype = CV_DT_F32, .rows = N, .cols = K};
+        cv_weight u = {.data = wu, .dtype = CV_DT_F32, .rows = N, .cols = K};
+        be->matmul(be, g1, x, &a, NULL, T);
+        be->matmul(be, u1, x, &u, NULL, T);
+        be->silu_mul(be, g1, u1, (size_t)T * N);
+        be->gate_up_silu(be, g2, u2, x, &a, &u, T);
+        ck_assert_int_eq(memcmp(g1, g2, sizeof g1), 0);
+    }
     /* pick_greedy moves the step words on: the token chosen, one position later */
     float logits[V];
     for (int i = 0; i < V; i++) logits[i] = (float)(i % 5);

@@ -74,7 +74,8 @@ enum {
     R_LOGITS,
     R_COS,
     R_COPY,
-    R_PICK
+    R_PICK,
+    R_GUS
 };
 
 typedef struct {
@@ -203,6 +204,12 @@ static void r_pick_greedy(cv_backend *b, const float *l, int V, double *slot, in
     rec_op *o = push(b, R_PICK);
     o->c[0] = l, o->i[0] = V, o->p[0] = slot, o->p[1] = step;
 }
+static void r_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
+                           const cv_weight *wg, const cv_weight *wu, int T) {
+    if (!rb(b)->recording) return rb(b)->inner->gate_up_silu(rb(b)->inner, gate, up, x, wg, wu, T);
+    rec_op *o = push(b, R_GUS);
+    o->p[0] = gate, o->p[1] = up, o->c[0] = x, o->w = *wg, o->w2 = *wu, o->i[0] = T;
+}
 /* not recordable: a recording that meets one of these is broken (graph_end answers 0) */
 static void r_upload(cv_backend *b, void *d, const void *s, size_t n) {
     if (rb(b)->recording) rb(b)->broken = 1;
@@ -295,6 +302,9 @@ static int r_graph_launch(cv_backend *b) {
         case R_PICK:
             in->pick_greedy(in, o->c[0], o->i[0], o->p[0], o->p[1]);
             break;
+        case R_GUS:
+            in->gate_up_silu(in, o->p[0], o->p[1], o->c[0], &o->w, &o->w2, o->i[0]);
+            break;
         }
     }
     return 1;
@@ -316,6 +326,7 @@ static void rec_wrap(rec_backend *r, cv_backend *inner) {
     b->gelu_tanh = r_gelu_tanh, b->silu_mul = r_silu_mul, b->rope = r_rope;
     b->kv_store = r_kv_store, b->attention = r_attention, b->logits_stats = r_logits_stats;
     b->row_cos = r_row_cos, b->copy = r_copy, b->pick_greedy = r_pick_greedy;
+    b->gate_up_silu = r_gate_up_silu;
     b->upload = r_upload, b->download = r_download, b->argmax = r_argmax, b->status = r_status;
     b->graph_begin = r_graph_begin, b->graph_end = r_graph_end;
     b->graph_launch = r_graph_launch, b->graph_reset = r_graph_reset;

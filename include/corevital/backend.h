@@ -139,6 +139,12 @@ struct cv_backend {
     void (*relu)(cv_backend *b, float *x, size_t n);
     /* gate (T, N) = act(gate) * up, act = silu or gelu_tanh; strides in floats */
     void (*silu_mul)(cv_backend *b, float *gate, const float *up, size_t n);
+    /* The gated MLP's first half in one op: gate (T, N) = silu(x . Wg^T) * (x . Wu^T), x (T, K),
+     * Wg and Wu (N, K); up (T, N) is scratch the op may overwrite. Exactly matmul(gate, Wg),
+     * matmul(up, Wu), silu_mul(gate, up) (the CPU runs those; CUDA fuses dense T = 1 into one
+     * launch with the same per-row arithmetic). */
+    void (*gate_up_silu)(cv_backend *b, float *gate, float *up, const float *x, const cv_weight *wg,
+                         const cv_weight *wu, int T);
     void (*gelu_mul)(cv_backend *b, float *gate, const float *up, size_t n);
     /* Rotate-half RoPE in place on x (T, stride), heads n_heads of head_dim at h*head_dim, for
      * positions p0..p0+T-1 (p0 = dpos[0] in backend memory when dpos, else pos0); inv_freq

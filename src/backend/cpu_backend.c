@@ -259,6 +259,14 @@ static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, in
     }
 }
 
+/* the twin of CUDA's fused launch: the three ops it stands for */
+static void cpu_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
+                             const cv_weight *wg, const cv_weight *wu, int T) {
+    cv_cpu_matmul(b, gate, x, wg, NULL, T);
+    cv_cpu_matmul(b, up, x, wu, NULL, T);
+    cpu_silu_mul(b, gate, up, (size_t)T * (size_t)wg->rows);
+}
+
 /* T5's bucketing of (key - query) distances, in fp32 like transformers' _relative_position_bucket.
  */
 int cv_t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
@@ -461,6 +469,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->silu_mul = cpu_silu_mul;
     b->gelu_mul = cpu_gelu_mul;
     b->rope = cpu_rope;
+    b->gate_up_silu = cpu_gate_up_silu;
     b->t5_position_bias = cpu_t5_position_bias;
     b->attention = cv_cpu_attention;
     b->logits_stats = cpu_logits_stats;

@@ -174,7 +174,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
     llama *g = m->impl;
     cv_backend *be = m->be;
     const cv_model_config *c = &m->cfg;
-    const int C = c->hidden_size, F = c->intermediate_size, H = c->num_heads, KVH = c->num_kv_heads;
+    const int C = c->hidden_size, H = c->num_heads, KVH = c->num_kv_heads;
     const int hd = g->hd, NL = c->num_layers, V = c->vocab_size, n_keys = pos0 + T;
     const float eps = (float)c->norm_eps;
     if (T > m->max_T || n_keys > m->n_ctx || (all_logits && T > m->logit_rows))
@@ -243,9 +243,7 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         be->matmul(be, g->o, g->att, &L->wo, L->bo, T);
         be->residual_add(be, g->x, g->o, T, C, NULL);
         be->rmsnorm(be, g->n, g->x, L->post_norm, T, C, eps, NULL);
-        be->matmul(be, g->gate, g->n, &L->wg, NULL, T); /* (T, F) */
-        be->matmul(be, g->up, g->n, &L->wu, NULL, T);
-        be->silu_mul(be, g->gate, g->up, (size_t)T * F);
+        be->gate_up_silu(be, g->gate, g->up, g->n, &L->wg, &L->wu, T); /* (T, F) */
         be->matmul(be, g->o, g->gate, &L->wd, NULL, T);
         be->residual_add(be, g->x, g->o, T, C, l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
         if (l < NL - 1) cv_model_ltrans_add(m, stats, lay, l, g->x, T);

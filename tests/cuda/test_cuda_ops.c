@@ -103,6 +103,56 @@ START_TEST(test_matmul_cublas_all_dtypes) {
 }
 END_TEST
 
+/* gate_up_silu: the fused decode launch (T = 1, dense) and the three-op route (T = 3) against
+ * the CPU twin (matmul, matmul, silu_mul), every dtype, vector and scalar paths (K = 67), and the
+ * fused launch against the CUDA backend's own three ops: the same per-row arithmetic, so the
+ * same bits are expected (a difference is reported with its size). Tolerance against the CPU:
+ * 1e-5 K (outputs silu(g) u are products of two K-term dot products of values in [-1, 1]). */
+START_TEST(test_gate_up_silu) {
+    const int Ts[] = {1, 3};
+    const int NK[][2] = {{64, 64}, {67, 67}, {688, 256}};
+    const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16, CV_DT_F16};
+    unsigned seed = 17;
+    for (size_t di = 0; di < 3; di++)
+        for (size_t a = 0; a < 2; a++)
+            for (size_t b = 0; b < sizeof NK / sizeof NK[0]; b++) {
+                int T = Ts[a], N = NK[b][0], K = NK[b][1];
+                void *hg = make_weight_host(dts[di], N, K, &seed),
+                     *hu = make_weight_host(dts[di], N, K, &seed);
+                float *x = rand_vec((size_t)T * K, &seed, 1.0f);
+                cv_weight cg, cu, gg, gu;
+                cv_error err = {0};
+                ck_assert_int_eq(H->weight_upload(H, &cg, hg, dts[di], N, K, &err), CV_OK);
+                ck_assert_int_eq(H->weight_upload(H, &cu, hu, dts[di], N, K, &err), CV_OK);
+                ck_assert_int_eq(G->weight_upload(G, &gg, hg, dts[di], N, K, &err), CV_OK);
+                ck_assert_int_eq(G->weight_upload(G, &gu, hu, dts[di], N, K, &err), CV_OK);
+                size_t n = (size_t)T * N;
+                float *want = malloc(sizeof(float) * n), *ws = malloc(sizeof(float) * n);
+                H->gate_up_silu(H, want, ws, x, &cg, &cu, T);
+                float *dx = dev_copy(x, sizeof(float) * T * K);
+                float *d1 = G->alloc(G, sizeof(float) * n), *d2 = G->alloc(G, sizeof(float) * n);
+                float *d3 = G->alloc(G, sizeof(float) * n), *d4 = G->alloc(G, sizeof(float) * n);
+                G->gate_up_silu(G, d1, d2, dx, &gg, &gu, T);
+                G->matmul(G, d3, dx, &gg, NULL, T);
+                G->matmul(G, d4, dx, &gu, NULL, T);
+                G->silu_mul(G, d3, d4, n);
+                float *got = host_copy(d1, sizeof(float) * n),
+                      *ref = host_copy(d3, sizeof(float) * n);
+                char what[128];
+                snprintf(what, sizeof what, "gate_up_silu %s T=%d N=%d K=%d",
+                         cv_dtype_name(dts[di]), T, N, K);
+                ck_assert_msg(tu_check_close(what, got, want, n, 1e-5 * K + 1e-6), "%s", what);
+                tu_diff cmp = tu_compare(got, ref, n);
+                ck_assert_msg(cmp.max_abs == 0.0, "%s: fused vs unfused CUDA differ by %g", what,
+                              cmp.max_abs);
+                G->weight_free(G, &gg), G->weight_free(G, &gu);
+                H->weight_free(H, &cg), H->weight_free(H, &cu);
+                G->free(G, dx), G->free(G, d1), G->free(G, d2), G->free(G, d3), G->free(G, d4);
+                free(want), free(ws), free(got), free(ref), free(x), free(hg), free(hu);
+            }
+}
+END_TEST
+
 /* INT8 / NF4 weights (weight_upload_quant through cv_weight_quantize on both backends): the
  * dequant-GEMV for T <= 64, dequantize + SGEMM above; K = 100 leaves the vector paths and makes
  * NF4 blocks span rows. */
@@ -852,6 +902,7 @@ int main(void) {
     tcase_add_test(tc, test_matmul_kernel_all_dtypes);
     tcase_add_test(tc, test_matmul_cublas_all_dtypes);
     tcase_add_test(tc, test_matmul_quantized);
+    tcase_add_test(tc, test_gate_up_silu);
     tcase_add_test(tc, test_norms_with_stats);
     tcase_add_test(tc, test_norms_without_stats);
     tcase_add_test(tc, test_activations);
