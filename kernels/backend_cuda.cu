@@ -146,7 +146,8 @@ static void cu_free(cv_backend *b, void *p) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     if (!p) return;
     cudaSetDevice(c->device);
-    graph_drop(c); /* the graph may point into p: never replay it on freed memory */
+    graph_drop(c);        /* the graph may point into p: never replay it on freed memory */
+    c->dev_tokens = NULL; /* nor trust a cached "device memory" answer for its addresses */
     cudaError_t e = cudaFree(p);
     if (e != cudaSuccess) cv_cuda_fail_call(c, "cudaFree", e);
 }
@@ -185,6 +186,27 @@ static void cu_copy(cv_backend *b, void *dst, const void *src, size_t bytes) {
     if (bytes)
         CV_CUDA_CHECK(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
     cu_leave(c);
+}
+
+/* Pinned host memory (backend.h host_alloc): the step's arena download is then one DMA. NULL
+ * when it cannot be had (the caller may fall back to malloc; generate.c reports out of memory). */
+static void *cu_host_alloc(cv_backend *b, size_t bytes) {
+    cv_cuda_ctx *c = cu_enter(b, "host_alloc");
+    if (!c) return NULL;
+    void *p = NULL;
+    if (c->capturing || cudaMallocHost(&p, bytes ? bytes : 16) != cudaSuccess) {
+        (void)cudaGetLastError(); /* out of pinned memory is an answer, not a fault */
+        p = NULL;
+    }
+    cu_leave(c);
+    return p;
+}
+static void cu_host_free(cv_backend *b, void *p) {
+    cv_cuda_ctx *c = cv_cuda_ctx_of(b);
+    if (!p) return;
+    cudaSetDevice(c->device);
+    cudaError_t e = cudaFreeHost(p);
+    if (e != cudaSuccess) cv_cuda_fail_call(c, "cudaFreeHost", e);
 }
 
 static void cu_sync(cv_backend *b) {
@@ -638,6 +660,8 @@ static cv_backend *cu_create(int device, cv_error *err) {
     b->weight_upload_quant = cu_weight_upload_quant;
     b->weight_free = cu_weight_free;
     b->sync = cu_sync;
+    b->host_alloc = cu_host_alloc;
+    b->host_free = cu_host_free;
     b->embedding = op_embedding;
     b->matmul = op_matmul;
     b->layernorm = op_layernorm;

@@ -44,9 +44,10 @@ typedef struct {
     int smem_optin; /* largest dynamic shared memory a block may opt into, bytes */
     void *scratch;  /* device scratch shared by all ops (one stream: no overlap) */
     size_t scratch_cap;
-    int32_t *tokens;   /* device staging for token ids handed in from the host */
-    size_t tokens_cap; /* in elements */
-    int32_t *pinned;   /* pinned host word for argmax's 4-byte result */
+    int32_t *tokens;           /* device staging for token ids handed in from the host */
+    const int32_t *dev_tokens; /* the last token pointer found to be device memory */
+    size_t tokens_cap;         /* in elements */
+    int32_t *pinned;           /* pinned host word for argmax's 4-byte result */
     cv_cuda_bucket_cache buckets[CV_CUDA_BUCKET_SLOTS];
     int n_buckets;
     int mm_variant;

@@ -47,10 +47,15 @@ __global__ void embedding_kernel(float *out, const int32_t *tokens, const void *
 
 /* Device pointer to T token ids: used in place when already device memory, else staged. */
 static const int32_t *device_tokens(cv_cuda_ctx *c, const int32_t *tokens, int T) {
+    /* the decode step's device token (the step words) asks at its first step only: no runtime
+     * query inside a graph capture (device and host addresses never alias under UVA) */
+    if (tokens == c->dev_tokens) return tokens;
     cudaPointerAttributes at;
     if (cudaPointerGetAttributes(&at, tokens) == cudaSuccess &&
-        (at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged))
+        (at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged)) {
+        c->dev_tokens = tokens;
         return tokens;
+    }
     (void)cudaGetLastError();
     if (c->capturing) { /* a host array would be read once, at recording: never replayed */
         cv_cuda_capture_broken(c, "embedding of host token ids");

@@ -116,6 +116,10 @@ struct cv_backend {
                                      int64_t cols, int block, cv_error *err);
     void (*weight_free)(cv_backend *b, cv_weight *w);
     void (*sync)(cv_backend *b);
+    /* Optional (NULL: malloc / free): host memory the backend downloads into fastest (CUDA:
+     * pinned, so a step's download is one DMA with no staging copy). Not zero-filled. */
+    void *(*host_alloc)(cv_backend *b, size_t bytes);
+    void (*host_free)(cv_backend *b, void *p);
 
     /* out (T, C) = wte[tokens[t]] * scale (+ wpe[p0 + t] when wpe) — embeddings dense (V, C);
      * p0 = dpos[0] (backend memory) when dpos is not NULL, else pos0. tokens may be host or

@@ -49,6 +49,20 @@ static cv_status backend_check(cv_backend *be, cv_error *err) {
     return be->status ? be->status(be, err) : CV_OK;
 }
 
+/* The host buffer the step downloads into: the backend's own kind when it has one (pinned),
+ * else (or when that fails, e.g. on a backend already failed) plain malloc; *own says which. */
+static void *host_buf(cv_backend *be, size_t bytes, int *own) {
+    void *p = be->host_alloc && be->host_free ? be->host_alloc(be, bytes) : NULL;
+    *own = p != NULL;
+    return p ? p : malloc(bytes);
+}
+static void host_buf_free(cv_backend *be, void *p, int own) {
+    if (own)
+        be->host_free(be, p);
+    else
+        free(p);
+}
+
 int cv_step_on_device_enabled(void) {
     const char *v = getenv("CV_STEP_ON_DEVICE");
     return !(v && strcmp(v, "0") == 0);
@@ -380,7 +394,9 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
     cv_gen_health_layout(gh, &lay, 0);
     cv_gen_health_layout(gh, &lay0, !seq2seq);
     size_t bytes = (lay0.total > lay.total ? lay0.total : lay.total) * sizeof(double);
-    double *host = malloc(bytes), *dev = instrumented ? be->alloc(be, bytes) : NULL;
+    int host_own = 0;
+    double *host = host_buf(be, bytes, &host_own),
+           *dev = instrumented ? be->alloc(be, bytes) : NULL;
     const char *stop = NULL;
     int64_t stop_step = -1;
     float *row = malloc(sizeof(float) * (size_t)V);
@@ -497,8 +513,9 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             /* issue_step picked it: it comes back with the arena */
         } else if (picked) {
             be->pick_greedy(be, logits, V, cv_stats_step(dev, ly), NULL);
-        } else if (dstep) { /* no statistics: the token alone comes back */
-            be->download(be, &next, dstep + CV_SP_TOKEN, sizeof next);
+        } else if (dstep) { /* no statistics: the token alone comes back (into host: pinned) */
+            be->download(be, host, dstep + CV_SP_TOKEN, sizeof next);
+            memcpy(&next, host, sizeof next);
             if (gh && next >= 0 && next < V)
                 be->download(be, &next_logit, logits + next, sizeof(float));
         } else {
@@ -593,7 +610,7 @@ done:
     cv_gen_health_close(gh);
     cv_sampler_free(&sampler);
     if (be->graph_reset) be->graph_reset(be); /* before freeing what it points into */
-    free(host);
+    host_buf_free(be, host, host_own);
     if (dev) be->free(be, dev);
     if (dstep) {
         m->step = NULL;
