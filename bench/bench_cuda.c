@@ -402,6 +402,82 @@ static int e2e_run(cv_backend *be, const char *dir, int P, int steps, int stats,
     return 0;
 }
 
+/* The generation loop's greedy step (src/model/generate.c): the token and its position stay on
+ * the device (step words, backend.h CV_SP_*), the arena is reset on the device, the choice is
+ * written beside the records, and the step ends in one download. graph = 1: decode step 2 is
+ * recorded as a CUDA graph and replayed from then on (backend.h graph_*). */
+static int e2e_run_step(cv_backend *be, const char *dir, int P, int steps, int stats, int graph,
+                        e2e_result *r) {
+    cv_error err = {0};
+    cv_model *m;
+    if (cv_model_load(dir, be, &m, &err) != CV_OK) {
+        fprintf(stderr, "bench_cuda: load %s on %s: %s\n", dir, be->name, err.msg);
+        return -1;
+    }
+    int L = cv_model_num_layers(m), C = m->cfg.hidden_size, V = cv_model_vocab(m);
+    if (m->ops->reserve(m, P, P + steps + 1, 1, &err) != CV_OK) {
+        fprintf(stderr, "bench_cuda: reserve: %s\n", err.msg);
+        cv_model_free(m);
+        return -1;
+    }
+    cv_stats_layout lay;
+    cv_stats_layout_init(&lay, L, C, 0, 10);
+    size_t bytes = lay.total * sizeof(double);
+    double *host = be->host_alloc ? be->host_alloc(be, bytes) : NULL;
+    double *dev = stats ? be->alloc(be, bytes) : NULL;
+    int32_t *step = be->alloc(be, sizeof(int32_t) * CV_SP_WORDS);
+    int32_t *prompt = malloc(sizeof(int32_t) * P);
+    if (!host || !step || (stats && !dev) || !prompt) {
+        fprintf(stderr, "bench_cuda: out of memory\n");
+        return -1;
+    }
+    for (int i = 0; i < P; i++) prompt[i] = (i * 7919 + 13) % V;
+    int32_t init[CV_SP_WORDS] = {prompt[P - 1], P - 1, 0, 0}, tok = 0;
+    be->upload(be, step, init, sizeof init);
+    m->step = step;
+    float *logits;
+    double t0 = bench_now_ms();
+    if (dev) be->stats_reset(be, dev, &lay);
+    m->ops->forward(m, prompt, P, 0, dev, &lay, NULL, 0, &logits, &err);
+    be->pick_greedy(be, logits, V, dev ? cv_stats_step(dev, &lay) : NULL, step);
+    be->download(be, host, dev ? (const void *)dev : (const void *)step, dev ? bytes : 4);
+    r->prefill_ms = bench_now_ms() - t0;
+    r->n = 0;
+    int ready = 0, tried = 0;
+    t0 = bench_now_ms();
+    for (int i = 0; i < steps; i++) {
+        tok = dev ? (int32_t)cv_stats_step(host, &lay)[CV_STEP_TOKEN] : *(int32_t *)host;
+        if (r->n < 64) r->tokens[r->n++] = tok;
+        int issued = ready && be->graph_launch(be);
+        int rec = !issued && graph && !tried && i >= 1 && be->graph_begin && be->graph_begin(be);
+        if (!issued) {
+            if (dev) be->stats_reset(be, dev, &lay);
+            m->ops->forward(m, NULL, 1, P + i, dev, &lay, NULL, 0, &logits, &err);
+            be->pick_greedy(be, logits, V, dev ? cv_stats_step(dev, &lay) : NULL, step);
+        }
+        if (rec) {
+            tried = 1;
+            ready = be->graph_end(be);
+            if (!(ready && be->graph_launch(be))) { /* not recorded: run it plainly */
+                if (dev) be->stats_reset(be, dev, &lay);
+                m->ops->forward(m, NULL, 1, P + i, dev, &lay, NULL, 0, &logits, &err);
+                be->pick_greedy(be, logits, V, dev ? cv_stats_step(dev, &lay) : NULL, step);
+            }
+        }
+        be->download(be, host, dev ? (const void *)dev : (const void *)step, dev ? bytes : 4);
+    }
+    r->decode_tok_s = steps / ((bench_now_ms() - t0) * 1e-3);
+    if (graph && !ready) fprintf(stderr, "bench_cuda: the decode step was not captured\n");
+    if (be->graph_reset) be->graph_reset(be);
+    m->step = NULL;
+    be->free(be, step);
+    if (dev) be->free(be, dev);
+    be->host_free(be, host);
+    free(prompt);
+    cv_model_free(m);
+    return 0;
+}
+
 static void e2e(const char *workdir) {
     const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16};
     mkdir(workdir, 0755);
@@ -443,6 +519,21 @@ static void e2e(const char *workdir) {
                "%.1f tok/s without; weight-bandwidth bound %.0f tok/s (%.0f MB/token)\n",
                small ? "tiny" : "small", d ? "bf16" : "f32", P, on.prefill_ms, on.decode_tok_s,
                off.decode_tok_s, peak_gbs * 1e9 / wbytes, wbytes / 1e6);
+        e2e_result st_on, st_off, gr_on, gr_off;
+        if (e2e_run_step(G, dir, P, steps, 1, 0, &st_on) == 0 &&
+            e2e_run_step(G, dir, P, steps, 0, 0, &st_off) == 0 &&
+            e2e_run_step(G, dir, P, steps, 1, 1, &gr_on) == 0 &&
+            e2e_run_step(G, dir, P, steps, 0, 1, &gr_off) == 0) {
+            int same = 0;
+            while (same < on.n && same < gr_on.n && on.tokens[same] == gr_on.tokens[same] &&
+                   on.tokens[same] == st_on.tokens[same])
+                same++;
+            printf("e2e gpt2-%s %-4s cuda, device step: plain launches %.1f tok/s with stats, "
+                   "%.1f without; CUDA graph %.1f tok/s with stats, %.1f without; tokens "
+                   "identical to the host-token loop for %d of %d\n",
+                   small ? "tiny" : "small", d ? "bf16" : "f32", st_on.decode_tok_s,
+                   st_off.decode_tok_s, gr_on.decode_tok_s, gr_off.decode_tok_s, same, on.n);
+        }
         if (e2e_run(H, dir, P, 16, 1, &cpu) == 0) {
             int same = 0;
             while (same < cpu.n && same < on.n && cpu.tokens[same] == on.tokens[same]) same++;
