@@ -319,12 +319,14 @@ static void cu_destroy(cv_backend *b) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
     if (c) {
         cudaSetDevice(c->device);
-        if (c->stream) cudaStreamSynchronize(c->stream);
-        if (c->capturing) { /* leave capture mode before tearing the stream down */
+        if (c->capturing) { /* leave capture mode before waiting on the stream */
             cudaGraph_t g = NULL;
             if (cudaStreamEndCapture(c->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
             (void)cudaGetLastError();
+            c->capturing = 0;
         }
+        if (c->stream) cudaStreamSynchronize(c->stream);
+        c->failed = 1; /* graph_drop: the stream was just waited for */
         graph_drop(c);
         cv_cuda_free_buckets(c);
         if (c->scratch) cudaFree(c->scratch);
