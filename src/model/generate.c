@@ -461,7 +461,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
 
     /* Graphs (backend.h graph_*: CUDA graphs; the CPU has none): in the device-step loop every
      * decode step is the same launches with the same arguments, so decode step 2 (i == 2) is
-     * recorded once and every later step replays it, one launch instead of ~12 per layer. Step 1
+     * recorded once and every later step replays it, one launch instead of ~16 per layer. Step 1
      * runs plainly first, so the scratch has grown to the step's needs before the recording
      * (nothing may allocate inside it). A failed recording is logged once by the backend and the
      * loop keeps plain launches (graph_state -1). */
