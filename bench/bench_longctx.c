@@ -8,11 +8,11 @@
  *        BENCH_DECODE=n decode steps per run (default 8); BENCH_KERNELS=0 skips the kernel part
  *        (BENCH_PREFILL=0 its prefill kernels),
  *        BENCH_E2E=0 the end-to-end part; BENCH_DTYPE=bfloat16 holds the weights in bf16
- *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype). After the end-to-end part
- *        it prints the process's peak RSS against the weights + the KV cache of the longest
- *        context.
- * Built with -DBENCH_BASELINE against an older libcorevital (no kernel ladder), the same source
- * measures the "before" of a change in the same session. */
+ *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype), BENCH_MODES=all,off the modes
+ *        (default all,stats,off; reps up to 16, >= 5 prints the decode spread). After the
+ * end-to-end part it prints the process's peak RSS against the weights + the KV cache of the
+ * longest context. Built with -DBENCH_BASELINE against an older libcorevital (no kernel ladder),
+ * the same source measures the "before" of a change in the same session. */
 #include "bench_common.h"
 
 #include "corevital/generate.h"
@@ -255,17 +255,26 @@ int main(int argc, char **argv) {
     printf("modes: all = the 0.2.0 statistics + the health layer (corevital run's default), stats "
            "= statistics only (--no-health), off = uninstrumented\n");
     printf("%6s %-5s %14s %14s\n", "ctx", "mode", "prefill tok/s", "decode ms/step");
+    int want_mode[3] = {1, 1, 1}; /* off, stats, all; BENCH_MODES=all,off picks */
+    if (getenv("BENCH_MODES")) {
+        const char *ms = getenv("BENCH_MODES");
+        want_mode[0] = strstr(ms, "off") != NULL;
+        want_mode[1] = strstr(ms, "stats") != NULL;
+        want_mode[2] = strstr(ms, "all") != NULL;
+    }
     char json[1024];
     for (int li = 0; li < nl; li++) {
         int P = lens[li];
         int32_t *prompt = malloc(sizeof(int32_t) * P);
         for (int i = 0; i < P; i++) prompt[i] = 100 + (i * 37) % 5000; /* no EOS */
+        static const char *const mode[] = {"off", "stats", "all"};
         double pre[3][16], dec[3][16];
         /* the modes alternate within each repetition; the first is a warm-up (unless reps is 1:
          * long contexts are slow) */
         const int warm = reps > 1;
         for (int r = 0; r < reps + warm; r++)
             for (int inst = 2; inst >= 0; inst--) {
+                if (!want_mode[inst]) continue;
                 phase_times pt = {0};
                 cv_gen_hooks hooks = {&pt, on_begin, on_end, on_step};
                 int32_t *ids = NULL;
@@ -284,9 +293,16 @@ int main(int argc, char **argv) {
                 int ns = pt.steps < 64 ? pt.steps : 64;
                 dec[inst][ri] = ns ? bench_median(pt.decode_ms, ns) : NAN;
             }
-        static const char *const mode[] = {"off", "stats", "all"};
         for (int inst = 2; inst >= 0; inst--) {
+            if (!want_mode[inst]) continue;
             double p = bench_median(pre[inst], reps), d = bench_median(dec[inst], reps);
+            double dlo = dec[inst][0], dhi = dec[inst][0];
+            for (int r = 1; r < reps; r++)
+                dlo = fmin(dlo, dec[inst][r]), dhi = fmax(dhi, dec[inst][r]);
+            if (reps >= 5)
+                printf("%6d %-5s decode ms/step over %d repetitions: median %.2f, min %.2f, max "
+                       "%.2f\n",
+                       P, mode[inst], reps, d, dlo, dhi);
             printf("%6d %-5s %14.1f %14.2f\n", P, mode[inst], p, d);
             snprintf(json, sizeof json,
                      "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"mode\":\"%s\","

@@ -193,6 +193,37 @@ START_TEST(test_attention_vs_naive) {
 }
 END_TEST
 
+/* A weight of more than 16M elements at prefill length goes through the packed kernel in row
+ * chunks of 16M / K rows (4,096 rows at K = 4,096): the columns on both sides of the chunk
+ * boundary, the first and the last, checked row by row against double dot products. */
+START_TEST(test_matmul_packed_chunks) {
+    cv_backend *be = cv_backend_cpu_create();
+    const int T = 192, K = 4096, N = 4096 + 70;
+    unsigned seed = 9;
+    uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)N * K);
+    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
+    float *o = malloc(sizeof(float) * (size_t)T * N);
+    ck_assert(wb && x && bias && o);
+    cv_weight w;
+    make_weight(&w, wb, CV_DT_BF16, N, K, &seed);
+    for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+    for (int i = 0; i < N; i++) bias[i] = frand(&seed);
+    be->matmul(be, o, x, &w, bias, T);
+    const int cols[] = {0, 63, 4095, 4096, 4097, 4159, N - 1};
+    for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
+        for (int t = 0; t < T; t++) {
+            int n = cols[c];
+            double acc = bias[n];
+            for (int k = 0; k < K; k++)
+                acc += (double)x[(size_t)t * K + k] * cv_bf16_to_f32(wb[(size_t)n * K + k]);
+            ck_assert_msg(fabs(o[(size_t)t * N + n] - acc) <= 1e-5 * sqrt(K) + 1e-6,
+                          "row %d col %d: %.9g vs %.9g", t, n, o[(size_t)t * N + n], acc);
+        }
+    free(wb), free(x), free(bias), free(o);
+    be->destroy(be);
+}
+END_TEST
+
 /* The tiled prefill kernel and the split-key decode kernel (taken whenever probs is NULL) against
  * the double oracle at 2,000+ keys: causal and not, with and without the position bias, GQA,
  * head_dim 64 and odd widths, queries starting mid-cache, plus every per-row record the kernels
@@ -531,6 +562,7 @@ int main(void) {
     TCase *tc = tcase_create("cpu_vs_naive");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_matmul_vs_naive);
+    tcase_add_test(tc, test_matmul_packed_chunks);
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_rope_closed_form);

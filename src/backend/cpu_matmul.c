@@ -146,8 +146,8 @@ MM_DRIVER(f16, CV_DT_F16)
  * block of rows); the panel stays in L2 while the rows stream past it. */
 #define MM_PACK_T 192 /* measured at SmolLM2's shapes (K 576 / 1536): packed wins from T 256 */
 
-MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const float *bias, size_t N,
-                        size_t K, size_t t0, size_t n0, int RT) {
+MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *panel,
+                        const float *bias, size_t N, size_t K, size_t t0, size_t n0, int RT) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
@@ -166,12 +166,13 @@ MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const fl
         __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
         __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
         for (int i = 0; i < RT; i++)
-            _mm512_mask_storeu_ps(out + (t0 + i) * N + n, m, _mm512_add_ps(acc[i][j], bv));
+            _mm512_mask_storeu_ps(out + (t0 + i) * ldo + n, m, _mm512_add_ps(acc[i][j], bv));
     }
 }
 
-/* returns 0 when the scratch for the panels cannot be had (the caller falls back) */
-static int matmul_packed(cv_backend *b, float *out, const float *x, const cv_weight *w,
+/* out rows of stride ldo (columns 0..N-1 of them); returns 0 when the scratch for the panels
+ * cannot be had (the caller falls back) */
+static int matmul_packed(cv_backend *b, float *out, size_t ldo, const float *x, const cv_weight *w,
                          const float *bias, size_t N, size_t K, size_t T) {
     size_t np = (N + 63) / 64;
     float *fl = cv_cpu_scratch_flt(b, np * K * 64 + 16);
@@ -206,22 +207,22 @@ static int matmul_packed(cv_backend *b, float *out, const float *x, const cv_wei
         size_t t1 = t0 + tb < T ? t0 + tb : T;
         const float *panel = P + p * K * 64;
         size_t t = t0;
-        for (; t + 6 <= t1; t += 6) mmp_tile(out, x, panel, bias, N, K, t, p * 64, 6);
+        for (; t + 6 <= t1; t += 6) mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 6);
         switch (t1 - t) {
         case 5:
-            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 5);
+            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 5);
             break;
         case 4:
-            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 4);
+            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 4);
             break;
         case 3:
-            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 3);
+            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 3);
             break;
         case 2:
-            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 2);
+            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 2);
             break;
         case 1:
-            mmp_tile(out, x, panel, bias, N, K, t, p * 64, 1);
+            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 1);
             break;
         default:
             break;
@@ -272,10 +273,22 @@ static void matmul_bf16_decode(cv_backend *b, float *out, const float *x, const 
 static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const cv_weight *w,
                                 const float *bias, int T) {
     size_t N = (size_t)w->rows, K = (size_t)w->cols;
-    /* long prefill: packed panels (up to 64 MiB of them; a vocabulary-sized head stays unpacked) */
-    if (T >= MM_PACK_T && b && N * K <= ((size_t)16 << 20) &&
-        matmul_packed(b, out, x, w, bias, N, K, (size_t)T))
-        return;
+    /* long prefill: packed panels, at most 16M weights (64 MiB of fp32 panels) at a time, so a
+     * vocabulary-sized head goes through in row chunks */
+    if (T >= MM_PACK_T && b) {
+        const size_t es = cv_dtype_size(w->dtype);
+        size_t chunk = ((size_t)16 << 20) / K / 64 * 64;
+        if (chunk < 64) chunk = 64;
+        int ok = 1;
+        for (size_t n0 = 0; n0 < N && ok; n0 += chunk) {
+            cv_weight sl = *w;
+            sl.data = (const char *)w->data + n0 * K * es;
+            sl.rows = (int64_t)(N - n0 < chunk ? N - n0 : chunk);
+            ok = matmul_packed(b, out + n0, N, x, &sl, bias ? bias + n0 : NULL, (size_t)sl.rows, K,
+                               (size_t)T);
+        }
+        if (ok) return; /* else no scratch: the unpacked tiles below */
+    }
     switch (w->dtype) {
     case CV_DT_BF16:
         if (T == 1 && K <= 4096 && b)
