@@ -313,8 +313,9 @@ cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int
     kv->layers = layers, kv->n_ctx = n_ctx, kv->heads = heads, kv->hd = hd, kv->dim = heads * hd;
     kv->dtype = m->kv_dtype;
     kv->head_major = m->be->kv_head_major && m->be->kv_store;
-    /* staged wherever kv_store exists: a device-position step (dpos) stores through it */
-    kv->staged = kv->head_major || kv->dtype != CV_DT_F32 || m->be->kv_store != NULL;
+    /* staged wherever kv_store exists: a device-position step (dpos) stores through it, and a
+     * head-major or bf16 cache exists only with it (the load refuses bf16 without) */
+    kv->staged = m->be->kv_store != NULL;
     size_t elt = kv->dtype == CV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
     size_t cache = (size_t)layers * (size_t)n_ctx * (size_t)kv->dim * elt;
     if (!(kv->k = cv_model_alloc(m, cache, err)) || !(kv->v = cv_model_alloc(m, cache, err)))

@@ -11,6 +11,7 @@
  *    unmapped device address) with the "sync" hook, reported as
  *    "relu: cudaStreamSynchronize: cudaErrorIllegalAddress (...)", first error winning.
  * Without a GPU: prints "SKIP: no CUDA device" and exits 77, like the other CUDA suites. */
+#include "cuda_suite.h"
 #include "corevital/backend.h"
 #include "corevital/config.h"
 #include "corevital/generate.h"
@@ -160,13 +161,8 @@ START_TEST(test_illegal_address_blamed_on_its_op) {
 END_TEST
 
 int main(void) {
-    if (!cv_cuda_available()) {
-        cv_error err = {0};
-        cv_backend *b = cv_backend_cuda_create(0, &err);
-        if (b) b->destroy(b);
-        printf("test_cuda_errors: SKIP: no CUDA device (%s)\n", err.msg);
-        return 77;
-    }
+    int skip = cuda_suite_skip("test_cuda_errors");
+    if (skip) return skip;
     Suite *s = suite_create("cuda_errors");
     TCase *tc = tcase_create("sticky");
     tcase_set_timeout(tc, 120);
@@ -175,10 +171,6 @@ int main(void) {
     tcase_add_test(tc, test_two_devices);
     tcase_add_test(tc, test_illegal_address_blamed_on_its_op); /* last: kills the context */
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = cuda_suite_run(s);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

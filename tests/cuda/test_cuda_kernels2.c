@@ -17,6 +17,7 @@
  *                                                     tiles round the weights too)
  *
  * Without a GPU the suite prints "SKIP: no CUDA device" and exits 77. */
+#include "cuda_suite.h"
 #include "corevital/backend.h"
 #include "corevital/dtype.h"
 #include "corevital/quant.h"
@@ -274,20 +275,9 @@ START_TEST(test_gemmex_prefill) {
 END_TEST
 
 int main(void) {
-    if (!cv_cuda_available()) {
-        cv_error err = {0};
-        cv_backend *b = cv_backend_cuda_create(0, &err);
-        if (b) b->destroy(b);
-        printf("test_cuda_kernels2: SKIP: no CUDA device (%s)\n", err.msg);
-        return 77;
-    }
-    cv_error err = {0};
-    G = cv_backend_cuda_create(0, &err);
-    H = cv_backend_cpu_create();
-    if (!G || !H) {
-        fprintf(stderr, "test_cuda_kernels2: cannot create the backends: %s\n", err.msg);
-        return EXIT_FAILURE;
-    }
+    int skip = cuda_suite_skip("test_cuda_kernels2");
+    if (skip) return skip;
+    if (cuda_suite_backends("test_cuda_kernels2", &G, &H)) return EXIT_FAILURE;
     Suite *s = suite_create("cuda_kernels2");
     TCase *tc = tcase_create("vs_cpu");
     tcase_set_timeout(tc, 600);
@@ -297,11 +287,7 @@ int main(void) {
     tcase_add_test(tc, test_quant_prefill_tiles);
     tcase_add_test(tc, test_gemmex_prefill);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = cuda_suite_run(s);
     tu_print_max("cuda_kernels2");
     G->destroy(G);
     H->destroy(H);

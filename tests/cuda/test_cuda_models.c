@@ -12,6 +12,7 @@
  * the element count times the rms element size from the CPU record; 0.1 for attention values);
  * top-k ids identical, top-k probabilities 1e-5 absolute.
  * Without a GPU: prints "SKIP: no CUDA device" and exits 77 (make test-cuda reports a failure). */
+#include "cuda_suite.h"
 #include "corevital/model.h"
 #include "testutil.h"
 
@@ -291,20 +292,9 @@ START_TEST(test_t5v11_tiny) {
 END_TEST
 
 int main(void) {
-    if (!cv_cuda_available()) {
-        cv_error err = {0};
-        cv_backend *b = cv_backend_cuda_create(0, &err);
-        if (b) b->destroy(b);
-        printf("test_cuda_models: SKIP: no CUDA device (%s)\n", err.msg);
-        return 77;
-    }
-    cv_error err = {0};
-    G = cv_backend_cuda_create(0, &err);
-    H = cv_backend_cpu_create();
-    if (!G || !H) {
-        fprintf(stderr, "test_cuda_models: cannot create the backends: %s\n", err.msg);
-        return EXIT_FAILURE;
-    }
+    int skip = cuda_suite_skip("test_cuda_models");
+    if (skip) return skip;
+    if (cuda_suite_backends("test_cuda_models", &G, &H)) return EXIT_FAILURE;
     Suite *s = suite_create("cuda_models");
     TCase *tc = tcase_create("cpu_vs_cuda");
     tcase_set_timeout(tc, 300);
@@ -316,11 +306,7 @@ int main(void) {
     tcase_add_test(tc, test_t5_tiny);
     tcase_add_test(tc, test_t5v11_tiny);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = cuda_suite_run(s);
     tu_print_max("cuda_models");
     G->destroy(G);
     H->destroy(H);

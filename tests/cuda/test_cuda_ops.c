@@ -15,6 +15,7 @@
  *
  * Without a GPU the suite prints "SKIP: no CUDA device" and exits 77 (the automake skip code),
  * which `make test-cuda` counts as a failure: a GPU suite that did not run has not passed. */
+#include "cuda_suite.h"
 #include "corevital/backend.h"
 #include "corevital/dtype.h"
 #include "corevital/quant.h"
@@ -881,20 +882,9 @@ START_TEST(test_logits_nonfinite) {
 END_TEST
 
 int main(void) {
-    if (!cv_cuda_available()) {
-        cv_error err = {0};
-        cv_backend *b = cv_backend_cuda_create(0, &err);
-        if (b) b->destroy(b);
-        printf("test_cuda_ops: SKIP: no CUDA device (%s)\n", err.msg);
-        return 77;
-    }
-    cv_error err = {0};
-    G = cv_backend_cuda_create(0, &err);
-    H = cv_backend_cpu_create();
-    if (!G || !H) {
-        fprintf(stderr, "test_cuda_ops: cannot create the backends: %s\n", err.msg);
-        return EXIT_FAILURE;
-    }
+    int skip = cuda_suite_skip("test_cuda_ops");
+    if (skip) return skip;
+    if (cuda_suite_backends("test_cuda_ops", &G, &H)) return EXIT_FAILURE;
     Suite *s = suite_create("cuda_ops");
     TCase *tc = tcase_create("vs_cpu");
     tcase_set_timeout(tc, 300);
@@ -919,11 +909,7 @@ int main(void) {
     tcase_add_test(tc, test_stats_reset_and_pick_greedy);
     tcase_add_test(tc, test_attention_device_position);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = cuda_suite_run(s);
     tu_print_max("cuda_ops");
     G->destroy(G);
     H->destroy(H);

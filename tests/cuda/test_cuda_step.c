@@ -13,6 +13,7 @@
  *     the counts are printed.
  * Without a GPU: prints "SKIP: no CUDA device" and exits 77 (make test-cuda reports a failure). */
 #define _XOPEN_SOURCE 700
+#include "cuda_suite.h"
 #include "corevital/config.h"
 #include "corevital/generate.h"
 #include "corevital/synth.h"
@@ -186,23 +187,14 @@ START_TEST(test_synth_graph_and_device_token) {
 END_TEST
 
 int main(void) {
-    if (!cv_cuda_available()) {
-        cv_error err = {0};
-        cv_backend *b = cv_backend_cuda_create(0, &err);
-        if (b) b->destroy(b);
-        printf("test_cuda_step: SKIP: no CUDA device (%s)\n", err.msg);
-        return 77;
-    }
+    int skip = cuda_suite_skip("test_cuda_step");
+    if (skip) return skip;
     Suite *s = suite_create("cuda_step");
     TCase *tc = tcase_create("graph");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_fixtures_graph_and_device_token);
     tcase_add_test(tc, test_synth_graph_and_device_token);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* a CUDA context does not survive fork() */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = cuda_suite_run(s);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
