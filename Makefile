@@ -102,9 +102,11 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# -MMD -MP: the module is rebuilt when a header it includes changes (backend.h's structs are
+# shared with it; a stale module is refused at load for a changed cv_backend)
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 # -Bsymbolic: the module's own functions are never interposed by the executable's exports.
 $(CUDA_MODULE): $(CU_OBJ)
