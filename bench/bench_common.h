@@ -147,6 +147,32 @@ static inline double bench_peak_gflops(void) {
     return flops / (ms * 1e6);
 }
 
+#if defined(__AVX512BF16__)
+static void bf16_peak(void *p) {
+    double *out = p, total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+        __m512 acc[12];
+        const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), c = a; /* (1.0, 1.0) pairs */
+        for (int j = 0; j < 12; j++) acc[j] = _mm512_set1_ps((float)j);
+        for (int i = 0; i < 2000000; i++)
+            for (int j = 0; j < 12; j++) acc[j] = _mm512_dpbf16_ps(acc[j], a, c);
+        for (int j = 0; j < 12; j++) total += _mm512_reduce_add_ps(acc[j]);
+    }
+    *out = total;
+}
+
+/* Peak GFLOP/s of the BF16 dot-product instruction (vdpbf16ps: two multiply-adds per fp32
+ * lane, 4 flops), from register-resident chains like bench_peak_gflops; 0 without it. */
+static inline double bench_peak_bf16_gflops(void) {
+    double sink;
+    double ms = bench_time_ms(bf16_peak, &sink, 3);
+    return 4.0 * 16 * 12 * 2000000.0 * omp_get_max_threads() / (ms * 1e6);
+}
+#else
+static inline double bench_peak_bf16_gflops(void) { return 0.0; }
+#endif
+
 /* Append one JSON line to runs/bench_<name>.jsonl (the directory is created). */
 static inline void bench_json(const char *name, const char *json_object) {
     mkdir("runs", 0755);

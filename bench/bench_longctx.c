@@ -8,7 +8,8 @@
  *        BENCH_DECODE=n decode steps per run (default 8); BENCH_KERNELS=0 skips the kernel part
  *        (BENCH_PREFILL=0 its prefill kernels),
  *        BENCH_E2E=0 the end-to-end part; BENCH_DTYPE=bfloat16 holds the weights in bf16
- *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype), BENCH_MODES=all,off the modes
+ *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype), BENCH_PREFILL_DTYPE=bf16
+ *        the prompt's products (model.prefill_dtype), BENCH_MODES=all,off the modes
  *        (default all,stats,off; reps up to 16, >= 5 prints the decode spread). After the
  * end-to-end part it prints the process's peak RSS against the weights + the KV cache of the
  * longest context. Built with -DBENCH_BASELINE against an older libcorevital (no kernel ladder),
@@ -238,8 +239,13 @@ int main(int argc, char **argv) {
     snprintf(nt, sizeof nt, "%d", decode + 1);
     cv_config_set(&cfg, "generation.max_new_tokens", nt, &err);
     const char *wdt = getenv("BENCH_DTYPE"), *kvdt = getenv("BENCH_KV");
+    const char *pdt = getenv("BENCH_PREFILL_DTYPE");
     if ((wdt && cv_config_set(&cfg, "model.dtype", wdt, &err) != CV_OK) ||
-        (kvdt && cv_config_set(&cfg, "model.kv_dtype", kvdt, &err) != CV_OK)) {
+        (kvdt && cv_config_set(&cfg, "model.kv_dtype", kvdt, &err) != CV_OK)
+#ifndef BENCH_BASELINE
+        || (pdt && cv_config_set(&cfg, "model.prefill_dtype", pdt, &err) != CV_OK)
+#endif
+    ) {
         fprintf(stderr, "bench_longctx: %s\n", err.msg);
         return 1;
     }
@@ -248,10 +254,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_longctx: %s\n", err.msg);
         return 1;
     }
+#ifdef BENCH_BASELINE
+    (void)pdt;
+    const char *pname = "float32";
+#else
+    const char *pname = cv_dtype_torch_name(s->m->prefill_dtype);
+#endif
     printf("\nend to end (greedy, %d decode steps after the prompt; medians of %d; weights %s, KV "
-           "cache %s)\n",
+           "cache %s, prefill products %s)\n",
            decode, reps, cv_dtype_torch_name(s->m->weight_dtype),
-           cv_dtype_torch_name(s->m->kv_dtype));
+           cv_dtype_torch_name(s->m->kv_dtype), pname);
     printf("modes: all = the 0.2.0 statistics + the health layer (corevital run's default), stats "
            "= statistics only (--no-health), off = uninstrumented\n");
     printf("%6s %-5s %14s %14s\n", "ctx", "mode", "prefill tok/s", "decode ms/step");
@@ -306,10 +318,11 @@ int main(int argc, char **argv) {
             printf("%6d %-5s %14.1f %14.2f\n", P, mode[inst], p, d);
             snprintf(json, sizeof json,
                      "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"mode\":\"%s\","
-                     "\"threads\":%d,\"weights\":\"%s\",\"kv\":\"%s\",\"build\":\"%s\","
+                     "\"threads\":%d,\"weights\":\"%s\",\"kv\":\"%s\",\"prefill\":\"%s\","
+                     "\"build\":\"%s\","
                      "\"prefill_tok_s\":%.2f,\"decode_ms_step\":%.3f,\"reps\":%d}",
                      dir, P, mode[inst], threads, cv_dtype_torch_name(s->m->weight_dtype),
-                     cv_dtype_torch_name(s->m->kv_dtype),
+                     cv_dtype_torch_name(s->m->kv_dtype), pname,
 #ifdef BENCH_BASELINE
                      "baseline",
 #else

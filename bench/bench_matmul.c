@@ -4,7 +4,9 @@
  * double-precision twin, then timed: decode (T = 1) is reported in GB/s of weight bytes read,
  * next to the measured read bandwidth; prefill (T = 128) in GFLOP/s next to the measured FMA
  * peak. Versions: 1 portable (compiler-vectorized, one row at a time), 2 AVX-512 4x4 tiles
- * (the runtime's matmul: 4x4 dot-product tiles, packed-panel outer products from T = 192).
+ * (the runtime's matmul: 4x4 dot-product tiles, packed-panel outer products from T = 192),
+ * 3 bf16dot (model.prefill_dtype bfloat16: x and W rounded to bf16, packed panels on the BF16
+ * dot-product instruction; T > 1 only, reported against the measured vdpbf16ps peak too).
  * BENCH_TS=1,128,512,4096 picks the row counts (default 1,128); the portable version is timed at
  * T = 128 only. */
 #include "bench_common.h"
@@ -65,10 +67,12 @@ int main(void) {
     const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16};
     int threads = omp_get_max_threads();
     double bw = bench_read_bandwidth_gbs(), peak = bench_peak_gflops();
-    printf("machine: %d threads, read bandwidth %.1f GB/s, fp32 FMA peak %.0f GFLOP/s\n", threads,
-           bw, peak);
-    printf("%-12s %-18s %-5s %4s %-9s %9s %9s %7s\n", "model", "op", "dtype", "T", "version", "ms",
-           "GB/s|GF/s", "%limit");
+    double peak16 = bench_peak_bf16_gflops();
+    printf("machine: %d threads, read bandwidth %.1f GB/s, fp32 FMA peak %.0f GFLOP/s, BF16 dot "
+           "peak %.0f GFLOP/s\n",
+           threads, bw, peak, peak16);
+    printf("%-12s %-18s %-5s %4s %-9s %9s %9s %7s %7s\n", "model", "op", "dtype", "T", "version",
+           "ms", "GB/s|GF/s", "%limit", "%bf16pk");
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 1;
     char json[512];
@@ -92,12 +96,15 @@ int main(void) {
                 for (int i = 0; i < T * s->K; i++) x[i] = frand(&seed);
                 /* check row 0 of every version against the naive twin before timing */
                 cv_matmul_naive(ref, x, &w, NULL, 1);
-                for (int v = 1; v <= 2; v++) {
-                    mm_arg a = {v, T, o, x, &w, be};
+                for (int v = 1; v <= 3; v++) {
+                    if (v == 3 && (T == 1 || !be->prefill_bf16)) continue;
+                    cv_weight wv = w;
+                    wv.prefill_bf16 = v == 3;
+                    mm_arg a = {v, T, o, x, &wv, be};
                     run_mm(&a);
                     double maxerr = 0;
                     for (int n = 0; n < s->N; n++) maxerr = fmax(maxerr, fabs(o[n] - ref[n]));
-                    if (maxerr > 1e-3) {
+                    if (maxerr > (v == 3 ? 3e-2 : 1e-3)) { /* v3: x and W rounded to bf16 */
                         fprintf(stderr, "FAILED check: %s v%d max err %g\n", s->name, v, maxerr);
                         return 1;
                     }
@@ -107,17 +114,21 @@ int main(void) {
                     double bytes = (double)s->N * s->K * es, flops = 2.0 * T * s->N * s->K;
                     double rate = T == 1 ? bytes / (ms * 1e6) : flops / (ms * 1e6);
                     double pct = 100.0 * rate / (T == 1 ? bw : peak);
-                    printf("%-12s %-18s %-5s %4d %-9s %9.3f %9.1f %6.1f%%\n", s->model, s->name,
-                           cv_dtype_name(dts[di]), T, v == 1 ? "portable" : "avx512", ms, rate,
-                           pct);
+                    double pct16 = T > 1 && peak16 > 0 ? 100.0 * rate / peak16 : 0.0;
+                    printf("%-12s %-18s %-5s %4d %-9s %9.3f %9.1f %6.1f%% %6.1f%%\n", s->model,
+                           s->name, cv_dtype_name(dts[di]), T,
+                           v == 1   ? "portable"
+                           : v == 2 ? "avx512"
+                                    : "bf16dot",
+                           ms, rate, pct, pct16);
                     snprintf(
                         json, sizeof json,
                         "{\"bench\":\"matmul\",\"model\":\"%s\",\"op\":\"%s\",\"dtype\":\"%s\","
                         "\"T\":%d,"
                         "\"version\":%d,\"threads\":%d,\"ms\":%.4f,\"rate\":%.2f,\"unit\":\"%s\","
-                        "\"pct_limit\":%.1f}",
+                        "\"pct_limit\":%.1f,\"pct_bf16_peak\":%.1f}",
                         s->model, s->name, cv_dtype_name(dts[di]), T, v, threads, ms, rate,
-                        T == 1 ? "GB/s" : "GFLOP/s", pct);
+                        T == 1 ? "GB/s" : "GFLOP/s", pct, pct16);
                     bench_json("matmul", json);
                 }
                 free(x), free(o), free(ref);

@@ -7,7 +7,9 @@
 #        defaults: .cache/smollm2/model 512,4096 f32,bf16. Needs $PYTHON (default python3) with
 #        numpy, sentencepiece, transformers (the converter's imports) and, to build llama.cpp the
 #        first time, pip access to the registry, cmake and a C++ compiler.
-#        THREADS (default 2), REPS (default 3), DECODE (llama-bench -n, default 32).
+#        THREADS (default 2), REPS (default 3), DECODE (llama-bench -n, default 32),
+#        PREFILL_DTYPES (ours' model.prefill_dtype, each in turn; default float32, e.g.
+#        float32,bfloat16 for the exact and the BF16 dot-product prefill).
 #
 # llama.cpp is built from the registry's llama-cpp-python source package (its vendor/llama.cpp)
 # into .cache/llamacpp (ignored by git); the checkpoint is converted with llama.cpp's own
@@ -19,6 +21,7 @@ DTYPES=${3:-f32,bf16}
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
 DECODE=${DECODE:-32}
+PREFILL_DTYPES=${PREFILL_DTYPES:-float32}
 PYTHON=${PYTHON:-python3}
 CACHE=.cache/llamacpp
 BUILD=${BUILD:-build}
@@ -48,9 +51,12 @@ for dt in $(echo "$DTYPES" | tr , ' '); do
         --outfile "$GGUF" >/dev/null 2>&1 || { echo "convert to $dt failed" >&2; exit 1; }
     case $dt in f32) ours=float32 ;; bf16) ours=bfloat16 ;; *) ours=$dt ;; esac
     for n in $(echo "$LENS" | tr , ' '); do
-        echo "-- weights $dt, $n tokens: ours (all = statistics + health, stats, off)"
-        OMP_NUM_THREADS=$THREADS BENCH_KERNELS=0 BENCH_DTYPE=$ours BENCH_DECODE=16 \
-            "$BUILD/bench/bench_longctx" "$MODEL" "$n" "$REPS" | grep -E '^ +[0-9]+ (all|stats|off)|memory'
+        for pd in $(echo "$PREFILL_DTYPES" | tr , ' '); do
+            echo "-- weights $dt, $n tokens: ours, prefill products $pd (all = statistics + health, stats, off)"
+            OMP_NUM_THREADS=$THREADS BENCH_KERNELS=0 BENCH_DTYPE=$ours BENCH_DECODE=16 \
+                BENCH_PREFILL_DTYPE=$pd "$BUILD/bench/bench_longctx" "$MODEL" "$n" "$REPS" |
+                grep -E '^ +[0-9]+ (all|stats|off)|memory'
+        done
         echo "-- weights $dt, $n tokens: llama.cpp (pp$n; tg$DECODE at depth $n)"
         "$LB" -m "$GGUF" -t "$THREADS" -r "$REPS" -p "$n" -n 0 -o md 2>/dev/null | grep -E "pp$n"
         "$LB" -m "$GGUF" -t "$THREADS" -r "$REPS" -p 0 -n "$DECODE" -d "$n" -o md 2>/dev/null |

@@ -4,6 +4,7 @@
  * to tiny random Llama models, reproducible sampling per seed, and the --out forms. The binary is
  * $CV_TEST_BIN (set by make test) or ./corevital. */
 #define _DEFAULT_SOURCE
+#include "corevital/backend.h"
 #include "corevital/report.h"
 #include "corevital/safetensors.h"
 #include "corevital/synth.h"
@@ -417,32 +418,39 @@ START_TEST(test_quantize_conflict_warning_in_trace) {
 }
 END_TEST
 
-/* --kv-dtype bf16 on each family (T5's decoder self-attention cache; its cross-attention keys
- * stay fp32): a valid trace stating the cache's dtype in extensions.kv_cache; a default run does
- * not carry it; a dtype other than fp32 / bf16 is refused with exit 2 before loading. Numbers are
- * checked against HF in test_parity_decoder (test_kv_bf16). */
-START_TEST(test_kv_dtype_bf16) {
+/* --kv-dtype bf16 and --prefill-dtype bf16 on each family (T5: its decoder self-attention
+ * cache, and the encoder's products; its cross-attention keys stay fp32): a valid trace stating
+ * the option in extensions.kv_cache / extensions.prefill; a default run carries neither; a dtype
+ * other than fp32 / bf16 is refused with exit 2 before loading. Numbers are checked against HF
+ * in test_parity_decoder (test_kv_bf16, test_prefill_bf16). */
+START_TEST(test_reduced_dtypes) {
     const char *tmp = tu_tmpdir("e2e-kv");
     char out[600];
     snprintf(out, sizeof out, "%s/t.json", tmp);
     const char *models[] = {"tests/fixtures/gpt2-tiny", "tests/fixtures/llama-tiny",
                             "tests/fixtures/t5-tiny"};
-    for (int i = 0; i < 3; i++) {
-        const char *args[] = {"run",         "--model",
-                              models[i],     "--prompt",
-                              "hello there", "--temperature",
-                              "0",           "--max_new_tokens",
-                              "6",           "--kv-dtype",
-                              "bf16",        "--out",
-                              out,           NULL};
-        ck_assert_msg(run(args) == 0, "%s", models[i]);
-        cJSON *doc = load_valid_trace(out);
-        const cJSON *kd = get(doc, "extensions.kv_cache.dtype");
-        ck_assert_msg(cJSON_IsString(kd) && strcmp(kd->valuestring, "bfloat16") == 0, "%s",
-                      models[i]);
-        ck_assert_int_ge(cJSON_GetArraySize(get(doc, "timeline")), 1);
-        cJSON_Delete(doc);
-    }
+    const char *opts[][2] = {{"--kv-dtype", "extensions.kv_cache.dtype"},
+                             {"--prefill-dtype", "extensions.prefill.dtype"}};
+    cv_backend *be = cv_backend_cpu_create();
+    int n_opts = be->prefill_bf16 ? 2 : 1; /* without AVX512-BF16 the CPU refuses bf16 prefill */
+    be->destroy(be);
+    for (int o = 0; o < n_opts; o++)
+        for (int i = 0; i < 3; i++) {
+            const char *args[] = {"run",         "--model",
+                                  models[i],     "--prompt",
+                                  "hello there", "--temperature",
+                                  "0",           "--max_new_tokens",
+                                  "6",           opts[o][0],
+                                  "bf16",        "--out",
+                                  out,           NULL};
+            ck_assert_msg(run(args) == 0, "%s %s", models[i], opts[o][0]);
+            cJSON *doc = load_valid_trace(out);
+            const cJSON *kd = get(doc, opts[o][1]);
+            ck_assert_msg(cJSON_IsString(kd) && strcmp(kd->valuestring, "bfloat16") == 0, "%s %s",
+                          models[i], opts[o][0]);
+            ck_assert_int_ge(cJSON_GetArraySize(get(doc, "timeline")), 1);
+            cJSON_Delete(doc);
+        }
     const char *plain[] = {"run",      "--model", "tests/fixtures/llama-tiny",
                            "--prompt", "hi",      "--max_new_tokens",
                            "2",        "--out",   out,
@@ -450,12 +458,15 @@ START_TEST(test_kv_dtype_bf16) {
     ck_assert_int_eq(run(plain), 0);
     cJSON *doc = load_valid_trace(out);
     ck_assert_ptr_null(get(doc, "extensions.kv_cache"));
+    ck_assert_ptr_null(get(doc, "extensions.prefill"));
     cJSON_Delete(doc);
-    const char *bad[] = {"run",      "--model", "tests/fixtures/llama-tiny",
-                         "--prompt", "hi",      "--kv-dtype",
-                         "int8",     "--out",   out,
-                         NULL};
-    ck_assert_int_eq(run(bad), 2);
+    for (int o = 0; o < 2; o++) {
+        const char *bad[] = {"run",      "--model",  "tests/fixtures/llama-tiny",
+                             "--prompt", "hi",       opts[o][0],
+                             "int8",     "--out",    out,
+                             NULL};
+        ck_assert_int_eq(run(bad), 2);
+    }
     tu_rmtree(tmp);
 }
 END_TEST
@@ -757,7 +768,7 @@ int main(void) {
     tcase_add_test(tc, test_eos_early_no_leak);
     tcase_add_test(tc, test_quantize_conflict_warning_in_trace);
     tcase_add_test(tc, test_out_checked_before_load);
-    tcase_add_test(tc, test_kv_dtype_bf16);
+    tcase_add_test(tc, test_reduced_dtypes);
     tcase_add_test(tc, test_sigint_writes_partial_trace);
     tcase_add_test(tc, test_sigterm_writes_partial_trace);
     tcase_add_test(tc, test_stop_on_repetition);

@@ -224,6 +224,86 @@ START_TEST(test_matmul_packed_chunks) {
 }
 END_TEST
 
+/* model.prefill_dtype bfloat16 (cv_weight.prefill_bf16): every product over more than one row
+ * rounds x and W to bf16 (nearest even) and accumulates their exact products in fp32. Oracle:
+ * the same rounded values in double; tolerance as for fp32 (only the summation differs). An
+ * fp32 kernel that ignored the flag would be off by ~1e-2 (bf16's 8 bits), far outside it. One
+ * row (decode) stays the exact fp32 product. Ragged panels and rows, odd K (a zero-padded pair),
+ * K over 32 (the pair blocks), and a 16M+ weight (row chunks). */
+static float bf16_round(float v) { return cv_bf16_to_f32(cv_f32_to_bf16(v)); }
+
+START_TEST(test_matmul_prefill_bf16) {
+    cv_backend *be = cv_backend_cpu_create();
+    if (!be->prefill_bf16) { /* a build without AVX512-BF16: model load refuses the option */
+        be->destroy(be);
+        return;
+    }
+    const int Ts[] = {1, 2, 7, 192, 517}, Ns[] = {5, 70, 130}, Ks[] = {1, 16, 17, 33, 100};
+    const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16, CV_DT_F16};
+    unsigned seed = 5;
+    for (size_t di = 0; di < 3; di++)
+        for (size_t a = 0; a < 5; a++)
+            for (size_t b = 0; b < 3; b++)
+                for (size_t c = 0; c < 5; c++) {
+                    int T = Ts[a], N = Ns[b], K = Ks[c];
+                    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
+                    float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
+                    void *wb = malloc(4 * (size_t)N * K);
+                    cv_weight w;
+                    make_weight(&w, wb, dts[di], N, K, &seed);
+                    w.prefill_bf16 = 1;
+                    for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+                    for (int i = 0; i < N; i++) bias[i] = frand(&seed);
+                    const float *bs = (c & 1) ? bias : NULL;
+                    be->matmul(be, o1, x, &w, bs, T);
+                    if (T == 1) {
+                        cv_matmul_naive(o2, x, &w, bs, T);
+                    } else {
+                        for (int t = 0; t < T; t++)
+                            for (int n = 0; n < N; n++) {
+                                const void *row =
+                                    (const char *)wb + (size_t)n * K * cv_dtype_size(dts[di]);
+                                double acc = bs ? bs[n] : 0.0;
+                                for (int k = 0; k < K; k++)
+                                    acc += (double)bf16_round(x[(size_t)t * K + k]) *
+                                           bf16_round(cv_elem_f32(row, dts[di], (size_t)k));
+                                o2[(size_t)t * N + n] = (float)acc;
+                            }
+                    }
+                    char what[96];
+                    snprintf(what, sizeof what, "bf16 prefill matmul %s T=%d N=%d K=%d",
+                             cv_dtype_name(dts[di]), T, N, K);
+                    ck_assert_msg(
+                        tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
+                        what);
+                    free(x), free(bias), free(o1), free(o2), free(wb);
+                }
+    /* a weight over 16M elements: the row chunks, around their boundary */
+    const int T = 7, K = 4096, N = 4096 + 70;
+    uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)N * K);
+    float *x = malloc(sizeof(float) * T * K), *o = malloc(sizeof(float) * (size_t)T * N);
+    ck_assert(wb && x && o);
+    cv_weight w;
+    make_weight(&w, wb, CV_DT_BF16, N, K, &seed);
+    w.prefill_bf16 = 1;
+    for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
+    be->matmul(be, o, x, &w, NULL, T);
+    const int cols[] = {0, 4095, 4096, N - 1};
+    for (size_t ci = 0; ci < 4; ci++)
+        for (int t = 0; t < T; t++) {
+            int n = cols[ci];
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)bf16_round(x[(size_t)t * K + k]) *
+                       cv_bf16_to_f32(wb[(size_t)n * K + k]);
+            ck_assert_msg(fabs(o[(size_t)t * N + n] - acc) <= 1e-5 * sqrt(K) + 1e-6,
+                          "row %d col %d: %.9g vs %.9g", t, n, o[(size_t)t * N + n], acc);
+        }
+    free(wb), free(x), free(o);
+    be->destroy(be);
+}
+END_TEST
+
 /* The tiled prefill kernel and the split-key decode kernel (taken whenever probs is NULL) against
  * the double oracle at 2,000+ keys: causal and not, with and without the position bias, GQA,
  * head_dim 64 and odd widths, queries starting mid-cache, plus every per-row record the kernels
@@ -563,6 +643,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_matmul_vs_naive);
     tcase_add_test(tc, test_matmul_packed_chunks);
+    tcase_add_test(tc, test_matmul_prefill_bf16);
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_rope_closed_form);

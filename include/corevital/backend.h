@@ -33,6 +33,11 @@ typedef struct {
     cv_weight_format format;
     int64_t rows, cols;
     int block;
+    /* 1: a product over more than one row (prefill, the encoder, the prompt analysis' LM head)
+     * rounds x and W to bf16 and runs on the BF16 dot-product instruction, accumulating in fp32
+     * (model.prefill_dtype bfloat16, dense weights, where the backend has prefill_bf16); one-row
+     * products (decode) stay exact */
+    int prefill_bf16;
     void *owned; /* backend memory to release with the weight, or NULL (e.g. mmap-backed) */
 } cv_weight;
 
@@ -88,6 +93,7 @@ struct cv_backend {
     void *ctx;
     int kv_head_major; /* 1: its KV caches are head-major (kv_store, kv_head_stride: the CPU) */
     int kv_bf16;       /* 1: kv_store and attention take a bf16 cache (k16 / v16: the CPU) */
+    int prefill_bf16;  /* 1: matmul honours cv_weight.prefill_bf16 (the CPU with AVX512-BF16) */
 
     /* memory */
     void *(*alloc)(cv_backend *b, size_t bytes); /* zero-filled; NULL on failure */

@@ -27,6 +27,7 @@ struct cv_config {
         char *revision;        /* NULL = latest / unknown */
         char *dtype;           /* auto, float32, float16, bfloat16 */
         char *kv_dtype;        /* self-attention KV cache: float32 (default) or bfloat16 (bf16) */
+        char *prefill_dtype;   /* products over several rows: float32 (default) or bfloat16 */
         int trust_remote_code; /* accepted for compatibility with Python configs; never used */
         int load_in_4bit;
         int load_in_8bit;

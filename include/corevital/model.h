@@ -61,6 +61,8 @@ struct cv_model {
     cv_dtype want_dtype;    /* CV_DT_COUNT: keep the checkpoint's dtype; else convert matrices */
     int n_quantized;        /* linear layers actually quantized */
     cv_dtype kv_dtype;      /* self-attention KV cache: CV_DT_F32 (default) or CV_DT_BF16 */
+    cv_dtype prefill_dtype; /* products over several rows: CV_DT_F32 (default, exact) or
+                               CV_DT_BF16 (x and W rounded, BF16 dot products) */
     void **host_bufs;       /* host allocations weights point into (transposed / converted) */
     size_t n_host_bufs;
     void **be_bufs; /* backend allocations (vectors, activations, caches) */
@@ -125,6 +127,9 @@ typedef struct {
     cv_weight_format quant;
     cv_dtype dtype;
     cv_dtype kv_dtype; /* CV_DT_F32 (0, the default) or CV_DT_BF16 (config model.kv_dtype) */
+    /* CV_DT_F32 (0, the default) or CV_DT_BF16 (config model.prefill_dtype): dense matrices'
+     * products over more than one row in bf16 (cv_weight.prefill_bf16) */
+    cv_dtype prefill_dtype;
 } cv_model_opts;
 cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opts *opts,
                              cv_model **out, cv_error *err);

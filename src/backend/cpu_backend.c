@@ -448,6 +448,9 @@ cv_backend *cv_backend_cpu_create(void) {
     b->ctx = c;
     b->kv_head_major = 1;
     b->kv_bf16 = 1;
+#if defined(CV_CPU_AVX512) && defined(__AVX512BF16__)
+    b->prefill_bf16 = 1;
+#endif
     b->alloc = cpu_alloc;
     b->free = cpu_free;
     b->upload = cpu_memcpy;

@@ -137,13 +137,14 @@ MM_DRIVER(f16, CV_DT_F16)
 #define MB_INLINE static inline __attribute__((always_inline))
 
 /* ---- long prefill (T >= MM_PACK_T): packed weight panels, outer-product tiles ----------------
- * The weights are widened and packed once per call into panels of 64 output columns laid out
+ * The weights are widened and packed per call into panels of 64 output columns laid out
  * (K, 64), so a 6 x 64 output tile is an outer product in registers: per k, 4 panel vectors and
  * 6 broadcast activations feed 24 FMAs, with no horizontal reduction at all. Packing reads the
  * weights once (N x K) and pays for itself when T is large; below MM_PACK_T the 4 x 4
  * dot-product tiles above are used. The unpacked kernel re-streamed all of x (T x K) from L3 /
- * memory once per 4 weight rows, which capped it near 40% of peak at long T. A work item is (panel,
- * block of rows); the panel stays in L2 while the rows stream past it. */
+ * memory once per 4 weight rows, which capped it near 40% of peak at long T. A work item packs
+ * one panel into its thread's buffer, where it stays in L2 while the rows stream past it
+ * (matmul_packed below). */
 #define MM_PACK_T 192 /* measured at SmolLM2's shapes (K 576 / 1536): packed wins from T 256 */
 
 MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *panel,
@@ -170,62 +171,183 @@ MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *pan
     }
 }
 
-/* out rows of stride ldo (columns 0..N-1 of them); returns 0 when the scratch for the panels
- * cannot be had (the caller falls back) */
-static int matmul_packed(cv_backend *b, float *out, size_t ldo, const float *x, const cv_weight *w,
-                         const float *bias, size_t N, size_t K, size_t T) {
-    size_t np = (N + 63) / 64;
-    float *fl = cv_cpu_scratch_flt(b, np * K * 64 + 16);
-    if (!fl) return 0;
-    float *P = (float *)(((uintptr_t)fl + 63) & ~(uintptr_t)63);
+/* Pack panel p (64 output columns from row p * 64) of w, widened to fp32, as (K, 64) into dst,
+ * in blocks of 16 k: the block's 16 panel rows (4 KiB) stay in L1 while its 64 weight rows are
+ * read (a column at a time over all K missed L1 on every store). */
+static void mmp_pack(float *dst, const cv_weight *w, size_t p, size_t N, size_t K) {
     const cv_dtype dt = w->dtype;
     const size_t es = cv_dtype_size(dt);
-    /* pack in blocks of 16 k: the block's 16 panel rows (4 KiB) stay in L1 while its 64 weight
-     * rows are read (a column at a time over all K missed L1 on every store) */
-#pragma omp parallel for schedule(static)
-    for (size_t p = 0; p < np; p++) {
-        float *dst = P + p * K * 64;
-        for (size_t k0 = 0; k0 < K; k0 += 16) {
-            size_t k1 = k0 + 16 < K ? k0 + 16 : K;
-            for (size_t c = 0; c < 64; c++) {
-                size_t n = p * 64 + c;
-                if (n >= N) {
-                    for (size_t k = k0; k < k1; k++) dst[k * 64 + c] = 0.0f;
-                    continue;
-                }
-                const void *row = (const char *)w->data + n * K * es;
-                for (size_t k = k0; k < k1; k++) dst[k * 64 + c] = cv_elem_f32(row, dt, k);
+    for (size_t k0 = 0; k0 < K; k0 += 16) {
+        size_t k1 = k0 + 16 < K ? k0 + 16 : K;
+        for (size_t c = 0; c < 64; c++) {
+            size_t n = p * 64 + c;
+            if (n >= N) {
+                for (size_t k = k0; k < k1; k++) dst[k * 64 + c] = 0.0f;
+                continue;
             }
+            const void *row = (const char *)w->data + n * K * es;
+            for (size_t k = k0; k < k1; k++) dst[k * 64 + c] = cv_elem_f32(row, dt, k);
         }
     }
-    size_t rows = 98304 / K / 6 * 6;
-    rows = rows < 12 ? 12 : rows > 192 ? 192 : rows;
-    size_t ntb = (T + rows - 1) / rows, tb = (T + ntb - 1) / ntb;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t it = 0; it < ntb * np; it++) {
-        size_t t0 = (it / np) * tb, p = it % np;
-        size_t t1 = t0 + tb < T ? t0 + tb : T;
-        const float *panel = P + p * K * 64;
-        size_t t = t0;
-        for (; t + 6 <= t1; t += 6) mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 6);
-        switch (t1 - t) {
-        case 5:
-            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 5);
-            break;
-        case 4:
-            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 4);
-            break;
-        case 3:
-            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 3);
-            break;
-        case 2:
-            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 2);
-            break;
-        case 1:
-            mmp_tile(out, ldo, x, panel, bias, N, K, t, p * 64, 1);
-            break;
-        default:
-            break;
+}
+
+#ifdef __AVX512BF16__
+/* ---- bf16 prefill (cv_weight.prefill_bf16, model.prefill_dtype bfloat16) --------------------
+ * The same outer-product tiles on the BF16 dot-product instruction: vdpbf16ps multiplies pairs
+ * of bf16 (two consecutive k) and adds both products to an fp32 lane, twice the work of an fp32
+ * FMA per instruction. A product of two bf16 is exact in fp32, so the only rounding is of x and W
+ * to bf16 (nearest even) and the fp32 sums. Panels hold 64 output columns as (K/2, 64, 2) bf16:
+ * per k pair, four vectors of 16 columns x 2 k; a row of x is (K/2) 32-bit pairs, broadcast. */
+MB_INLINE void mmb_tile(float *out, size_t ldo, const uint32_t *x2, size_t kw,
+                        const uint16_t *panel, const float *bias, size_t N, size_t t0, size_t n0,
+                        int RT) {
+    __m512 acc[6][4];
+    for (int i = 0; i < RT; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    const uint32_t *xr = x2 + t0 * kw;
+    for (size_t kp = 0; kp < kw; kp++) {
+        __m512bh wv[4];
+        for (int j = 0; j < 4; j++)
+            wv[j] = (__m512bh)_mm512_load_si512((const void *)(panel + kp * 128 + 32 * j));
+        for (int i = 0; i < RT; i++) {
+            __m512bh xb = (__m512bh)_mm512_set1_epi32((int)xr[i * kw + kp]);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xb, wv[j]);
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        size_t n = n0 + 16 * (size_t)j;
+        if (n >= N) break;
+        __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
+        for (int i = 0; i < RT; i++)
+            _mm512_mask_storeu_ps(out + (t0 + i) * ldo + n, m, _mm512_add_ps(acc[i][j], bv));
+    }
+}
+
+/* 32 elements of a row from element k (n of them, the rest 0) as bf16, rounded to nearest even */
+MB_INLINE __m512i mmb_load32(const void *row, cv_dtype dt, size_t k, size_t n) {
+    __mmask16 lo = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+    __mmask16 hi = n >= 32 ? (__mmask16)0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u) : 0;
+    if (dt == CV_DT_BF16) {
+        __mmask32 m = n >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << n) - 1u);
+        return _mm512_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    }
+    __m512 a = cv_load16_mask(row, dt, k, lo), c = cv_load16_mask(row, dt, k + 16, hi);
+    return (__m512i)_mm512_cvtne2ps_pbh(c, a); /* second operand -> low half */
+}
+
+/* Pack panel p (64 output columns from row p * 64) of w as (kw, 64) bf16 pairs into dst: per
+ * column, 16 pairs at a time from one 64-byte stretch of its row. */
+static void mmb_pack(uint32_t *dst, const cv_weight *w, size_t p, size_t N, size_t K, size_t kw) {
+    const cv_dtype dt = w->dtype;
+    const size_t es = cv_dtype_size(dt);
+    for (size_t k0 = 0; k0 < 2 * kw; k0 += 32) {
+        size_t e = 2 * kw - k0 >= 32 ? 16 : (2 * kw - k0) / 2;
+        for (size_t c = 0; c < 64; c++) {
+            size_t n = p * 64 + c;
+            uint32_t pr[16];
+            if (n < N)
+                _mm512_storeu_si512((void *)pr, mmb_load32((const char *)w->data + n * K * es, dt,
+                                                           k0, K - k0));
+            else
+                memset(pr, 0, sizeof pr);
+            for (size_t i = 0; i < e; i++) dst[(k0 / 2 + i) * 64 + c] = pr[i];
+        }
+    }
+}
+
+#endif
+
+/* Rows t0..t1 of x against one packed panel, in tiles of 6 rows (then the 1-5 left). */
+MB_INLINE void mm_panel_rows(int bf, float *out, size_t ldo, const float *x, const uint32_t *x2,
+                             size_t K, size_t kw, const void *panel, const float *bias, size_t N,
+                             size_t t0, size_t t1, size_t n0) {
+#define MM_PANEL_TILE(RT)                                                                          \
+    do {                                                                                           \
+        if (bf)                                                                                    \
+            MM_BF_TILE(RT);                                                                        \
+        else                                                                                       \
+            mmp_tile(out, ldo, x, panel, bias, N, K, t, n0, RT);                                   \
+    } while (0)
+#ifdef __AVX512BF16__
+#define MM_BF_TILE(RT) mmb_tile(out, ldo, x2, kw, panel, bias, N, t, n0, RT)
+#else
+#define MM_BF_TILE(RT) (void)x2, (void)kw
+#endif
+    size_t t = t0;
+    for (; t + 6 <= t1; t += 6) MM_PANEL_TILE(6);
+    switch (t1 > t ? t1 - t : 0) {
+    case 5:
+        MM_PANEL_TILE(5);
+        break;
+    case 4:
+        MM_PANEL_TILE(4);
+        break;
+    case 3:
+        MM_PANEL_TILE(3);
+        break;
+    case 2:
+        MM_PANEL_TILE(2);
+        break;
+    case 1:
+        MM_PANEL_TILE(1);
+        break;
+    default:
+        break;
+    }
+#undef MM_BF_TILE
+#undef MM_PANEL_TILE
+}
+
+/* out (T, N) of row stride ldo = x . W^T + bias through packed panels; bf: the bf16 panels
+ * (cv_weight.prefill_bf16), x rounded once per call into pairs. A work item packs its panel into
+ * the thread's own buffer (it stays in L2) and runs its rows against it, so the panels never go
+ * out to memory and back. Few panels (small N) are split into row blocks so every thread has
+ * work; each block then packs the panel itself. Returns 0 when the scratch cannot be had (the
+ * caller falls back). */
+static int matmul_packed(cv_backend *b, int bf, float *out, size_t ldo, const float *x,
+                         const cv_weight *w, const float *bias, size_t N, size_t K, size_t T) {
+    size_t np = (N + 63) / 64, kw = (K + 1) / 2; /* bf16: k pairs; an odd K ends with a zero */
+    size_t pan = bf ? kw * 64 : K * 64;          /* 32-bit words per panel */
+    size_t nth = (size_t)omp_get_max_threads();
+    float *fl = cv_cpu_scratch_flt(b, nth * pan + (bf ? T * kw : 0) + 16);
+    if (!fl) return 0;
+    float *P = (float *)(((uintptr_t)fl + 63) & ~(uintptr_t)63);
+    uint32_t *X = (uint32_t *)(P + nth * pan);
+    /* row blocks per panel: enough items for 4 per thread, blocks of at least 48 rows */
+    size_t nrb = np >= 4 * nth ? 1 : (4 * nth + np - 1) / np;
+    if (nrb > (T + 47) / 48) nrb = (T + 47) / 48;
+    if (nrb < 1) nrb = 1;
+    size_t tb = (T + nrb - 1) / nrb;
+#pragma omp parallel
+    {
+#ifdef __AVX512BF16__
+        if (bf) { /* x rounded once per call: row t, pair kp = (x[2kp] low, x[2kp+1] high) */
+#pragma omp for schedule(static)
+            for (size_t t = 0; t < T; t++)
+                for (size_t k = 0; k < K; k += 32)
+                    _mm512_mask_storeu_epi32(
+                        X + t * kw + k / 2,
+                        (__mmask16)(K - k >= 32 ? 0xffff : (1u << (K - k + 1) / 2) - 1u),
+                        mmb_load32(x + t * K, CV_DT_F32, k, K - k));
+        }
+#endif
+        float *panel = P + (size_t)omp_get_thread_num() * pan;
+        size_t packed = (size_t)-1;
+#pragma omp for schedule(dynamic, 1)
+        for (size_t it = 0; it < np * nrb; it++) {
+            size_t p = it / nrb, t0 = (it % nrb) * tb;
+            size_t t1 = t0 + tb < T ? t0 + tb : T;
+            if (packed != p) {
+#ifdef __AVX512BF16__
+                if (bf)
+                    mmb_pack((uint32_t *)panel, w, p, N, K, kw);
+                else
+#endif
+                    mmp_pack(panel, w, p, N, K);
+                packed = p;
+            }
+            mm_panel_rows(bf, out, ldo, x, X, K, kw, panel, bias, N, t0, t1, p * 64);
         }
     }
     return 1;
@@ -275,7 +397,11 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
     size_t N = (size_t)w->rows, K = (size_t)w->cols;
     /* long prefill: packed panels, at most 16M weights (64 MiB of fp32 panels) at a time, so a
      * vocabulary-sized head goes through in row chunks */
-    if (T >= MM_PACK_T && b) {
+    int bf = 0;
+#ifdef __AVX512BF16__
+    bf = w->prefill_bf16 && T >= 2; /* the bf16 panels at any T > 1 (decode stays exact) */
+#endif
+    if ((T >= MM_PACK_T || bf) && b) {
         const size_t es = cv_dtype_size(w->dtype);
         size_t chunk = ((size_t)16 << 20) / K / 64 * 64;
         if (chunk < 64) chunk = 64;
@@ -284,8 +410,8 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
             cv_weight sl = *w;
             sl.data = (const char *)w->data + n0 * K * es;
             sl.rows = (int64_t)(N - n0 < chunk ? N - n0 : chunk);
-            ok = matmul_packed(b, out + n0, N, x, &sl, bias ? bias + n0 : NULL, (size_t)sl.rows, K,
-                               (size_t)T);
+            ok = matmul_packed(b, bf, out + n0, N, x, &sl, bias ? bias + n0 : NULL,
+                               (size_t)sl.rows, K, (size_t)T);
         }
         if (ok) return; /* else no scratch: the unpacked tiles below */
     }

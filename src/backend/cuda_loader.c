@@ -38,9 +38,9 @@ static cv_status check_module(const cv_cuda_module *m, const char *where, cv_err
                        where);
     if (m->abi != CV_CUDA_MODULE_ABI || m->backend_size != sizeof(cv_backend))
         return cv_fail(err, CV_ERR_UNSUPPORTED,
-                       "the CUDA module %s is from another build (ABI %d, expected %d): rebuild "
-                       "it with this corevital",
-                       where, m->abi, CV_CUDA_MODULE_ABI);
+                       "the CUDA module %s is from another build (ABI %d, backend struct %zu "
+                       "bytes; expected %d, %zu): rebuild it with this corevital",
+                       where, m->abi, m->backend_size, CV_CUDA_MODULE_ABI, sizeof(cv_backend));
     return CV_OK;
 }
 

@@ -16,8 +16,9 @@
 
 #include <stddef.h>
 
-/* Bumped whenever this table or cv_backend changes shape; a module of another build is refused. */
-#define CV_CUDA_MODULE_ABI   2
+/* Bumped whenever this table, cv_backend or cv_weight changes shape; a module of another build is
+ * refused (3: cv_weight.prefill_bf16, cv_backend.prefill_bf16). */
+#define CV_CUDA_MODULE_ABI   3
 #define CV_CUDA_MODULE_ENTRY "cv_cuda_module_entry"
 #define CV_CUDA_MODULE_FILE  "libcorevital_cuda.so"
 

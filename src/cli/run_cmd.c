@@ -103,6 +103,9 @@ static void run_help(FILE *f) {
         "  --quantize-4             NF4 weights\n"
         "  --quantize-8             int8 weights\n"
         "  --kv-dtype fp32|bf16     KV cache dtype (default fp32; bf16 halves its bytes, CPU)\n"
+        "  --prefill-dtype fp32|bf16\n"
+        "                           prompt matmuls (default fp32, exact; bf16 rounds x and W\n"
+        "                           and uses BF16 dot products: faster, not exact; CPU)\n"
         "  --quiet                  print only the generated text (no summary block)\n"
         "  --report                 also write the HTML report beside the trace (.html)\n"
         "  --stop-on LIST           stop generating when one holds: repetition, nan, risk>X\n"
@@ -185,6 +188,7 @@ static const opt_def k_opts[] = {
     {"--quantize-4", "model.load_in_4bit", O_FLAG, "true"},
     {"--quantize-8", "model.load_in_8bit", O_FLAG, "true"},
     {"--kv-dtype", "model.kv_dtype", O_VALUE, NULL},
+    {"--prefill-dtype", "model.prefill_dtype", O_VALUE, NULL},
     {"--out", NULL, O_VALUE, NULL},
     {"--remote_sink", "sink.type", O_VALUE, NULL},
     {"--remote_url", "sink.remote_url", O_VALUE, NULL},

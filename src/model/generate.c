@@ -112,10 +112,13 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     st = cv_tokenizer_load_dir(s->hub.dir, &s->tok, err);
     hook_end(hooks, "tokenizer_load");
     if (st != CV_OK) goto fail;
-    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32};
+    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
     if (cfg->model.kv_dtype &&
         (strcmp(cfg->model.kv_dtype, "bfloat16") == 0 || strcmp(cfg->model.kv_dtype, "bf16") == 0))
         mo.kv_dtype = CV_DT_BF16;
+    if (cfg->model.prefill_dtype && (strcmp(cfg->model.prefill_dtype, "bfloat16") == 0 ||
+                                     strcmp(cfg->model.prefill_dtype, "bf16") == 0))
+        mo.prefill_dtype = CV_DT_BF16;
     if (cfg->model.load_in_4bit) {
         if (cfg->model.load_in_8bit)
             CV_WARN("both 4-bit and 8-bit quantization requested: using 4-bit (NF4)");
@@ -247,6 +250,17 @@ static void fill_layers(cv_layer_summary *layers, int n, double *host, const cv_
     }
 }
 
+/* extensions.<key> = {"dtype": <torch name>} */
+static cv_status add_dtype_ext(cv_report *rep, const char *key, cv_dtype dt, cv_error *err) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "dtype", cv_dtype_torch_name(dt)) ||
+        (!rep->extensions && !(rep->extensions = cJSON_CreateObject()))) {
+        cJSON_Delete(o);
+        return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    }
+    cJSON_AddItemToObject(rep->extensions, key, o);
+    return CV_OK;
+}
 static int is_eos(const cv_session *s, int32_t id) {
     const cv_model_config *c = &s->m->cfg;
     for (int i = 0; i < c->n_eos; i++)
@@ -286,16 +300,13 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
     if (quantized && (st = cv_report_set_str(&mi->quantization.method,
                                              s->m->quant == CV_WFMT_NF4 ? "4-bit" : "8-bit", err)))
         return st;
-    if (s->m->kv_dtype != CV_DT_F32) { /* a non-default cache is stated (the default traces
-                                        * stay as the Python tool writes them) */
-        cJSON *kv = cJSON_CreateObject();
-        if (!kv || !cJSON_AddStringToObject(kv, "dtype", cv_dtype_torch_name(s->m->kv_dtype)) ||
-            (!rep->extensions && !(rep->extensions = cJSON_CreateObject()))) {
-            cJSON_Delete(kv);
-            return cv_fail(err, CV_ERR_NOMEM, "out of memory");
-        }
-        cJSON_AddItemToObject(rep->extensions, "kv_cache", kv);
-    }
+    /* a non-default KV cache or prefill precision is stated (the default traces stay as the
+     * Python tool writes them) */
+    if (s->m->kv_dtype != CV_DT_F32 && (st = add_dtype_ext(rep, "kv_cache", s->m->kv_dtype, err)))
+        return st;
+    if (s->m->prefill_dtype != CV_DT_F32 &&
+        (st = add_dtype_ext(rep, "prefill", s->m->prefill_dtype, err)))
+        return st;
     int64_t *ids64 = malloc(sizeof(int64_t) * (P ? P : 1));
     if (!ids64) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < P; i++) ids64[i] = ids[i];

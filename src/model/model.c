@@ -36,13 +36,13 @@ static const cv_family_ops *family_ops(cv_family f) {
 }
 
 cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err) {
-    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32};
+    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
     return cv_model_load_opts(dir, be, &o, out, err);
 }
 
 cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
                               cv_model **out, cv_error *err) {
-    cv_model_opts o = {quant, CV_DT_COUNT, CV_DT_F32};
+    cv_model_opts o = {quant, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
     return cv_model_load_opts(dir, be, &o, out, err);
 }
 
@@ -63,6 +63,18 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
         return cv_fail(err, CV_ERR_CONFIG,
                        "model.kv_dtype bfloat16: the %s backend has no bf16 KV cache in this "
                        "build (use float32, or --device cpu)",
+                       be->name);
+    }
+    m->prefill_dtype = opts->prefill_dtype;
+    if (m->prefill_dtype != CV_DT_F32 && m->prefill_dtype != CV_DT_BF16) {
+        free(m);
+        return cv_fail(err, CV_ERR_CONFIG, "model.prefill_dtype must be float32 or bfloat16");
+    }
+    if (m->prefill_dtype == CV_DT_BF16 && !be->prefill_bf16) {
+        free(m);
+        return cv_fail(err, CV_ERR_CONFIG,
+                       "model.prefill_dtype bfloat16: the %s backend has no bf16 prefill in this "
+                       "build (it needs the CPU backend built for AVX512-BF16; use float32)",
                        be->name);
     }
     snprintf(m->dir, sizeof m->dir, "%s", dir);
@@ -215,6 +227,7 @@ cv_status cv_model_upload(cv_model *m, cv_weight *w, const void *host, cv_dtype 
     cv_status s = m->be->weight_upload(m->be, owned, host, dtype, rows, cols, err);
     if (s != CV_OK) return s;
     if (m->n_weights == 1) m->weight_dtype = owned->dtype;
+    owned->prefill_bf16 = m->prefill_dtype == CV_DT_BF16 && owned->format == CV_WFMT_DENSE;
     *w = *owned; /* the family keeps a copy by value; the model frees the original */
     return CV_OK;
 }
