@@ -1,6 +1,7 @@
 """longctx_pytorch.py — the PyTorch side of bench_longctx: prefill tok/s and decode ms/step at
-long contexts for a Hugging Face checkpoint on the CPU, fp32, attn_implementation="sdpa", the
-same token ids as bench_longctx (100 + (i * 37) % 5000) and greedy decoding with the KV cache.
+long contexts for a Hugging Face checkpoint on the CPU, fp32 (TORCH_DTYPE=bfloat16: the model
+held and computed in bf16, torch's own bf16 CPU kernels), attn_implementation="sdpa", the same
+token ids as bench_longctx (100 + (i * 37) % 5000) and greedy decoding with the KV cache.
 
 usage: python bench/longctx_pytorch.py [model_dir] [lens] [reps] [decode_steps]
        (defaults .cache/smollm2/model 512,2048,4096 1 8; threads: torch's default unless
@@ -85,10 +86,11 @@ def main():
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 8
     if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    dname = os.environ.get("TORCH_DTYPE", "float32")
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation="sdpa"
+        model_dir, dtype=getattr(torch, dname), attn_implementation="sdpa"
     ).eval()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, sdpa, fp32, {model_dir}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, sdpa, {dname}, {model_dir}")
     print(f"{'ctx':>6} {'prefill tok/s':>14} {'decode ms/step':>15}")
     os.makedirs("runs", exist_ok=True)
     for P in lens:
@@ -111,6 +113,7 @@ def main():
         print(f"{P:>6} {p:>14.1f} {d:>15.2f}")
         with open("runs/bench_longctx.jsonl", "a") as f:
             f.write(json.dumps({"bench": "longctx_pytorch", "ctx": P, "threads": torch.get_num_threads(),
+                                "dtype": dname,
                                 "prefill_tok_s": round(p, 2), "decode_ms_step": round(d, 3),
                                 "reps": reps, "model": model_dir}) + "\n")
 
