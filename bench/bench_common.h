@@ -170,7 +170,9 @@ static inline double bench_peak_bf16_gflops(void) {
     return 4.0 * 16 * 12 * 2000000.0 * omp_get_max_threads() / (ms * 1e6);
 }
 #else
-static inline double bench_peak_bf16_gflops(void) { return 0.0; }
+static inline double bench_peak_bf16_gflops(void) {
+    return 0.0;
+}
 #endif
 
 /* Append one JSON line to runs/bench_<name>.jsonl (the directory is created). */

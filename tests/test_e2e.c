@@ -461,9 +461,9 @@ START_TEST(test_reduced_dtypes) {
     ck_assert_ptr_null(get(doc, "extensions.prefill"));
     cJSON_Delete(doc);
     for (int o = 0; o < 2; o++) {
-        const char *bad[] = {"run",      "--model",  "tests/fixtures/llama-tiny",
-                             "--prompt", "hi",       opts[o][0],
-                             "int8",     "--out",    out,
+        const char *bad[] = {"run",      "--model", "tests/fixtures/llama-tiny",
+                             "--prompt", "hi",      opts[o][0],
+                             "int8",     "--out",   out,
                              NULL};
         ck_assert_int_eq(run(bad), 2);
     }

@@ -230,7 +230,9 @@ END_TEST
  * fp32 kernel that ignored the flag would be off by ~1e-2 (bf16's 8 bits), far outside it. One
  * row (decode) stays the exact fp32 product. Ragged panels and rows, odd K (a zero-padded pair),
  * K over 32 (the pair blocks), and a 16M+ weight (row chunks). */
-static float bf16_round(float v) { return cv_bf16_to_f32(cv_f32_to_bf16(v)); }
+static float bf16_round(float v) {
+    return cv_bf16_to_f32(cv_f32_to_bf16(v));
+}
 
 START_TEST(test_matmul_prefill_bf16) {
     cv_backend *be = cv_backend_cpu_create();

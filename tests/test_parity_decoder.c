@@ -250,7 +250,7 @@ END_TEST
  * on the bf16 checkpoint (llama-tiny-tied-bf16, whose weights it does not round) and 0.178 on
  * the fp32 ones (their weights rounded too), the same in the decode steps; both options
  * together 0.083. The maxima are printed with the other errors (CK_FORK=no). */
-#define TOL_KV_BF16 1e-1
+#define TOL_KV_BF16      1e-1
 #define TOL_PREFILL_BF16 2.5e-1
 static void check_reduced(const char *name, cv_dtype kv, cv_dtype prefill, double tol) {
     char dir[256], key[128], what[160], rec[96];

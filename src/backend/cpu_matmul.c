@@ -147,6 +147,19 @@ MM_DRIVER(f16, CV_DT_F16)
  * (matmul_packed below). */
 #define MM_PACK_T 192 /* measured at SmolLM2's shapes (K 576 / 1536): packed wins from T 256 */
 
+/* A 6 x 64 tile's first RT rows (+ bias) to out, columns past N masked off. */
+MB_INLINE void mm_tile_store(float *out, size_t ldo, __m512 acc[6][4], const float *bias, size_t N,
+                             size_t t0, size_t n0, int RT) {
+    for (int j = 0; j < 4; j++) {
+        size_t n = n0 + 16 * (size_t)j;
+        if (n >= N) break;
+        __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
+        for (int i = 0; i < RT; i++)
+            _mm512_mask_storeu_ps(out + (t0 + i) * ldo + n, m, _mm512_add_ps(acc[i][j], bv));
+    }
+}
+
 MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *panel,
                         const float *bias, size_t N, size_t K, size_t t0, size_t n0, int RT) {
     __m512 acc[6][4];
@@ -161,14 +174,7 @@ MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *pan
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
-    for (int j = 0; j < 4; j++) {
-        size_t n = n0 + 16 * (size_t)j;
-        if (n >= N) break;
-        __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
-        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
-        for (int i = 0; i < RT; i++)
-            _mm512_mask_storeu_ps(out + (t0 + i) * ldo + n, m, _mm512_add_ps(acc[i][j], bv));
-    }
+    mm_tile_store(out, ldo, acc, bias, N, t0, n0, RT);
 }
 
 /* Pack panel p (64 output columns from row p * 64) of w, widened to fp32, as (K, 64) into dst,
@@ -214,14 +220,7 @@ MB_INLINE void mmb_tile(float *out, size_t ldo, const uint32_t *x2, size_t kw,
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xb, wv[j]);
         }
     }
-    for (int j = 0; j < 4; j++) {
-        size_t n = n0 + 16 * (size_t)j;
-        if (n >= N) break;
-        __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
-        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
-        for (int i = 0; i < RT; i++)
-            _mm512_mask_storeu_ps(out + (t0 + i) * ldo + n, m, _mm512_add_ps(acc[i][j], bv));
-    }
+    mm_tile_store(out, ldo, acc, bias, N, t0, n0, RT);
 }
 
 /* 32 elements of a row from element k (n of them, the rest 0) as bf16, rounded to nearest even */
@@ -247,8 +246,8 @@ static void mmb_pack(uint32_t *dst, const cv_weight *w, size_t p, size_t N, size
             size_t n = p * 64 + c;
             uint32_t pr[16];
             if (n < N)
-                _mm512_storeu_si512((void *)pr, mmb_load32((const char *)w->data + n * K * es, dt,
-                                                           k0, K - k0));
+                _mm512_storeu_si512((void *)pr,
+                                    mmb_load32((const char *)w->data + n * K * es, dt, k0, K - k0));
             else
                 memset(pr, 0, sizeof pr);
             for (size_t i = 0; i < e; i++) dst[(k0 / 2 + i) * 64 + c] = pr[i];
@@ -410,8 +409,8 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
             cv_weight sl = *w;
             sl.data = (const char *)w->data + n0 * K * es;
             sl.rows = (int64_t)(N - n0 < chunk ? N - n0 : chunk);
-            ok = matmul_packed(b, bf, out + n0, N, x, &sl, bias ? bias + n0 : NULL,
-                               (size_t)sl.rows, K, (size_t)T);
+            ok = matmul_packed(b, bf, out + n0, N, x, &sl, bias ? bias + n0 : NULL, (size_t)sl.rows,
+                               K, (size_t)T);
         }
         if (ok) return; /* else no scratch: the unpacked tiles below */
     }
