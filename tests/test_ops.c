@@ -33,6 +33,28 @@ static void make_weight(cv_weight *w, void *buf, cv_dtype dt, int N, int K, unsi
     w->cols = K;
 }
 
+/* One random matmul case: weight (N, K) of dtype dt, x (T, K), bias (N), outputs o1 / o2
+ * (T, N) for the kernel and its oracle; drawn from *seed in that order. */
+typedef struct {
+    float *x, *bias, *o1, *o2;
+    void *wb;
+    cv_weight w;
+} mm_case;
+
+static void mm_case_make(mm_case *c, cv_dtype dt, int T, int N, int K, unsigned *seed) {
+    c->x = malloc(sizeof(float) * T * K), c->bias = malloc(sizeof(float) * N);
+    c->o1 = malloc(sizeof(float) * T * N), c->o2 = malloc(sizeof(float) * T * N);
+    c->wb = malloc(4 * (size_t)N * K);
+    ck_assert(c->x && c->bias && c->o1 && c->o2 && c->wb);
+    make_weight(&c->w, c->wb, dt, N, K, seed);
+    for (int i = 0; i < T * K; i++) c->x[i] = frand(seed);
+    for (int i = 0; i < N; i++) c->bias[i] = frand(seed);
+}
+
+static void mm_case_free(mm_case *c) {
+    free(c->x), free(c->bias), free(c->o1), free(c->o2), free(c->wb);
+}
+
 START_TEST(test_matmul_vs_naive) {
     cv_backend *be = cv_backend_cpu_create();
     /* T 192 and 517 take the packed-panel prefill kernel (MM_PACK_T), ragged in rows and panels */
@@ -44,43 +66,33 @@ START_TEST(test_matmul_vs_naive) {
             for (size_t b = 0; b < 4; b++)
                 for (size_t c = 0; c < 5; c++) {
                     int T = Ts[a], N = Ns[b], K = Ks[c];
-                    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
-                    float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
-                    void *wb = malloc(4 * (size_t)N * K);
-                    cv_weight w;
-                    make_weight(&w, wb, dts[di], N, K, &seed);
-                    for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
-                    for (int i = 0; i < N; i++) bias[i] = frand(&seed);
-                    be->matmul(be, o1, x, &w, (b & 1) ? bias : NULL, T);
-                    cv_matmul_naive(o2, x, &w, (b & 1) ? bias : NULL, T);
+                    mm_case m;
+                    mm_case_make(&m, dts[di], T, N, K, &seed);
+                    be->matmul(be, m.o1, m.x, &m.w, (b & 1) ? m.bias : NULL, T);
+                    cv_matmul_naive(m.o2, m.x, &m.w, (b & 1) ? m.bias : NULL, T);
                     char what[96];
                     snprintf(what, sizeof what, "matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]),
                              T, N, K);
                     ck_assert_msg(
-                        tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
-                        what);
-                    free(x), free(bias), free(o1), free(o2), free(wb);
+                        tu_check_close(what, m.o1, m.o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6),
+                        "%s", what);
+                    mm_case_free(&m);
                 }
     /* long prefills take the packed-panel kernel (T >= 512): ragged panels and rows, odd K */
     const int Ls[][3] = {{600, 70, 100}, {517, 64, 33}, {1030, 130, 16}};
     for (size_t di = 0; di < 3; di++)
         for (size_t li = 0; li < 3; li++) {
             int T = Ls[li][0], N = Ls[li][1], K = Ls[li][2];
-            float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
-            float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
-            void *wb = malloc(4 * (size_t)N * K);
-            cv_weight w;
-            make_weight(&w, wb, dts[di], N, K, &seed);
-            for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
-            for (int i = 0; i < N; i++) bias[i] = frand(&seed);
-            be->matmul(be, o1, x, &w, li == 1 ? NULL : bias, T);
-            cv_matmul_naive(o2, x, &w, li == 1 ? NULL : bias, T);
+            mm_case m;
+            mm_case_make(&m, dts[di], T, N, K, &seed);
+            be->matmul(be, m.o1, m.x, &m.w, li == 1 ? NULL : m.bias, T);
+            cv_matmul_naive(m.o2, m.x, &m.w, li == 1 ? NULL : m.bias, T);
             char what[96];
             snprintf(what, sizeof what, "packed matmul %s T=%d N=%d K=%d", cv_dtype_name(dts[di]),
                      T, N, K);
-            ck_assert_msg(tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
-                          what);
-            free(x), free(bias), free(o1), free(o2), free(wb);
+            ck_assert_msg(tu_check_close(what, m.o1, m.o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6),
+                          "%s", what);
+            mm_case_free(&m);
         }
     be->destroy(be);
 }
@@ -193,9 +205,10 @@ START_TEST(test_attention_vs_naive) {
 }
 END_TEST
 
-/* A weight of more than 16M elements at prefill length goes through the packed kernel in row
- * chunks of 16M / K rows (4,096 rows at K = 4,096): the columns on both sides of the chunk
- * boundary, the first and the last, checked row by row against double dot products. */
+/* A weight of more than 16M elements at prefill length (a vocabulary-sized head) through the
+ * packed kernel, which went through it in row chunks of 16M / K rows while all its panels were
+ * packed at once: the columns around 4,096 (that boundary at K = 4,096), the first and the last,
+ * checked row by row against double dot products. */
 START_TEST(test_matmul_packed_chunks) {
     cv_backend *be = cv_backend_cpu_create();
     const int T = 192, K = 4096, N = 4096 + 70;
@@ -229,7 +242,7 @@ END_TEST
  * the same rounded values in double; tolerance as for fp32 (only the summation differs). An
  * fp32 kernel that ignored the flag would be off by ~1e-2 (bf16's 8 bits), far outside it. One
  * row (decode) stays the exact fp32 product. Ragged panels and rows, odd K (a zero-padded pair),
- * K over 32 (the pair blocks), and a 16M+ weight (row chunks). */
+ * K over 32 (the pair blocks), and a 16M+ weight. */
 static float bf16_round(float v) {
     return cv_bf16_to_f32(cv_f32_to_bf16(v));
 }
@@ -248,39 +261,34 @@ START_TEST(test_matmul_prefill_bf16) {
             for (size_t b = 0; b < 3; b++)
                 for (size_t c = 0; c < 5; c++) {
                     int T = Ts[a], N = Ns[b], K = Ks[c];
-                    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
-                    float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
-                    void *wb = malloc(4 * (size_t)N * K);
-                    cv_weight w;
-                    make_weight(&w, wb, dts[di], N, K, &seed);
-                    w.prefill_bf16 = 1;
-                    for (int i = 0; i < T * K; i++) x[i] = frand(&seed);
-                    for (int i = 0; i < N; i++) bias[i] = frand(&seed);
-                    const float *bs = (c & 1) ? bias : NULL;
-                    be->matmul(be, o1, x, &w, bs, T);
+                    mm_case m;
+                    mm_case_make(&m, dts[di], T, N, K, &seed);
+                    m.w.prefill_bf16 = 1;
+                    const float *bs = (c & 1) ? m.bias : NULL;
+                    be->matmul(be, m.o1, m.x, &m.w, bs, T);
                     if (T == 1) {
-                        cv_matmul_naive(o2, x, &w, bs, T);
+                        cv_matmul_naive(m.o2, m.x, &m.w, bs, T);
                     } else {
                         for (int t = 0; t < T; t++)
                             for (int n = 0; n < N; n++) {
                                 const void *row =
-                                    (const char *)wb + (size_t)n * K * cv_dtype_size(dts[di]);
+                                    (const char *)m.wb + (size_t)n * K * cv_dtype_size(dts[di]);
                                 double acc = bs ? bs[n] : 0.0;
                                 for (int k = 0; k < K; k++)
-                                    acc += (double)bf16_round(x[(size_t)t * K + k]) *
+                                    acc += (double)bf16_round(m.x[(size_t)t * K + k]) *
                                            bf16_round(cv_elem_f32(row, dts[di], (size_t)k));
-                                o2[(size_t)t * N + n] = (float)acc;
+                                m.o2[(size_t)t * N + n] = (float)acc;
                             }
                     }
                     char what[96];
                     snprintf(what, sizeof what, "bf16 prefill matmul %s T=%d N=%d K=%d",
                              cv_dtype_name(dts[di]), T, N, K);
                     ck_assert_msg(
-                        tu_check_close(what, o1, o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6), "%s",
-                        what);
-                    free(x), free(bias), free(o1), free(o2), free(wb);
+                        tu_check_close(what, m.o1, m.o2, (size_t)T * N, 1e-5 * sqrt(K) + 1e-6),
+                        "%s", what);
+                    mm_case_free(&m);
                 }
-    /* a weight over 16M elements: the row chunks, around their boundary */
+    /* a weight over 16M elements (a vocabulary-sized head), around column 4,096 */
     const int T = 7, K = 4096, N = 4096 + 70;
     uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)N * K);
     float *x = malloc(sizeof(float) * T * K), *o = malloc(sizeof(float) * (size_t)T * N);

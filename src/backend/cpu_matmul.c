@@ -148,20 +148,20 @@ MM_DRIVER(f16, CV_DT_F16)
 #define MM_PACK_T 192 /* measured at SmolLM2's shapes (K 576 / 1536): packed wins from T 256 */
 
 /* A 6 x 64 tile's first RT rows (+ bias) to out, columns past N masked off. */
-MB_INLINE void mm_tile_store(float *out, size_t ldo, __m512 acc[6][4], const float *bias, size_t N,
-                             size_t t0, size_t n0, int RT) {
+MB_INLINE void mm_tile_store(float *out, __m512 acc[6][4], const float *bias, size_t N, size_t t0,
+                             size_t n0, int RT) {
     for (int j = 0; j < 4; j++) {
         size_t n = n0 + 16 * (size_t)j;
         if (n >= N) break;
         __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
         __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
         for (int i = 0; i < RT; i++)
-            _mm512_mask_storeu_ps(out + (t0 + i) * ldo + n, m, _mm512_add_ps(acc[i][j], bv));
+            _mm512_mask_storeu_ps(out + (t0 + i) * N + n, m, _mm512_add_ps(acc[i][j], bv));
     }
 }
 
-MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *panel,
-                        const float *bias, size_t N, size_t K, size_t t0, size_t n0, int RT) {
+MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const float *bias, size_t N,
+                        size_t K, size_t t0, size_t n0, int RT) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
@@ -174,7 +174,7 @@ MB_INLINE void mmp_tile(float *out, size_t ldo, const float *x, const float *pan
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
-    mm_tile_store(out, ldo, acc, bias, N, t0, n0, RT);
+    mm_tile_store(out, acc, bias, N, t0, n0, RT);
 }
 
 /* Pack panel p (64 output columns from row p * 64) of w, widened to fp32, as (K, 64) into dst,
@@ -204,9 +204,8 @@ static void mmp_pack(float *dst, const cv_weight *w, size_t p, size_t N, size_t 
  * FMA per instruction. A product of two bf16 is exact in fp32, so the only rounding is of x and W
  * to bf16 (nearest even) and the fp32 sums. Panels hold 64 output columns as (K/2, 64, 2) bf16:
  * per k pair, four vectors of 16 columns x 2 k; a row of x is (K/2) 32-bit pairs, broadcast. */
-MB_INLINE void mmb_tile(float *out, size_t ldo, const uint32_t *x2, size_t kw,
-                        const uint16_t *panel, const float *bias, size_t N, size_t t0, size_t n0,
-                        int RT) {
+MB_INLINE void mmb_tile(float *out, const uint32_t *x2, size_t kw, const uint16_t *panel,
+                        const float *bias, size_t N, size_t t0, size_t n0, int RT) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
@@ -220,7 +219,7 @@ MB_INLINE void mmb_tile(float *out, size_t ldo, const uint32_t *x2, size_t kw,
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xb, wv[j]);
         }
     }
-    mm_tile_store(out, ldo, acc, bias, N, t0, n0, RT);
+    mm_tile_store(out, acc, bias, N, t0, n0, RT);
 }
 
 /* 32 elements of a row from element k (n of them, the rest 0) as bf16, rounded to nearest even */
@@ -257,55 +256,57 @@ static void mmb_pack(uint32_t *dst, const cv_weight *w, size_t p, size_t N, size
 
 #endif
 
-/* Rows t0..t1 of x against one packed panel, in tiles of 6 rows (then the 1-5 left). */
-MB_INLINE void mm_panel_rows(int bf, float *out, size_t ldo, const float *x, const uint32_t *x2,
-                             size_t K, size_t kw, const void *panel, const float *bias, size_t N,
-                             size_t t0, size_t t1, size_t n0) {
-#define MM_PANEL_TILE(RT)                                                                          \
-    do {                                                                                           \
-        if (bf)                                                                                    \
-            MM_BF_TILE(RT);                                                                        \
-        else                                                                                       \
-            mmp_tile(out, ldo, x, panel, bias, N, K, t, n0, RT);                                   \
-    } while (0)
+/* One tile of RT rows from row t against a packed panel: fp32 or bf16 panels. */
+MB_INLINE void mm_panel_tile(int bf, float *out, const float *x, const uint32_t *x2, size_t K,
+                             size_t kw, const void *panel, const float *bias, size_t N, size_t t,
+                             size_t n0, int RT) {
 #ifdef __AVX512BF16__
-#define MM_BF_TILE(RT) mmb_tile(out, ldo, x2, kw, panel, bias, N, t, n0, RT)
-#else
-#define MM_BF_TILE(RT) (void)x2, (void)kw
+    if (bf) {
+        mmb_tile(out, x2, kw, panel, bias, N, t, n0, RT);
+        return;
+    }
 #endif
+    (void)bf, (void)x2, (void)kw;
+    mmp_tile(out, x, panel, bias, N, K, t, n0, RT);
+}
+
+/* Rows t0..t1 of x against one packed panel, in tiles of 6 rows, then the 1-5 left (each tile
+ * height a constant, so its accumulators stay in registers). */
+MB_INLINE void mm_panel_rows(int bf, float *out, const float *x, const uint32_t *x2, size_t K,
+                             size_t kw, const void *panel, const float *bias, size_t N, size_t t0,
+                             size_t t1, size_t n0) {
     size_t t = t0;
-    for (; t + 6 <= t1; t += 6) MM_PANEL_TILE(6);
+    for (; t + 6 <= t1; t += 6) mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 6);
     switch (t1 > t ? t1 - t : 0) {
     case 5:
-        MM_PANEL_TILE(5);
+        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 5);
         break;
     case 4:
-        MM_PANEL_TILE(4);
+        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 4);
         break;
     case 3:
-        MM_PANEL_TILE(3);
+        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 3);
         break;
     case 2:
-        MM_PANEL_TILE(2);
+        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 2);
         break;
     case 1:
-        MM_PANEL_TILE(1);
+        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 1);
         break;
     default:
         break;
     }
-#undef MM_BF_TILE
-#undef MM_PANEL_TILE
 }
 
-/* out (T, N) of row stride ldo = x . W^T + bias through packed panels; bf: the bf16 panels
+/* out (T, N) = x . W^T + bias through packed panels; bf: the bf16 panels
  * (cv_weight.prefill_bf16), x rounded once per call into pairs. A work item packs its panel into
  * the thread's own buffer (it stays in L2) and runs its rows against it, so the panels never go
- * out to memory and back. Few panels (small N) are split into row blocks so every thread has
- * work; each block then packs the panel itself. Returns 0 when the scratch cannot be had (the
- * caller falls back). */
-static int matmul_packed(cv_backend *b, int bf, float *out, size_t ldo, const float *x,
-                         const cv_weight *w, const float *bias, size_t N, size_t K, size_t T) {
+ * out to memory and back, and the scratch is one panel per thread whatever N (a vocabulary-sized
+ * head included). Few panels (small N) are split into row blocks so every thread has work; each
+ * block then packs the panel itself. Returns 0 when the scratch cannot be had (the caller falls
+ * back). */
+static int matmul_packed(cv_backend *b, int bf, float *out, const float *x, const cv_weight *w,
+                         const float *bias, size_t N, size_t K, size_t T) {
     size_t np = (N + 63) / 64, kw = (K + 1) / 2; /* bf16: k pairs; an odd K ends with a zero */
     size_t pan = bf ? kw * 64 : K * 64;          /* 32-bit words per panel */
     size_t nth = (size_t)omp_get_max_threads();
@@ -346,7 +347,7 @@ static int matmul_packed(cv_backend *b, int bf, float *out, size_t ldo, const fl
                     mmp_pack(panel, w, p, N, K);
                 packed = p;
             }
-            mm_panel_rows(bf, out, ldo, x, X, K, kw, panel, bias, N, t0, t1, p * 64);
+            mm_panel_rows(bf, out, x, X, K, kw, panel, bias, N, t0, t1, p * 64);
         }
     }
     return 1;
@@ -394,26 +395,13 @@ static void matmul_bf16_decode(cv_backend *b, float *out, const float *x, const 
 static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const cv_weight *w,
                                 const float *bias, int T) {
     size_t N = (size_t)w->rows, K = (size_t)w->cols;
-    /* long prefill: packed panels, at most 16M weights (64 MiB of fp32 panels) at a time, so a
-     * vocabulary-sized head goes through in row chunks */
+    /* long prefill: packed panels; the bf16 panels at any T > 1 (decode stays exact) */
     int bf = 0;
 #ifdef __AVX512BF16__
-    bf = w->prefill_bf16 && T >= 2; /* the bf16 panels at any T > 1 (decode stays exact) */
+    bf = w->prefill_bf16 && T >= 2;
 #endif
-    if ((T >= MM_PACK_T || bf) && b) {
-        const size_t es = cv_dtype_size(w->dtype);
-        size_t chunk = ((size_t)16 << 20) / K / 64 * 64;
-        if (chunk < 64) chunk = 64;
-        int ok = 1;
-        for (size_t n0 = 0; n0 < N && ok; n0 += chunk) {
-            cv_weight sl = *w;
-            sl.data = (const char *)w->data + n0 * K * es;
-            sl.rows = (int64_t)(N - n0 < chunk ? N - n0 : chunk);
-            ok = matmul_packed(b, bf, out + n0, N, x, &sl, bias ? bias + n0 : NULL, (size_t)sl.rows,
-                               K, (size_t)T);
-        }
-        if (ok) return; /* else no scratch: the unpacked tiles below */
-    }
+    if ((T >= MM_PACK_T || bf) && b && matmul_packed(b, bf, out, x, w, bias, N, K, (size_t)T))
+        return; /* else no scratch: the unpacked tiles below */
     switch (w->dtype) {
     case CV_DT_BF16:
         if (T == 1 && K <= 4096 && b)

@@ -90,6 +90,11 @@ static cv_backend *pick_backend(const cv_config *cfg, const char **device, cv_er
     return b;
 }
 
+/* model.kv_dtype / model.prefill_dtype (config checked: float32, bfloat16, fp32, bf16) */
+static cv_dtype reduced_dtype(const char *v) {
+    return v && (strcmp(v, "bfloat16") == 0 || strcmp(v, "bf16") == 0) ? CV_DT_BF16 : CV_DT_F32;
+}
+
 cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_hooks *hooks,
                           cv_error *err) {
     *out = NULL;
@@ -112,13 +117,8 @@ cv_status cv_session_open(const cv_config *cfg, cv_session **out, const cv_gen_h
     st = cv_tokenizer_load_dir(s->hub.dir, &s->tok, err);
     hook_end(hooks, "tokenizer_load");
     if (st != CV_OK) goto fail;
-    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
-    if (cfg->model.kv_dtype &&
-        (strcmp(cfg->model.kv_dtype, "bfloat16") == 0 || strcmp(cfg->model.kv_dtype, "bf16") == 0))
-        mo.kv_dtype = CV_DT_BF16;
-    if (cfg->model.prefill_dtype && (strcmp(cfg->model.prefill_dtype, "bfloat16") == 0 ||
-                                     strcmp(cfg->model.prefill_dtype, "bf16") == 0))
-        mo.prefill_dtype = CV_DT_BF16;
+    cv_model_opts mo = {CV_WFMT_DENSE, CV_DT_COUNT, reduced_dtype(cfg->model.kv_dtype),
+                        reduced_dtype(cfg->model.prefill_dtype)};
     if (cfg->model.load_in_4bit) {
         if (cfg->model.load_in_8bit)
             CV_WARN("both 4-bit and 8-bit quantization requested: using 4-bit (NF4)");
@@ -261,6 +261,7 @@ static cv_status add_dtype_ext(cv_report *rep, const char *key, cv_dtype dt, cv_
     cJSON_AddItemToObject(rep->extensions, key, o);
     return CV_OK;
 }
+
 static int is_eos(const cv_session *s, int32_t id) {
     const cv_model_config *c = &s->m->cfg;
     for (int i = 0; i < c->n_eos; i++)
