@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,10 +96,63 @@ void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
     if (l->prompt_P > 0) memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
 }
 
+#if defined(__AVX512F__)
+/* One row whose every |x| is within the clamp (no NaN, no inf: the common case), on 8 double
+ * lanes: the same sums as the scalar loop below, summed in another order (double, so about
+ * 1e-16 apart). Returns 0, touching nothing, when the row has a value out of range. */
+static int hidden_row_avx512(double *rec, double *colsum, const float *x, int D) {
+    const __m512 lim = _mm512_set1_ps((float)CV_CLIP_LIMIT);
+    __mmask16 out = 0;
+    __m512 mx = _mm512_setzero_ps();
+    for (int d = 0; d < D; d += 16) {
+        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1u);
+        __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + d));
+        out |= _mm512_mask_cmp_ps_mask(m, a, lim, _CMP_NLE_UQ); /* > limit, or NaN */
+        mx = _mm512_max_ps(mx, a);
+    }
+    /* 1e6 as a float is 1e6 exactly, so this is the scalar loop's a <= CV_CLIP_LIMIT */
+    if (out) return 0;
+    __m512d sum = _mm512_setzero_pd(), sq = sum;
+    for (int d = 0; d < D; d += 8) {
+        __mmask8 m = D - d >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (D - d)) - 1u);
+        __m512d v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + d));
+        sum = _mm512_add_pd(sum, v);
+        sq = _mm512_fmadd_pd(v, v, sq);
+        _mm512_mask_storeu_pd(colsum + d, m,
+                              _mm512_add_pd(_mm512_maskz_loadu_pd(m, colsum + d), v));
+    }
+    double s = _mm512_reduce_add_pd(sum), q = _mm512_reduce_add_pd(sq);
+    double mean_b = s / D;
+    __m512d mb = _mm512_set1_pd(mean_b), m2v = _mm512_setzero_pd();
+    for (int d = 0; d < D; d += 8) {
+        __mmask8 m = D - d >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (D - d)) - 1u);
+        __m512d dv = _mm512_maskz_sub_pd(m, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + d)), mb);
+        m2v = _mm512_fmadd_pd(dv, dv, m2v);
+    }
+    double m2_b = _mm512_reduce_add_pd(m2v);
+    double n_a = rec[CV_HS_ROWS] * D, n_b = D;
+    if (n_a > 0) {
+        double delta = mean_b - rec[CV_HS_SUM] / n_a;
+        m2_b += delta * delta * n_a * n_b / (n_a + n_b);
+    }
+    double rmx = _mm512_reduce_max_ps(mx), pmx = rec[CV_HS_MAXABS];
+    rec[CV_HS_L2CLAMP] += sqrt(q);
+    rec[CV_HS_M2] += m2_b;
+    rec[CV_HS_SUM] += s;
+    rec[CV_HS_ROWS] += 1.0;
+    rec[CV_HS_L2SUM] += sqrt(q);
+    rec[CV_HS_MAXABS] = isnan(pmx) || pmx >= rmx ? pmx : rmx;
+    return 1;
+}
+#endif
+
 void cv_hidden_record_add_rows(double *rec, const float *X, int S, int D) {
     double *colsum = rec + CV_HS_FIXED;
     for (int s = 0; s < S; s++) {
         const float *x = X + (size_t)s * D;
+#if defined(__AVX512F__)
+        if (hidden_row_avx512(rec, colsum, x, D)) continue;
+#endif
         double sum = 0.0, sq = 0.0, sq_big = 0.0, mx = rec[CV_HS_MAXABS];
         int nclip = 0, nnan = 0, ninf = 0;
         for (int d = 0; d < D; d++) {
