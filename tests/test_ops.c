@@ -1,7 +1,8 @@
 /* test_ops.c — each CPU op against its naive twin on random inputs of awkward sizes:
  * the matmul for F32 / F16 / BF16 weights (vector tails, partial tiles), attention (causal and
  * not, GQA, position bias, queries starting mid-cache; the tiled and split-key kernels at 2,000+
- * keys with their statistic records), RoPE against the closed form. */
+ * keys with their statistic records), RoPE against the closed form, the fused LM head against
+ * the stored logits, the activations against double-precision formulas. */
 #include "backend/cpu_internal.h"
 #include "corevital/backend.h"
 #include "corevital/dtype.h"
@@ -513,24 +514,146 @@ START_TEST(test_logprob_accum_vs_rows) {
 }
 END_TEST
 
+/* The fused LM head (head_logprob) against the stored logits: the same matmul, then the
+ * one-row log-softmax. Rows from T = 32 / 192 (where it applies) to uneven T, a vocabulary with
+ * a ragged last panel, fp32 and bf16 panels over F32 / BF16 weights; a NaN row, a row with +inf
+ * logits, targets outside the vocabulary (NaN) and at its last column. Too few rows: it declines
+ * (returns 0) and the caller slices. */
+START_TEST(test_head_logprob_vs_rows) {
+    cv_backend *be = cv_backend_cpu_create();
+    if (!be->head_logprob) { /* a portable build: the health layer slices the head */
+        be->destroy(be);
+        return;
+    }
+    unsigned seed = 31;
+    const int V = 64 * 37 + 21, K = 70;
+    const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16};
+    for (int di = 0; di < 2; di++)
+        for (int bf = 0; bf <= (be->prefill_bf16 ? 1 : 0); bf++) {
+            const int Ts[] = {bf ? 32 : 192, 203};
+            for (int ti = 0; ti < 2; ti++) {
+                int T = Ts[ti];
+                mm_case m;
+                mm_case_make(&m, dts[di], T, V, K, &seed);
+                free(m.o1), free(m.o2);
+                m.o1 = malloc(sizeof(float) * (size_t)T * V), m.o2 = NULL;
+                for (int i = 0; i < T * K; i++) m.x[i] *= 3.0f; /* a peaked softmax */
+                for (int k = 0; k < K; k++) m.x[1 * K + k] = k == 5 ? NAN : m.x[1 * K + k];
+                for (int k = 0; k < K; k++) m.x[2 * K + k] = k ? 0.0f : INFINITY; /* +-inf */
+                m.w.prefill_bf16 = bf;
+                int32_t *y = malloc(sizeof(int32_t) * T);
+                for (int t = 0; t < T; t++) y[t] = (int32_t)((t * 977u + 3u) % (unsigned)V);
+                y[3] = -1, y[4] = V, y[5] = V - 1, y[6] = 0;
+                double *want = malloc(sizeof(double) * T), *got = malloc(sizeof(double) * T);
+                be->matmul(be, m.o1, m.x, &m.w, NULL, T);
+                be->target_logprob(be, want, m.o1, T, V, y);
+                ck_assert_int_eq(be->head_logprob(be, got, m.x, &m.w, T, y), 1);
+                ck_assert(isnan(want[1]) && isnan(want[2]) && isnan(want[3]) && isnan(want[4]));
+                for (int t = 0; t < T; t++) {
+                    if (isnan(want[t])) {
+                        ck_assert_msg(isnan(got[t]), "T=%d row %d: %g, want NaN", T, t, got[t]);
+                        continue;
+                    }
+                    /* the same products (bf16: the same panels, bit for bit; fp32 at T < 192
+                     * the matmul's dot tiles sum in another order), fp32 exps, double sums */
+                    ck_assert_msg(fabs(got[t] - want[t]) <= 2e-5 * fmax(1.0, fabs(want[t])),
+                                  "%s %s T=%d row %d: %.9g vs %.9g", cv_dtype_name(dts[di]),
+                                  bf ? "bf16" : "fp32", T, t, got[t], want[t]);
+                }
+                free(y), free(want), free(got);
+                mm_case_free(&m);
+            }
+        }
+    /* too few rows for the fused head: declined, nothing written */
+    {
+        mm_case m;
+        mm_case_make(&m, CV_DT_F32, 8, 100, 16, &seed);
+        int32_t y[8] = {0};
+        double out[8] = {7, 7, 7, 7, 7, 7, 7, 7};
+        ck_assert_int_eq(be->head_logprob(be, out, m.x, &m.w, 8, y), 0);
+        ck_assert(out[0] == 7 && out[7] == 7);
+        mm_case_free(&m);
+    }
+    be->destroy(be);
+}
+END_TEST
+
+/* SiLU x mul and GELU (tanh) against their double-precision formulas, at lengths with vector
+ * tails and at the extremes (exp overflow / underflow, NaN). */
+START_TEST(test_activations_vs_double) {
+    cv_backend *be = cv_backend_cpu_create();
+    unsigned seed = 17;
+    const size_t ns[] = {1, 15, 16, 17, 40000 + 7};
+    for (size_t ni = 0; ni < 5; ni++) {
+        size_t n = ns[ni];
+        float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+        float *x = malloc(sizeof(float) * n), *g0 = malloc(sizeof(float) * n);
+        const float edge[] = {0.0f, -0.0f, 1e-30f, -89.0f, 89.0f, -104.5f, 200.0f, -1000.0f, NAN};
+        for (size_t i = 0; i < n; i++) {
+            g[i] = i < 9 && n > 16 ? edge[i] : 12.0f * frand(&seed);
+            u[i] = frand(&seed);
+            x[i] = g[i];
+            g0[i] = g[i];
+        }
+        be->silu_mul(be, g, u, n);
+        be->gelu_tanh(be, x, n);
+        for (size_t i = 0; i < n; i++) {
+            double v = g0[i];
+            double s = v / (1.0 + exp(-v)) * u[i];
+            /* 0.5 v (1 + tanh(y)) = v sigmoid(2y): the sigmoid form keeps the far negative tail,
+             * where 1 + tanh(y) rounds to 0 even in double */
+            double a2 = 2.0 * 0.7978845608028654 * (v + 0.044715 * v * v * v);
+            double ge = v / (1.0 + exp(-a2));
+            if (isnan(v)) {
+                ck_assert(isnan(g[i]) && isnan(x[i]));
+                continue;
+            }
+            ck_assert_msg(fabs(g[i] - s) <= 1e-6 * fabs(s) + 1e-30,
+                          "silu_mul(%.9g) = %.9g, want %.9g", v, g[i], s);
+            /* fp32 rounds the exp's argument (2y) too: e^-2y is off by about |2y| ulp */
+            ck_assert_msg(fabs(x[i] - ge) <= (1e-6 + 2.4e-7 * fabs(a2)) * fabs(ge) + 1e-30,
+                          "gelu_tanh(%.9g) = %.9g, want %.9g", v, x[i], ge);
+        }
+        free(g), free(u), free(x), free(g0);
+    }
+    be->destroy(be);
+}
+END_TEST
+
+/* RoPE against the closed form; the backend keeps the angles of its last call (every layer's q
+ * and k share them), so the calls alternate positions, lengths and frequencies to show that the
+ * kept table is only reused for the same ones. */
 START_TEST(test_rope_closed_form) {
     cv_backend *be = cv_backend_cpu_create();
-    int T = 3, H = 2, hd = 8, stride = H * hd;
-    float x[3 * 16], y[3 * 16], inv[4];
+    enum { TM = 700, H = 2, hd = 8, stride = H * hd };
+    float *x = malloc(sizeof(float) * TM * stride), *y = malloc(sizeof(float) * TM * stride);
+    float inv[4];
     unsigned seed = 4;
-    for (int i = 0; i < T * stride; i++) x[i] = y[i] = frand(&seed);
-    for (int j = 0; j < hd / 2; j++) inv[j] = 1.0f / powf(10000.0f, (float)(2 * j) / hd);
-    be->rope(be, y, T, stride, H, hd, inv, 5, NULL);
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++)
-            for (int j = 0; j < hd / 2; j++) {
-                double ang = (5.0 + t) * inv[j];
-                const float *xv = x + t * stride + h * hd;
-                const float *yv = y + t * stride + h * hd;
-                ck_assert_double_eq_tol(yv[j], xv[j] * cos(ang) - xv[j + hd / 2] * sin(ang), 1e-5);
-                ck_assert_double_eq_tol(yv[j + hd / 2],
-                                        xv[j + hd / 2] * cos(ang) + xv[j] * sin(ang), 1e-5);
-            }
+    const struct {
+        int T, pos0;
+        float base;
+    } calls[] = {{3, 5, 10000.0f},   {3, 5, 10000.0f},   {3, 6, 10000.0f}, {3, 6, 500000.0f},
+                 {TM, 0, 500000.0f}, {TM, 0, 500000.0f}, {2, 0, 500000.0f}};
+    for (size_t ci = 0; ci < sizeof calls / sizeof calls[0]; ci++) {
+        int T = calls[ci].T, p0 = calls[ci].pos0;
+        for (int i = 0; i < T * stride; i++) x[i] = y[i] = frand(&seed);
+        for (int j = 0; j < hd / 2; j++) inv[j] = 1.0f / powf(calls[ci].base, (float)(2 * j) / hd);
+        be->rope(be, y, T, stride, H, hd, inv, p0, NULL);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++)
+                for (int j = 0; j < hd / 2; j++) {
+                    double ang = (double)(float)((float)(p0 + t) * inv[j]);
+                    const float *xv = x + t * stride + h * hd;
+                    const float *yv = y + t * stride + h * hd;
+                    ck_assert_msg(fabs(yv[j] - (xv[j] * cos(ang) - xv[j + hd / 2] * sin(ang))) <=
+                                      1e-5,
+                                  "call %zu t=%d j=%d", ci, t, j);
+                    ck_assert_msg(fabs(yv[j + hd / 2] -
+                                       (xv[j + hd / 2] * cos(ang) + xv[j] * sin(ang))) <= 1e-5,
+                                  "call %zu t=%d j=%d", ci, t, j);
+                }
+    }
+    free(x), free(y);
     be->destroy(be);
 }
 END_TEST
@@ -658,6 +781,8 @@ int main(void) {
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_rope_closed_form);
     tcase_add_test(tc, test_logprob_accum_vs_rows);
+    tcase_add_test(tc, test_head_logprob_vs_rows);
+    tcase_add_test(tc, test_activations_vs_double);
     tcase_add_test(tc, test_device_position_ops);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

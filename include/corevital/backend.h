@@ -182,6 +182,13 @@ struct cv_backend {
      * row's log-probability is then target - (max + ln sum). */
     void (*logprob_accum)(cv_backend *b, double *state, const float *logits, int T, int n, int col0,
                           const int32_t *targets);
+    /* Optional (NULL: not offered): out[t] = ln softmax(x[t] . w^T)[targets[t]] for t < T, the LM
+     * head and the log-softmax fused, with no (T x V) logits stored; x (T, w->cols) and out in
+     * backend memory, targets on the host; NaN where a logit is NaN or +inf or the target is
+     * outside [0, w->rows). Returns 0, writing nothing, where it does not apply (the caller then
+     * slices the head through matmul + logprob_accum). */
+    int (*head_logprob)(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
+                        const int32_t *targets);
     /* index of the largest logit (first on ties) — greedy decoding without copying the row back;
      * -1 (never a token) when the backend has failed (see status) */
     int32_t (*argmax)(cv_backend *b, const float *logits, int V);

@@ -211,18 +211,42 @@ static void cpu_residual_add(cv_backend *b, float *x, const float *y, int T, int
     hs_merge(hstats, parts, np, C);
 }
 
+/* GELU (tanh form): 0.5 x (1 + tanh(y)) = x sigmoid(2y), y = sqrt(2/pi) (x + 0.044715 x^3). The
+ * sigmoid form needs one exp and no tanh, and keeps the far negative tail (where 1 + tanhf(y)
+ * rounds to 0) to relative precision. */
 static inline float gelu_tanh1(float x) {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    return x / (1.0f + expf(-2.0f * k * (x + 0.044715f * x * x * x)));
 }
 static inline float silu1(float x) {
     return x / (1.0f + expf(-x));
 }
 
+#ifdef CV_CPU_AVX512
+/* x * sigmoid(a) = x / (1 + e^-a) on 16 lanes. cv_exp512 flushes e^-a below e^-104 to 0 (the
+ * quotient is then x, as with expf) and overflows to inf above e^88 (the quotient is -0 or 0,
+ * as with expf); NaN stays NaN. About 1 ulp from the scalar forms below. */
+static inline __m512 mul_sigmoid512(__m512 x, __m512 a) {
+    __m512 e = cv_exp512(_mm512_sub_ps(_mm512_setzero_ps(), a));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+#endif
+
 static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
     (void)b;
+    size_t i0 = 0;
+#ifdef CV_CPU_AVX512
+    i0 = n / 16 * 16;
 #pragma omp parallel for PAR_IF(n) schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] = gelu_tanh1(x[i]);
+    for (size_t i = 0; i < i0; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 y = _mm512_mul_ps(
+            _mm512_set1_ps(2.0f * 0.7978845608028654f),
+            _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), _mm512_mul_ps(v, v), v));
+        _mm512_storeu_ps(x + i, mul_sigmoid512(v, y));
+    }
+#endif
+    for (size_t i = i0; i < n; i++) x[i] = gelu_tanh1(x[i]);
 }
 static void cpu_relu(cv_backend *b, float *x, size_t n) {
     (void)b;
@@ -230,8 +254,16 @@ static void cpu_relu(cv_backend *b, float *x, size_t n) {
 }
 static void cpu_silu_mul(cv_backend *b, float *g, const float *u, size_t n) {
     (void)b;
+    size_t i0 = 0;
+#ifdef CV_CPU_AVX512
+    i0 = n / 16 * 16;
 #pragma omp parallel for PAR_IF(n) schedule(static)
-    for (size_t i = 0; i < n; i++) g[i] = silu1(g[i]) * u[i];
+    for (size_t i = 0; i < i0; i += 16) {
+        __m512 v = _mm512_loadu_ps(g + i);
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(mul_sigmoid512(v, v), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (size_t i = i0; i < n; i++) g[i] = silu1(g[i]) * u[i];
 }
 static void cpu_gelu_mul(cv_backend *b, float *g, const float *u, size_t n) {
     (void)b;
@@ -239,16 +271,50 @@ static void cpu_gelu_mul(cv_backend *b, float *g, const float *u, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = gelu_tanh1(g[i]) * u[i];
 }
 
-static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
-                     const float *inv_freq, int pos0, const int32_t *dpos) {
-    (void)b;
-    int half = head_dim / 2;
-    if (dpos) pos0 = dpos[0];
+/* (cos, sin) of pos * inv_freq[j] for positions pos0 .. pos0 + T - 1, as (T, half, 2): from
+ * the cache when the last call asked for the same (the other projection, the next layer), or
+ * NULL when there is no room (the caller computes them in place). */
+static const float *rope_table(cv_backend *b, int T, int half, const float *inv_freq, int pos0) {
+    cv_cpu_ctx *c = b ? b->ctx : NULL;
+    if (!c || half > 256) return NULL;
+    if (c->rope_cs && c->rope_T == T && c->rope_pos0 == pos0 && c->rope_half == half &&
+        memcmp(c->rope_freq, inv_freq, sizeof(float) * (size_t)half) == 0)
+        return c->rope_cs;
+    if (!grow((void **)&c->rope_cs, &c->rope_cap, (size_t)T * half * 2, sizeof(float))) {
+        c->rope_T = -1;
+        return NULL;
+    }
+    float *cs = c->rope_cs;
+#pragma omp parallel for PAR_IF((size_t)T *half * 16) schedule(static)
     for (int t = 0; t < T; t++) {
         float pos = (float)(pos0 + t);
         for (int j = 0; j < half; j++) {
             float ang = pos * inv_freq[j]; /* fp32, as HF computes freqs */
-            float c = cosf(ang), s = sinf(ang);
+            cs[((size_t)t * half + j) * 2] = cosf(ang);
+            cs[((size_t)t * half + j) * 2 + 1] = sinf(ang);
+        }
+    }
+    memcpy(c->rope_freq, inv_freq, sizeof(float) * (size_t)half);
+    c->rope_T = T, c->rope_pos0 = pos0, c->rope_half = half;
+    return cs;
+}
+
+static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
+                     const float *inv_freq, int pos0, const int32_t *dpos) {
+    int half = head_dim / 2;
+    if (dpos) pos0 = dpos[0];
+    const float *cs = rope_table(b, T, half, inv_freq, pos0);
+#pragma omp parallel for PAR_IF((size_t)T *stride) schedule(static)
+    for (int t = 0; t < T; t++) {
+        float pos = (float)(pos0 + t);
+        for (int j = 0; j < half; j++) {
+            float c, s;
+            if (cs) {
+                c = cs[((size_t)t * half + j) * 2], s = cs[((size_t)t * half + j) * 2 + 1];
+            } else {
+                float ang = pos * inv_freq[j];
+                c = cosf(ang), s = sinf(ang);
+            }
             for (int h = 0; h < n_heads; h++) {
                 float *v = x + (size_t)t * stride + (size_t)h * head_dim;
                 float a = v[j], bb = v[j + half];
@@ -431,6 +497,7 @@ static void cpu_destroy(cv_backend *b) {
     if (c) {
         free(c->dbl);
         free(c->flt);
+        free(c->rope_cs);
         free(c);
     }
     free(b);
@@ -481,6 +548,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->row_cos = cpu_row_cos;
     b->target_logprob = cpu_target_logprob;
     b->logprob_accum = cpu_logprob_accum;
+    b->head_logprob = cv_cpu_head_logprob;
     b->pick_greedy = cpu_pick_greedy;
     b->stats_reset = cpu_stats_reset;
     b->destroy = cpu_destroy;

@@ -5,6 +5,7 @@
 #include "corevital/backend.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -18,6 +19,12 @@ typedef struct {
     size_t dbl_cap;
     float *flt;
     size_t flt_cap;
+    /* RoPE's (cos, sin) of positions rope_pos0 .. + rope_T for the frequencies rope_freq: every
+     * layer's q and k rotate by the same angles, so they are computed once per forward */
+    float *rope_cs;
+    size_t rope_cap;
+    int rope_pos0, rope_T, rope_half;
+    float rope_freq[256];
 } cv_cpu_ctx;
 
 double *cv_cpu_scratch_dbl(cv_backend *b, size_t n);
@@ -25,6 +32,12 @@ float *cv_cpu_scratch_flt(cv_backend *b, size_t n);
 
 void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T);
+/* The fused LM head for prompt surprisals (backend.h head_logprob): with bf16 panels from this
+ * many rows up, with fp32 ones from MM_PACK_T (below, packing the whole head per call costs more
+ * than the stored logits it saves: bench_head). */
+#define CV_HEAD_FUSED_T 32
+int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
+                        const int32_t *targets);
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a);
 /* The one-row-at-a-time attention (probability captures, non-AVX-512 hosts), kept callable for
  * the bench ladder. */

@@ -7,8 +7,11 @@
  * Quantized formats (INT8, NF4) are dispatched to src/quant. cv_matmul_naive is the test oracle. */
 #include "cpu_internal.h"
 
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 void cv_matmul_naive(float *out, const float *x, const cv_weight *w, const float *bias, int T) {
@@ -160,8 +163,67 @@ MB_INLINE void mm_tile_store(float *out, __m512 acc[6][4], const float *bias, si
     }
 }
 
-MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const float *bias, size_t N,
-                        size_t K, size_t t0, size_t n0, int RT) {
+/* The fused LM head (cv_cpu_head_logprob): instead of storing a tile, fold it into each row's
+ * running log-sum-exp. Every thread keeps, per row, 16 lanes of running max (fp32) and of the sum
+ * of e^(l - max) (double), so a tile costs one max, one rescale and four exps per row and no
+ * horizontal reduction; the lanes and threads are merged once at the end. The max starts at
+ * -FLT_MAX, not -inf, so that a lane that has only seen -inf logits rescales by 0, not by NaN. */
+typedef struct {
+    float *m;           /* (T, 16) this thread's lanes' running max */
+    double *s;          /* (T, 16) this thread's lanes' sum of e^(l - m) */
+    unsigned char *bad; /* (T) this thread saw a NaN or +inf logit in the row */
+    float *tgt;         /* (T) the target's logit (shared: one panel holds each target) */
+    const int32_t *y;   /* (T) target ids */
+} mm_lse;
+
+MB_INLINE void mm_tile_lse(const mm_lse *L, __m512 acc[6][4], size_t N, size_t t0, size_t n0,
+                           int RT) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), pinf = _mm512_set1_ps(INFINITY);
+    for (int i = 0; i < RT; i++) {
+        size_t t = t0 + (size_t)i;
+        __m512 v[4], mo = _mm512_load_ps(L->m + t * 16), mx = mo;
+        __mmask16 bm = 0;
+        for (int j = 0; j < 4; j++) {
+            size_t n = n0 + 16 * (size_t)j;
+            __mmask16 m = n >= N        ? (__mmask16)0
+                          : N - n >= 16 ? (__mmask16)0xffff
+                                        : (__mmask16)((1u << (N - n)) - 1u);
+            v[j] = _mm512_mask_mov_ps(ninf, m, acc[i][j]);
+            bm |= _mm512_cmp_ps_mask(v[j], v[j], _CMP_UNORD_Q) |
+                  _mm512_cmp_ps_mask(v[j], pinf, _CMP_EQ_OQ);
+            mx = _mm512_max_ps(mx, v[j]);
+        }
+        if (bm) L->bad[t] = 1;
+        int64_t y = L->y[t];
+        if (y >= (int64_t)n0 && y < (int64_t)n0 + 64 && y < (int64_t)N) {
+            float row[64];
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(row + 16 * j, acc[i][j]);
+            L->tgt[t] = row[y - (int64_t)n0];
+        }
+        __m512 sc = cv_exp512(_mm512_sub_ps(mo, mx)), z = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++) z = _mm512_add_ps(z, cv_exp512(_mm512_sub_ps(v[j], mx)));
+        double *s = L->s + t * 16;
+        _mm512_store_pd(s, _mm512_fmadd_pd(_mm512_load_pd(s),
+                                           _mm512_cvtps_pd(_mm512_castps512_ps256(sc)),
+                                           _mm512_cvtps_pd(_mm512_castps512_ps256(z))));
+        _mm512_store_pd(s + 8, _mm512_fmadd_pd(_mm512_load_pd(s + 8),
+                                               _mm512_cvtps_pd(_mm512_extractf32x8_ps(sc, 1)),
+                                               _mm512_cvtps_pd(_mm512_extractf32x8_ps(z, 1))));
+        _mm512_store_ps(L->m + t * 16, mx);
+    }
+}
+
+/* A finished tile: stored (+ bias), or folded into the rows' log-sum-exp. */
+MB_INLINE void mm_tile_done(float *out, const mm_lse *lse, __m512 acc[6][4], const float *bias,
+                            size_t N, size_t t0, size_t n0, int RT) {
+    if (lse)
+        mm_tile_lse(lse, acc, N, t0, n0, RT);
+    else
+        mm_tile_store(out, acc, bias, N, t0, n0, RT);
+}
+
+MB_INLINE void mmp_tile(float *out, const mm_lse *lse, const float *x, const float *panel,
+                        const float *bias, size_t N, size_t K, size_t t0, size_t n0, int RT) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
@@ -174,7 +236,7 @@ MB_INLINE void mmp_tile(float *out, const float *x, const float *panel, const fl
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
-    mm_tile_store(out, acc, bias, N, t0, n0, RT);
+    mm_tile_done(out, lse, acc, bias, N, t0, n0, RT);
 }
 
 /* Pack panel p (64 output columns from row p * 64) of w, widened to fp32, as (K, 64) into dst,
@@ -204,8 +266,9 @@ static void mmp_pack(float *dst, const cv_weight *w, size_t p, size_t N, size_t 
  * FMA per instruction. A product of two bf16 is exact in fp32, so the only rounding is of x and W
  * to bf16 (nearest even) and the fp32 sums. Panels hold 64 output columns as (K/2, 64, 2) bf16:
  * per k pair, four vectors of 16 columns x 2 k; a row of x is (K/2) 32-bit pairs, broadcast. */
-MB_INLINE void mmb_tile(float *out, const uint32_t *x2, size_t kw, const uint16_t *panel,
-                        const float *bias, size_t N, size_t t0, size_t n0, int RT) {
+MB_INLINE void mmb_tile(float *out, const mm_lse *lse, const uint32_t *x2, size_t kw,
+                        const uint16_t *panel, const float *bias, size_t N, size_t t0, size_t n0,
+                        int RT) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
@@ -219,7 +282,7 @@ MB_INLINE void mmb_tile(float *out, const uint32_t *x2, size_t kw, const uint16_
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xb, wv[j]);
         }
     }
-    mm_tile_store(out, acc, bias, N, t0, n0, RT);
+    mm_tile_done(out, lse, acc, bias, N, t0, n0, RT);
 }
 
 /* 32 elements of a row from element k (n of them, the rest 0) as bf16, rounded to nearest even */
@@ -257,41 +320,41 @@ static void mmb_pack(uint32_t *dst, const cv_weight *w, size_t p, size_t N, size
 #endif
 
 /* One tile of RT rows from row t against a packed panel: fp32 or bf16 panels. */
-MB_INLINE void mm_panel_tile(int bf, float *out, const float *x, const uint32_t *x2, size_t K,
-                             size_t kw, const void *panel, const float *bias, size_t N, size_t t,
-                             size_t n0, int RT) {
+MB_INLINE void mm_panel_tile(int bf, float *out, const mm_lse *lse, const float *x,
+                             const uint32_t *x2, size_t K, size_t kw, const void *panel,
+                             const float *bias, size_t N, size_t t, size_t n0, int RT) {
 #ifdef __AVX512BF16__
     if (bf) {
-        mmb_tile(out, x2, kw, panel, bias, N, t, n0, RT);
+        mmb_tile(out, lse, x2, kw, panel, bias, N, t, n0, RT);
         return;
     }
 #endif
     (void)bf, (void)x2, (void)kw;
-    mmp_tile(out, x, panel, bias, N, K, t, n0, RT);
+    mmp_tile(out, lse, x, panel, bias, N, K, t, n0, RT);
 }
 
 /* Rows t0..t1 of x against one packed panel, in tiles of 6 rows, then the 1-5 left (each tile
  * height a constant, so its accumulators stay in registers). */
-MB_INLINE void mm_panel_rows(int bf, float *out, const float *x, const uint32_t *x2, size_t K,
-                             size_t kw, const void *panel, const float *bias, size_t N, size_t t0,
-                             size_t t1, size_t n0) {
+MB_INLINE void mm_panel_rows(int bf, float *out, const mm_lse *lse, const float *x,
+                             const uint32_t *x2, size_t K, size_t kw, const void *panel,
+                             const float *bias, size_t N, size_t t0, size_t t1, size_t n0) {
     size_t t = t0;
-    for (; t + 6 <= t1; t += 6) mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 6);
+    for (; t + 6 <= t1; t += 6) mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 6);
     switch (t1 > t ? t1 - t : 0) {
     case 5:
-        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 5);
+        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 5);
         break;
     case 4:
-        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 4);
+        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 4);
         break;
     case 3:
-        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 3);
+        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 3);
         break;
     case 2:
-        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 2);
+        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 2);
         break;
     case 1:
-        mm_panel_tile(bf, out, x, x2, K, kw, panel, bias, N, t, n0, 1);
+        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 1);
         break;
     default:
         break;
@@ -305,8 +368,8 @@ MB_INLINE void mm_panel_rows(int bf, float *out, const float *x, const uint32_t 
  * head included). Few panels (small N) are split into row blocks so every thread has work; each
  * block then packs the panel itself. Returns 0 when the scratch cannot be had (the caller falls
  * back). */
-static int matmul_packed(cv_backend *b, int bf, float *out, const float *x, const cv_weight *w,
-                         const float *bias, size_t N, size_t K, size_t T) {
+static int matmul_packed(cv_backend *b, int bf, float *out, const mm_lse *lse, const float *x,
+                         const cv_weight *w, const float *bias, size_t N, size_t K, size_t T) {
     size_t np = (N + 63) / 64, kw = (K + 1) / 2; /* bf16: k pairs; an odd K ends with a zero */
     size_t pan = bf ? kw * 64 : K * 64;          /* 32-bit words per panel */
     size_t nth = (size_t)omp_get_max_threads();
@@ -332,7 +395,15 @@ static int matmul_packed(cv_backend *b, int bf, float *out, const float *x, cons
                         mmb_load32(x + t * K, CV_DT_F32, k, K - k));
         }
 #endif
-        float *panel = P + (size_t)omp_get_thread_num() * pan;
+        const size_t me = (size_t)omp_get_thread_num();
+        float *panel = P + me * pan;
+        mm_lse mine; /* lse: this thread's own running sums */
+        if (lse) {
+            mine = *lse;
+            mine.m += me * T * 16;
+            mine.s += me * T * 16;
+            mine.bad += me * T;
+        }
         size_t packed = (size_t)-1;
 #pragma omp for schedule(dynamic, 1)
         for (size_t it = 0; it < np * nrb; it++) {
@@ -347,7 +418,7 @@ static int matmul_packed(cv_backend *b, int bf, float *out, const float *x, cons
                     mmp_pack(panel, w, p, N, K);
                 packed = p;
             }
-            mm_panel_rows(bf, out, x, X, K, kw, panel, bias, N, t0, t1, p * 64);
+            mm_panel_rows(bf, out, lse ? &mine : NULL, x, X, K, kw, panel, bias, N, t0, t1, p * 64);
         }
     }
     return 1;
@@ -400,7 +471,7 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
 #ifdef __AVX512BF16__
     bf = w->prefill_bf16 && T >= 2;
 #endif
-    if ((T >= MM_PACK_T || bf) && b && matmul_packed(b, bf, out, x, w, bias, N, K, (size_t)T))
+    if ((T >= MM_PACK_T || bf) && b && matmul_packed(b, bf, out, NULL, x, w, bias, N, K, (size_t)T))
         return; /* else no scratch: the unpacked tiles below */
     switch (w->dtype) {
     case CV_DT_BF16:
@@ -418,6 +489,66 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
     }
 }
 #endif
+
+/* out[t] = ln softmax(x[t] . W^T)[targets[t]] for t < T (the prompt surprisals' LM head): the
+ * packed matmul with its tiles folded into each row's log-sum-exp as they are computed, so no
+ * (T x V) logits are ever stored (mm_tile_lse). The products are the matmul's own (bf16 panels
+ * when the weight is marked for the bf16 prefill), the exps fp32 (cv_exp512, as logprob_accum)
+ * and the sums double. A NaN or +inf logit, or a target outside [0, V), gives NaN. Returns 0
+ * (nothing written) where it does not apply: a quantized weight, a build without AVX-512, fewer
+ * rows than CV_HEAD_FUSED_T (bf16 panels) or MM_PACK_T (fp32), or no memory; the caller then
+ * takes the sliced path. */
+int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
+                        const int32_t *targets) {
+#ifdef CV_CPU_AVX512
+    int bf = 0;
+#ifdef __AVX512BF16__
+    bf = w->prefill_bf16;
+#endif
+    /* where the plain matmul would not pack either, packing the whole head costs more than the
+     * stored logits it saves (bench_head) */
+    if (!b || w->format != CV_WFMT_DENSE || T < (bf ? CV_HEAD_FUSED_T : MM_PACK_T)) return 0;
+    size_t N = (size_t)w->rows, K = (size_t)w->cols, nt = (size_t)T;
+    size_t nth = (size_t)omp_get_max_threads();
+    float *m = aligned_alloc(64, sizeof(float) * 16 * nth * nt);
+    double *s = aligned_alloc(64, sizeof(double) * 16 * nth * nt);
+    unsigned char *bad = calloc(nth * nt, 1);
+    float *tgt = malloc(sizeof(float) * nt);
+    int ok = m && s && bad && tgt;
+    if (ok) {
+        for (size_t i = 0; i < 16 * nth * nt; i++) m[i] = -FLT_MAX, s[i] = 0.0;
+        for (size_t t = 0; t < nt; t++) tgt[t] = NAN;
+        mm_lse lse = {m, s, bad, tgt, targets};
+        ok = matmul_packed(b, bf, NULL, &lse, x, w, NULL, N, K, nt);
+    }
+    if (ok) {
+#pragma omp parallel for schedule(static)
+        for (size_t t = 0; t < nt; t++) {
+            double mx = -INFINITY, z = 0.0;
+            int any_bad = 0;
+            for (size_t h = 0; h < nth; h++) {
+                any_bad |= bad[h * nt + t];
+                for (int l = 0; l < 16; l++) mx = fmax(mx, (double)m[(h * nt + t) * 16 + l]);
+            }
+            for (size_t h = 0; h < nth; h++)
+                for (int l = 0; l < 16; l++) {
+                    size_t i = (h * nt + t) * 16 + (size_t)l;
+                    z += s[i] * exp((double)m[i] - mx);
+                }
+            int y = targets[t];
+            out[t] = any_bad || y < 0 || (size_t)y >= N ? NAN : (double)tgt[t] - mx - log(z);
+        }
+    }
+    free(m);
+    free(s);
+    free(bad);
+    free(tgt);
+    return ok;
+#else
+    (void)b, (void)out, (void)x, (void)w, (void)T, (void)targets;
+    return 0;
+#endif
+}
 
 /* Portable path: one output row block per thread, fp32 accumulation the compiler vectorizes. */
 static void matmul_dense_portable(float *out, const float *x, const cv_weight *w, const float *bias,

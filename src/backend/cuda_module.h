@@ -17,8 +17,8 @@
 #include <stddef.h>
 
 /* Bumped whenever this table, cv_backend or cv_weight changes shape; a module of another build is
- * refused (3: cv_weight.prefill_bf16, cv_backend.prefill_bf16). */
-#define CV_CUDA_MODULE_ABI   3
+ * refused (3: cv_weight.prefill_bf16, cv_backend.prefill_bf16; 4: cv_backend.head_logprob). */
+#define CV_CUDA_MODULE_ABI   4
 #define CV_CUDA_MODULE_ENTRY "cv_cuda_module_entry"
 #define CV_CUDA_MODULE_FILE  "libcorevital_cuda.so"
 

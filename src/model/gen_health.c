@@ -127,7 +127,9 @@ void cv_gen_health_layout(const cv_gen_health *g, cv_stats_layout *lay, int prom
 }
 
 /* Prompt surprisals (HEALTH.md §5) from the prefill's final-norm rows: row t < P - 1 predicts
- * token t + 1. With a dense LM head, the vocabulary is cut into slices of VS rows and each slice's
+ * token t + 1. Where the backend fuses the head with the log-softmax (head_logprob: the CPU's
+ * packed matmul folds each tile into the rows' log-sum-exp) no logits are stored at all.
+ * Otherwise, with a dense LM head, the vocabulary is cut into slices of VS rows and each slice's
  * logits are computed for every prompt row at once (a wide matmul, the fast kernels), folded into
  * a running log-sum-exp per row: no P x V matrix, at most SLICE_FLOATS floats of logits. A
  * quantized head goes through rows in chunks of CHUNK instead. Fills g->psurp (ln p). */
@@ -141,6 +143,14 @@ static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, cv_e
     g->psurp = malloc(sizeof(double) * (size_t)(R > 0 ? R : 1));
     if (!g->psurp) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     if (R <= 0) return CV_OK;
+    if (be->head_logprob) { /* the head and the log-softmax fused, where the backend offers it */
+        double *dps = be->alloc(be, sizeof(double) * (size_t)R);
+        if (!dps) return cv_fail(err, CV_ERR_NOMEM, "out of memory for the prompt surprisals");
+        int done = be->head_logprob(be, dps, m->head_in, w, R, prompt + 1);
+        if (done) be->download(be, g->psurp, dps, sizeof(double) * (size_t)R);
+        be->free(be, dps);
+        if (done) return CV_OK;
+    }
     if (w->format == CV_WFMT_DENSE) {
         size_t vs = SLICE_FLOATS / (size_t)R;
         vs = vs < 256 ? 256 : vs > (size_t)V ? (size_t)V : vs & ~(size_t)15;
