@@ -176,6 +176,18 @@ static inline double bench_peak_bf16_gflops(void) {
 #endif
 
 /* Append one JSON line to runs/bench_<name>.jsonl (the directory is created). */
+/* A comma-separated list of integers ("128,512,4096") into out, at most max; returns the count. */
+static inline int bench_parse_ints(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
 static inline void bench_json(const char *name, const char *json_object) {
     mkdir("runs", 0755);
     char path[256];

@@ -183,21 +183,10 @@ static int kernel_ladder(const int *lens, int nl, double peak, double bw) {
 }
 #endif
 
-static int parse_lens(const char *s, int *lens, int max) {
-    int n = 0;
-    while (*s && n < max) {
-        lens[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
-    }
-    return n;
-}
-
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".cache/smollm2/model";
     int lens[8] = {512, 2048, 4096}, nl = 3;
-    if (argc > 2) nl = parse_lens(argv[2], lens, 8);
+    if (argc > 2) nl = bench_parse_ints(argv[2], lens, 8);
     int reps = argc > 3 ? atoi(argv[3]) : 3;
     if (reps < 1) reps = 1;
     if (reps > 16) reps = 16;

@@ -55,15 +55,7 @@ int main(void) {
         {"smollm2-135m", "down_proj", 576, 1536},
     };
     int Ts[8] = {1, 128}, nT = 2;
-    if (getenv("BENCH_TS")) {
-        nT = 0;
-        for (const char *c = getenv("BENCH_TS"); *c && nT < 8;) {
-            Ts[nT++] = atoi(c);
-            c = strchr(c, ',');
-            if (!c) break;
-            c++;
-        }
-    }
+    if (getenv("BENCH_TS")) nT = bench_parse_ints(getenv("BENCH_TS"), Ts, 8);
     const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16};
     int threads = omp_get_max_threads();
     double bw = bench_read_bandwidth_gbs(), peak = bench_peak_gflops();
