@@ -214,9 +214,9 @@ static void cpu_residual_add(cv_backend *b, float *x, const float *y, int T, int
 /* GELU (tanh form): 0.5 x (1 + tanh(y)) = x sigmoid(2y), y = sqrt(2/pi) (x + 0.044715 x^3). The
  * sigmoid form needs one exp and no tanh, and keeps the far negative tail (where 1 + tanhf(y)
  * rounds to 0) to relative precision. */
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 static inline float gelu_tanh1(float x) {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return x / (1.0f + expf(-2.0f * k * (x + 0.044715f * x * x * x)));
+    return x / (1.0f + expf(-2.0f * GELU_K * (x + 0.044715f * x * x * x)));
 }
 static inline float silu1(float x) {
     return x / (1.0f + expf(-x));
@@ -241,7 +241,7 @@ static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
     for (size_t i = 0; i < i0; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
         __m512 y = _mm512_mul_ps(
-            _mm512_set1_ps(2.0f * 0.7978845608028654f),
+            _mm512_set1_ps(2.0f * GELU_K),
             _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), _mm512_mul_ps(v, v), v));
         _mm512_storeu_ps(x + i, mul_sigmoid512(v, y));
     }

@@ -150,13 +150,20 @@ MM_DRIVER(f16, CV_DT_F16)
  * (matmul_packed below). */
 #define MM_PACK_T 192 /* measured at SmolLM2's shapes (K 576 / 1536): packed wins from T 256 */
 
+/* The lanes of the 16 output columns from n that exist (< N): all, some, or none. */
+MB_INLINE __mmask16 mm_cols_mask(size_t N, size_t n) {
+    return n >= N        ? (__mmask16)0
+           : N - n >= 16 ? (__mmask16)0xffff
+                         : (__mmask16)((1u << (N - n)) - 1u);
+}
+
 /* A 6 x 64 tile's first RT rows (+ bias) to out, columns past N masked off. */
 MB_INLINE void mm_tile_store(float *out, __m512 acc[6][4], const float *bias, size_t N, size_t t0,
                              size_t n0, int RT) {
     for (int j = 0; j < 4; j++) {
         size_t n = n0 + 16 * (size_t)j;
-        if (n >= N) break;
-        __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1u);
+        __mmask16 m = mm_cols_mask(N, n);
+        if (!m) break;
         __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n) : _mm512_setzero_ps();
         for (int i = 0; i < RT; i++)
             _mm512_mask_storeu_ps(out + (t0 + i) * N + n, m, _mm512_add_ps(acc[i][j], bv));
@@ -184,11 +191,7 @@ MB_INLINE void mm_tile_lse(const mm_lse *L, __m512 acc[6][4], size_t N, size_t t
         __m512 v[4], mo = _mm512_load_ps(L->m + t * 16), mx = mo;
         __mmask16 bm = 0;
         for (int j = 0; j < 4; j++) {
-            size_t n = n0 + 16 * (size_t)j;
-            __mmask16 m = n >= N        ? (__mmask16)0
-                          : N - n >= 16 ? (__mmask16)0xffff
-                                        : (__mmask16)((1u << (N - n)) - 1u);
-            v[j] = _mm512_mask_mov_ps(ninf, m, acc[i][j]);
+            v[j] = _mm512_mask_mov_ps(ninf, mm_cols_mask(N, n0 + 16 * (size_t)j), acc[i][j]);
             bm |= _mm512_cmp_ps_mask(v[j], v[j], _CMP_UNORD_Q) |
                   _mm512_cmp_ps_mask(v[j], pinf, _CMP_EQ_OQ);
             mx = _mm512_max_ps(mx, v[j]);

@@ -96,6 +96,26 @@ void cv_stats_arena_reset(double *base, const cv_stats_layout *l) {
     if (l->prompt_P > 0) memset(base + l->basin_off, 0, (l->total - l->basin_off) * sizeof(double));
 }
 
+/* A row's own sums (the row as "b") merged into the record: Chan et al.'s M2 update, the norms,
+ * max |x| (NaN sticks) and the non-finite counts. m2_b is the row's sum of (x - its mean)^2. */
+static void hidden_row_commit(double *rec, int D, double sum, double sq, double sq_clamped,
+                              double m2_b, double mx, int nnan, int ninf, int nclip) {
+    double mean_b = sum / D, n_a = rec[CV_HS_ROWS] * D, n_b = D;
+    if (n_a > 0) {
+        double delta = mean_b - rec[CV_HS_SUM] / n_a;
+        m2_b += delta * delta * n_a * n_b / (n_a + n_b);
+    }
+    rec[CV_HS_NNAN] += nnan;
+    rec[CV_HS_NINF] += ninf;
+    rec[CV_HS_NCLIP] += nclip;
+    rec[CV_HS_L2CLAMP] += sqrt(sq_clamped);
+    rec[CV_HS_M2] += m2_b;
+    rec[CV_HS_SUM] += sum;
+    rec[CV_HS_ROWS] += 1.0;
+    rec[CV_HS_L2SUM] += sqrt(sq);
+    rec[CV_HS_MAXABS] = mx;
+}
+
 #if defined(__AVX512F__)
 /* One row whose every |x| is within the clamp (no NaN, no inf: the common case), on 8 double
  * lanes: the same sums as the scalar loop below, summed in another order (double, so about
@@ -122,26 +142,15 @@ static int hidden_row_avx512(double *rec, double *colsum, const float *x, int D)
                               _mm512_add_pd(_mm512_maskz_loadu_pd(m, colsum + d), v));
     }
     double s = _mm512_reduce_add_pd(sum), q = _mm512_reduce_add_pd(sq);
-    double mean_b = s / D;
-    __m512d mb = _mm512_set1_pd(mean_b), m2v = _mm512_setzero_pd();
+    __m512d mb = _mm512_set1_pd(s / D), m2v = _mm512_setzero_pd();
     for (int d = 0; d < D; d += 8) {
         __mmask8 m = D - d >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (D - d)) - 1u);
         __m512d dv = _mm512_maskz_sub_pd(m, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + d)), mb);
         m2v = _mm512_fmadd_pd(dv, dv, m2v);
     }
-    double m2_b = _mm512_reduce_add_pd(m2v);
-    double n_a = rec[CV_HS_ROWS] * D, n_b = D;
-    if (n_a > 0) {
-        double delta = mean_b - rec[CV_HS_SUM] / n_a;
-        m2_b += delta * delta * n_a * n_b / (n_a + n_b);
-    }
     double rmx = _mm512_reduce_max_ps(mx), pmx = rec[CV_HS_MAXABS];
-    rec[CV_HS_L2CLAMP] += sqrt(q);
-    rec[CV_HS_M2] += m2_b;
-    rec[CV_HS_SUM] += s;
-    rec[CV_HS_ROWS] += 1.0;
-    rec[CV_HS_L2SUM] += sqrt(q);
-    rec[CV_HS_MAXABS] = isnan(pmx) || pmx >= rmx ? pmx : rmx;
+    hidden_row_commit(rec, D, s, q, q, _mm512_reduce_add_pd(m2v),
+                      isnan(pmx) || pmx >= rmx ? pmx : rmx, 0, 0, 0);
     return 1;
 }
 #endif
@@ -173,25 +182,12 @@ void cv_hidden_record_add_rows(double *rec, const float *X, int S, int D) {
         /* sq keeps the in-range squares only, so the clamped norm needs no cancellation */
         double sq_clamped = nnan ? NAN : sq + (double)nclip * CV_CLIP_LIMIT * CV_CLIP_LIMIT;
         if (nclip || nnan) sq += sq_big;
-        rec[CV_HS_NNAN] += nnan;
-        rec[CV_HS_NINF] += ninf;
-        rec[CV_HS_NCLIP] += nclip;
-        rec[CV_HS_L2CLAMP] += sqrt(sq_clamped);
         double mean_b = sum / D, m2_b = 0.0;
         for (int d = 0; d < D; d++) {
             double dv = x[d] - mean_b;
             m2_b += dv * dv;
         }
-        double n_a = rec[CV_HS_ROWS] * D, n_b = D;
-        if (n_a > 0) {
-            double delta = mean_b - rec[CV_HS_SUM] / n_a;
-            m2_b += delta * delta * n_a * n_b / (n_a + n_b);
-        }
-        rec[CV_HS_M2] += m2_b;
-        rec[CV_HS_SUM] += sum;
-        rec[CV_HS_ROWS] += 1.0;
-        rec[CV_HS_L2SUM] += sqrt(sq);
-        rec[CV_HS_MAXABS] = mx;
+        hidden_row_commit(rec, D, sum, sq, sq_clamped, m2_b, mx, nnan, ninf, nclip);
     }
 }
 
