@@ -8,7 +8,7 @@
  * 3 bf16dot (model.prefill_dtype bfloat16: x and W rounded to bf16, packed panels on the BF16
  * dot-product instruction; T > 1 only, reported against the measured vdpbf16ps peak too).
  * BENCH_TS=1,128,512,4096 picks the row counts (default 1,128); the portable version is timed at
- * T = 128 only. */
+ * T = 128 only. BENCH_MODELS=smollm2 (a substring of the model column) keeps those shapes only. */
 #include "bench_common.h"
 
 #include "backend/cpu_internal.h"
@@ -51,6 +51,7 @@ int main(void) {
         {"llama-1b", "gate_proj", 8192, 2048},
         {"llama-1b", "down_proj", 2048, 8192},
         {"smollm2-135m", "q_proj", 576, 576},
+        {"smollm2-135m", "k_proj", 192, 576},
         {"smollm2-135m", "gate_proj", 1536, 576},
         {"smollm2-135m", "down_proj", 576, 1536},
     };
@@ -71,6 +72,7 @@ int main(void) {
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (size_t di = 0; di < 2; di++) {
             const shape *s = &shapes[si];
+            if (getenv("BENCH_MODELS") && !strstr(s->model, getenv("BENCH_MODELS"))) continue;
             size_t es = cv_dtype_size(dts[di]);
             void *wb = aligned_alloc(64, ((size_t)s->N * s->K * es + 63) / 64 * 64);
             for (size_t i = 0; i < (size_t)s->N * s->K; i++) {

@@ -2,7 +2,8 @@
  * the matmul for F32 / F16 / BF16 weights (vector tails, partial tiles), attention (causal and
  * not, GQA, position bias, queries starting mid-cache; the tiled and split-key kernels at 2,000+
  * keys with their statistic records), RoPE against the closed form, the fused LM head against
- * the stored logits, the activations against double-precision formulas. */
+ * the stored logits, the activations against double-precision formulas, the one-pass products of
+ * one x (q / k / v, the gated MLP) against one op per product. */
 #include "backend/cpu_internal.h"
 #include "corevital/backend.h"
 #include "corevital/dtype.h"
@@ -311,6 +312,66 @@ START_TEST(test_matmul_prefill_bf16) {
                           "row %d col %d: %.9g vs %.9g", t, n, o[(size_t)t * N + n], acc);
         }
     free(wb), free(x), free(o);
+    be->destroy(be);
+}
+END_TEST
+
+/* The products of one x in one pass (matmul3: attention's q, k, v; gate_up_silu: the gated
+ * MLP's first half with the up product folded into the gate's tiles) against the ops they stand
+ * for, one call each, over fp32 and bf16 panels, short (unpacked: the fallback) and long (packed)
+ * prompts, ragged panels and odd K. matmul3 runs the same tiles as three calls, so it must be
+ * bit-equal; the gated MLP equal too where N is a multiple of 16 (silu_mul's scalar tail rounds
+ * within an ulp of its vector lanes, which the fused epilogue uses for every column). */
+START_TEST(test_matmul3_gate_up_vs_ops) {
+    cv_backend *be = cv_backend_cpu_create();
+    /* (T, K, N of q, k, v): 9 + 3 + 3 panels like SmolLM2's; ragged widths, odd K, bias or not */
+    const int cases[][5] = {{5, 48, 576, 192, 192},
+                            {517, 576, 576, 192, 192},
+                            {200, 33, 70, 5, 130},
+                            {40, 100, 64, 64, 200},
+                            {300, 17, 1, 100, 16}};
+    unsigned seed = 11;
+    for (int bf = 0; bf <= (be->prefill_bf16 ? 1 : 0); bf++)
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            int T = cases[ci][0], K = cases[ci][1];
+            mm_case m[3];
+            float *o3[3];
+            const cv_weight *w3[3];
+            const float *b3[3];
+            for (int i = 0; i < 3; i++) {
+                mm_case_make(&m[i], i == 1 ? CV_DT_BF16 : CV_DT_F32, T, cases[ci][2 + i], K, &seed);
+                memcpy(m[i].x, m[0].x, sizeof(float) * T * K); /* one x */
+                m[i].w.prefill_bf16 = bf;
+                o3[i] = m[i].o1, w3[i] = &m[i].w, b3[i] = ci % 2 ? m[i].bias : NULL;
+            }
+            cv_matmul3(be, o3, m[0].x, w3, b3, T);
+            for (int i = 0; i < 3; i++) {
+                be->matmul(be, m[i].o2, m[0].x, w3[i], b3[i], T);
+                size_t n = (size_t)T * cases[ci][2 + i];
+                ck_assert_msg(memcmp(m[i].o1, m[i].o2, sizeof(float) * n) == 0,
+                              "matmul3 product %d differs from its matmul (T=%d K=%d bf=%d)", i, T,
+                              K, bf);
+            }
+            /* the gated MLP over the first two shapes' widths: gate (T, N) */
+            int N = ci % 2 ? cases[ci][4] : cases[ci][2];
+            mm_case g, u;
+            mm_case_make(&g, CV_DT_BF16, T, N, K, &seed);
+            mm_case_make(&u, CV_DT_F32, T, N, K, &seed);
+            g.w.prefill_bf16 = u.w.prefill_bf16 = bf;
+            memcpy(g.x, m[0].x, sizeof(float) * T * K);
+            be->gate_up_silu(be, g.o1, u.o1, g.x, &g.w, &u.w, T);
+            be->matmul(be, g.o2, g.x, &g.w, NULL, T);
+            be->matmul(be, u.o2, g.x, &u.w, NULL, T);
+            be->silu_mul(be, g.o2, u.o2, (size_t)T * N);
+            char what[96];
+            snprintf(what, sizeof what, "gate_up_silu T=%d N=%d K=%d bf=%d", T, N, K, bf);
+            if (N % 16 == 0)
+                ck_assert_msg(memcmp(g.o1, g.o2, sizeof(float) * T * N) == 0, "%s differs", what);
+            else
+                ck_assert_msg(tu_check_close(what, g.o1, g.o2, (size_t)T * N, 1e-6), "%s", what);
+            mm_case_free(&g), mm_case_free(&u);
+            for (int i = 0; i < 3; i++) mm_case_free(&m[i]);
+        }
     be->destroy(be);
 }
 END_TEST
@@ -777,6 +838,7 @@ int main(void) {
     tcase_add_test(tc, test_matmul_vs_naive);
     tcase_add_test(tc, test_matmul_packed_chunks);
     tcase_add_test(tc, test_matmul_prefill_bf16);
+    tcase_add_test(tc, test_matmul3_gate_up_vs_ops);
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_rope_closed_form);

@@ -327,6 +327,7 @@ static void rec_wrap(rec_backend *r, cv_backend *inner) {
     b->kv_store = r_kv_store, b->attention = r_attention, b->logits_stats = r_logits_stats;
     b->row_cos = r_row_cos, b->copy = r_copy, b->pick_greedy = r_pick_greedy;
     b->gate_up_silu = r_gate_up_silu;
+    b->matmul3 = NULL; /* optional: the model then issues three matmuls, which are recorded */
     b->upload = r_upload, b->download = r_download, b->argmax = r_argmax, b->status = r_status;
     b->graph_begin = r_graph_begin, b->graph_end = r_graph_end;
     b->graph_launch = r_graph_launch, b->graph_reset = r_graph_reset;

@@ -135,6 +135,12 @@ struct cv_backend {
     /* out (T, N) = x (T, K) . W^T (+ bias (N)); W (N, K) */
     void (*matmul)(cv_backend *b, float *out, const float *x, const cv_weight *w, const float *bias,
                    int T);
+    /* Optional (NULL: three matmul calls; use cv_matmul3): out[i] (T, w[i]->rows) = x . w[i]^T
+     * (+ bias[i] where bias and bias[i] are not NULL) for i < 3, three products of one x (the
+     * attention's q, k and v projections), equal to three matmul calls. The CPU runs a long
+     * prefill's three as one pass. */
+    void (*matmul3)(cv_backend *b, float *const out[3], const float *x, const cv_weight *const w[3],
+                    const float *const bias[3], int T);
     /* out (T, C) = layernorm(x) * w + bias (biased variance, eps inside sqrt); hidden stats of out
      */
     void (*layernorm)(cv_backend *b, float *out, const float *x, const float *w, const float *bias,
@@ -258,6 +264,16 @@ static inline cv_attn_args cv_attn_at_step(const cv_attn_args *a) {
     r.n_keys = a->dpos[0] + a->T;
     r.dpos = NULL;
     return r;
+}
+
+/* Three products of one x (matmul3 where the backend offers it, else three matmul calls). */
+static inline void cv_matmul3(cv_backend *b, float *const out[3], const float *x,
+                              const cv_weight *const w[3], const float *const bias[3], int T) {
+    if (b->matmul3) {
+        b->matmul3(b, out, x, w, bias, T);
+        return;
+    }
+    for (int i = 0; i < 3; i++) b->matmul(b, out[i], x, w[i], bias ? bias[i] : NULL, T);
 }
 
 /* T5's bucket for a (key - query) distance, in fp32 like transformers' _relative_position_bucket.

@@ -222,16 +222,6 @@ static inline float silu1(float x) {
     return x / (1.0f + expf(-x));
 }
 
-#ifdef CV_CPU_AVX512
-/* x * sigmoid(a) = x / (1 + e^-a) on 16 lanes. cv_exp512 flushes e^-a below e^-104 to 0 (the
- * quotient is then x, as with expf) and overflows to inf above e^88 (the quotient is -0 or 0,
- * as with expf); NaN stays NaN. About 1 ulp from the scalar forms below. */
-static inline __m512 mul_sigmoid512(__m512 x, __m512 a) {
-    __m512 e = cv_exp512(_mm512_sub_ps(_mm512_setzero_ps(), a));
-    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-#endif
-
 static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
     (void)b;
     size_t i0 = 0;
@@ -243,7 +233,7 @@ static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
         __m512 y = _mm512_mul_ps(
             _mm512_set1_ps(2.0f * GELU_K),
             _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), _mm512_mul_ps(v, v), v));
-        _mm512_storeu_ps(x + i, mul_sigmoid512(v, y));
+        _mm512_storeu_ps(x + i, cv_mul_sigmoid512(v, y));
     }
 #endif
     for (size_t i = i0; i < n; i++) x[i] = gelu_tanh1(x[i]);
@@ -260,7 +250,7 @@ static void cpu_silu_mul(cv_backend *b, float *g, const float *u, size_t n) {
 #pragma omp parallel for PAR_IF(n) schedule(static)
     for (size_t i = 0; i < i0; i += 16) {
         __m512 v = _mm512_loadu_ps(g + i);
-        _mm512_storeu_ps(g + i, _mm512_mul_ps(mul_sigmoid512(v, v), _mm512_loadu_ps(u + i)));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(cv_mul_sigmoid512(v, v), _mm512_loadu_ps(u + i)));
     }
 #endif
     for (size_t i = i0; i < n; i++) g[i] = silu1(g[i]) * u[i];
@@ -325,9 +315,17 @@ static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, in
     }
 }
 
+/* q, k and v of one x: one packed pass for a long prefill, else three matmuls */
+static void cpu_matmul3(cv_backend *b, float *const out[3], const float *x,
+                        const cv_weight *const w[3], const float *const bias[3], int T) {
+    if (cv_cpu_matmul_packed_n(b, out, x, w, bias, 3, T)) return;
+    for (int i = 0; i < 3; i++) cv_cpu_matmul(b, out[i], x, w[i], bias ? bias[i] : NULL, T);
+}
+
 /* the twin of CUDA's fused launch: the three ops it stands for */
 static void cpu_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
                              const cv_weight *wg, const cv_weight *wu, int T) {
+    if (cv_cpu_gate_up_packed(b, gate, x, wg, wu, T)) return; /* a long prefill: one pass */
     cv_cpu_matmul(b, gate, x, wg, NULL, T);
     cv_cpu_matmul(b, up, x, wu, NULL, T);
     cpu_silu_mul(b, gate, up, (size_t)T * (size_t)wg->rows);
@@ -540,6 +538,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->gelu_mul = cpu_gelu_mul;
     b->rope = cpu_rope;
     b->gate_up_silu = cpu_gate_up_silu;
+    b->matmul3 = cpu_matmul3;
     b->t5_position_bias = cpu_t5_position_bias;
     b->attention = cv_cpu_attention;
     b->logits_stats = cpu_logits_stats;

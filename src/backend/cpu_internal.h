@@ -38,6 +38,14 @@ void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w
 #define CV_HEAD_FUSED_T 32
 int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
                         const int32_t *targets);
+/* n (<= 3) products of one x as one packed pass (attention's q, k, v), and the gated MLP's
+ * silu(x . Wg^T) * (x . Wu^T) with the up product folded into the gate's tiles: 0 (nothing
+ * written) where the packed path does not take the weights alike (the caller runs the ops one by
+ * one). */
+int cv_cpu_matmul_packed_n(cv_backend *b, float *const *out, const float *x,
+                           const cv_weight *const *w, const float *const *bias, int n, int T);
+int cv_cpu_gate_up_packed(cv_backend *b, float *gate, const float *x, const cv_weight *wg,
+                          const cv_weight *wu, int T);
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a);
 /* The one-row-at-a-time attention (probability captures, non-AVX-512 hosts), kept callable for
  * the bench ladder. */
@@ -75,6 +83,15 @@ static inline __m512 cv_exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
+}
+
+/* x * sigmoid(a) = x / (1 + e^-a) on 16 lanes. cv_exp512 flushes e^-a below e^-104 to 0 (the
+ * quotient is then x, as with expf) and overflows to inf above e^88 (the quotient is -0 or 0,
+ * as with expf); NaN stays NaN. About 1 ulp from the scalar forms (SiLU, GELU, in cpu_backend.c).
+ */
+static inline __m512 cv_mul_sigmoid512(__m512 x, __m512 a) {
+    __m512 e = cv_exp512(_mm512_sub_ps(_mm512_setzero_ps(), a));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
 #endif

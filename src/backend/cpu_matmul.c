@@ -170,6 +170,22 @@ MB_INLINE void mm_tile_store(float *out, __m512 acc[6][4], const float *bias, si
     }
 }
 
+/* The gated MLP's epilogue (cv_cpu_gate_up_packed): acc is the up projection's tile and gate
+ * already holds the gate projection's tile at the same place (stored a moment ago, still in L1);
+ * gate = silu(gate) * up, the arithmetic of cpu_silu_mul's vector lanes. */
+MB_INLINE void mm_tile_glu(float *gate, __m512 acc[6][4], size_t N, size_t t0, size_t n0, int RT) {
+    for (int j = 0; j < 4; j++) {
+        size_t n = n0 + 16 * (size_t)j;
+        __mmask16 m = mm_cols_mask(N, n);
+        if (!m) break;
+        for (int i = 0; i < RT; i++) {
+            float *g = gate + (t0 + i) * N + n;
+            __m512 gv = _mm512_maskz_loadu_ps(m, g);
+            _mm512_mask_storeu_ps(g, m, _mm512_mul_ps(cv_mul_sigmoid512(gv, gv), acc[i][j]));
+        }
+    }
+}
+
 /* The fused LM head (cv_cpu_head_logprob): instead of storing a tile, fold it into each row's
  * running log-sum-exp. Every thread keeps, per row, 16 lanes of running max (fp32) and of the sum
  * of e^(l - max) (double), so a tile costs one max, one rescale and four exps per row and no
@@ -216,21 +232,41 @@ MB_INLINE void mm_tile_lse(const mm_lse *L, __m512 acc[6][4], size_t N, size_t t
     }
 }
 
-/* A finished tile: stored (+ bias), or folded into the rows' log-sum-exp. */
-MB_INLINE void mm_tile_done(float *out, const mm_lse *lse, __m512 acc[6][4], const float *bias,
-                            size_t N, size_t t0, size_t n0, int RT) {
-    if (lse)
-        mm_tile_lse(lse, acc, N, t0, n0, RT);
+/* What a packed call does with its finished tiles: store them (+ bias), fold them into the
+ * rows' log-sum-exp (the fused LM head), or store the gate's and combine the up's with it. */
+typedef enum { MM_STORE, MM_LSE, MM_GLU } mm_mode;
+
+/* One work item's view of a packed call: the rows of x (fp32, and as bf16 pairs in bf mode), the
+ * job whose panel is packed (its out, bias and N) and the panel(s). */
+typedef struct {
+    int bf;
+    mm_mode mode;
+    const float *x;
+    const uint32_t *x2;
+    size_t K, kw, N;
+    float *out;
+    const float *bias;
+    const mm_lse *lse;
+    const void *panel, *panel2; /* MM_GLU: the gate's panel and the up's, same columns */
+} mm_ctx;
+
+/* A finished tile of the panel (up: the MM_GLU call's second panel). */
+MB_INLINE void mm_tile_done(const mm_ctx *c, __m512 acc[6][4], size_t t0, size_t n0, int RT,
+                            int up) {
+    if (c->mode == MM_LSE)
+        mm_tile_lse(c->lse, acc, c->N, t0, n0, RT);
+    else if (up)
+        mm_tile_glu(c->out, acc, c->N, t0, n0, RT);
     else
-        mm_tile_store(out, acc, bias, N, t0, n0, RT);
+        mm_tile_store(c->out, acc, c->bias, c->N, t0, n0, RT);
 }
 
-MB_INLINE void mmp_tile(float *out, const mm_lse *lse, const float *x, const float *panel,
-                        const float *bias, size_t N, size_t K, size_t t0, size_t n0, int RT) {
+MB_INLINE void mmp_tile(const mm_ctx *c, const float *panel, size_t t0, size_t n0, int RT, int up) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
-    const float *xr = x + t0 * K;
+    const size_t K = c->K;
+    const float *xr = c->x + t0 * K;
     for (size_t k = 0; k < K; k++) {
         __m512 wv[4];
         for (int j = 0; j < 4; j++) wv[j] = _mm512_load_ps(panel + k * 64 + 16 * j);
@@ -239,7 +275,7 @@ MB_INLINE void mmp_tile(float *out, const mm_lse *lse, const float *x, const flo
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
-    mm_tile_done(out, lse, acc, bias, N, t0, n0, RT);
+    mm_tile_done(c, acc, t0, n0, RT, up);
 }
 
 /* Pack panel p (64 output columns from row p * 64) of w, widened to fp32, as (K, 64) into dst,
@@ -269,13 +305,13 @@ static void mmp_pack(float *dst, const cv_weight *w, size_t p, size_t N, size_t 
  * FMA per instruction. A product of two bf16 is exact in fp32, so the only rounding is of x and W
  * to bf16 (nearest even) and the fp32 sums. Panels hold 64 output columns as (K/2, 64, 2) bf16:
  * per k pair, four vectors of 16 columns x 2 k; a row of x is (K/2) 32-bit pairs, broadcast. */
-MB_INLINE void mmb_tile(float *out, const mm_lse *lse, const uint32_t *x2, size_t kw,
-                        const uint16_t *panel, const float *bias, size_t N, size_t t0, size_t n0,
-                        int RT) {
+MB_INLINE void mmb_tile(const mm_ctx *c, const uint16_t *panel, size_t t0, size_t n0, int RT,
+                        int up) {
     __m512 acc[6][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
-    const uint32_t *xr = x2 + t0 * kw;
+    const size_t kw = c->kw;
+    const uint32_t *xr = c->x2 + t0 * kw;
     for (size_t kp = 0; kp < kw; kp++) {
         __m512bh wv[4];
         for (int j = 0; j < 4; j++)
@@ -285,7 +321,7 @@ MB_INLINE void mmb_tile(float *out, const mm_lse *lse, const uint32_t *x2, size_
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xb, wv[j]);
         }
     }
-    mm_tile_done(out, lse, acc, bias, N, t0, n0, RT);
+    mm_tile_done(c, acc, t0, n0, RT, up);
 }
 
 /* 32 elements of a row from element k (n of them, the rest 0) as bf16, rounded to nearest even */
@@ -322,69 +358,113 @@ static void mmb_pack(uint32_t *dst, const cv_weight *w, size_t p, size_t N, size
 
 #endif
 
-/* One tile of RT rows from row t against a packed panel: fp32 or bf16 panels. */
-MB_INLINE void mm_panel_tile(int bf, float *out, const mm_lse *lse, const float *x,
-                             const uint32_t *x2, size_t K, size_t kw, const void *panel,
-                             const float *bias, size_t N, size_t t, size_t n0, int RT) {
+/* One panel's tile of RT rows from row t: fp32 or bf16 panels. */
+MB_INLINE void mm_kernel(const mm_ctx *c, const void *panel, size_t t, size_t n0, int RT, int up) {
 #ifdef __AVX512BF16__
-    if (bf) {
-        mmb_tile(out, lse, x2, kw, panel, bias, N, t, n0, RT);
+    if (c->bf) {
+        mmb_tile(c, panel, t, n0, RT, up);
         return;
     }
 #endif
-    (void)bf, (void)x2, (void)kw;
-    mmp_tile(out, lse, x, panel, bias, N, K, t, n0, RT);
+    mmp_tile(c, panel, t, n0, RT, up);
 }
 
-/* Rows t0..t1 of x against one packed panel, in tiles of 6 rows, then the 1-5 left (each tile
+/* A tile of RT rows from row t against the item's panel; MM_GLU: the gate's tile, then the up's
+ * over the same rows and columns (its epilogue reads the gate's back while it is in L1). */
+MB_INLINE void mm_panel_tile(const mm_ctx *c, size_t t, size_t n0, int RT) {
+    mm_kernel(c, c->panel, t, n0, RT, 0);
+    if (c->mode == MM_GLU) mm_kernel(c, c->panel2, t, n0, RT, 1);
+}
+
+/* Rows t0..t1 of x against the item's panel, in tiles of 6 rows, then the 1-5 left (each tile
  * height a constant, so its accumulators stay in registers). */
-MB_INLINE void mm_panel_rows(int bf, float *out, const mm_lse *lse, const float *x,
-                             const uint32_t *x2, size_t K, size_t kw, const void *panel,
-                             const float *bias, size_t N, size_t t0, size_t t1, size_t n0) {
+MB_INLINE void mm_panel_rows(const mm_ctx *c, size_t t0, size_t t1, size_t n0) {
     size_t t = t0;
-    for (; t + 6 <= t1; t += 6) mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 6);
+    for (; t + 6 <= t1; t += 6) mm_panel_tile(c, t, n0, 6);
     switch (t1 > t ? t1 - t : 0) {
     case 5:
-        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 5);
+        mm_panel_tile(c, t, n0, 5);
         break;
     case 4:
-        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 4);
+        mm_panel_tile(c, t, n0, 4);
         break;
     case 3:
-        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 3);
+        mm_panel_tile(c, t, n0, 3);
         break;
     case 2:
-        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 2);
+        mm_panel_tile(c, t, n0, 2);
         break;
     case 1:
-        mm_panel_tile(bf, out, lse, x, x2, K, kw, panel, bias, N, t, n0, 1);
+        mm_panel_tile(c, t, n0, 1);
         break;
     default:
         break;
     }
 }
 
-/* out (T, N) = x . W^T + bias through packed panels; bf: the bf16 panels
- * (cv_weight.prefill_bf16), x rounded once per call into pairs. A work item packs its panel into
- * the thread's own buffer (it stays in L2) and runs its rows against it, so the panels never go
- * out to memory and back, and the scratch is one panel per thread whatever N (a vocabulary-sized
- * head included). Few panels (small N) are split into row blocks so every thread has work; each
- * block then packs the panel itself. Returns 0 when the scratch cannot be had (the caller falls
- * back). */
-static int matmul_packed(cv_backend *b, int bf, float *out, const mm_lse *lse, const float *x,
-                         const cv_weight *w, const float *bias, size_t N, size_t K, size_t T) {
-    size_t np = (N + 63) / 64, kw = (K + 1) / 2; /* bf16: k pairs; an odd K ends with a zero */
-    size_t pan = bf ? kw * 64 : K * 64;          /* 32-bit words per panel */
+static void mm_pack(int bf, void *dst, const cv_weight *w, size_t p, size_t N, size_t K,
+                    size_t kw) {
+#ifdef __AVX512BF16__
+    if (bf) {
+        mmb_pack(dst, w, p, N, K, kw);
+        return;
+    }
+#endif
+    (void)bf, (void)kw;
+    mmp_pack(dst, w, p, N, K);
+}
+
+/* One product of a packed call: out (T, w->rows) = x . w^T + bias. */
+typedef struct {
+    const cv_weight *w;
+    float *out;
+    const float *bias;
+} mm_job;
+
+/* Row blocks per panel: few panels (small N) are split so that every thread has work (at least 4
+ * items each, blocks of at least 48 rows), and the count is raised (up to 3 more) until the items
+ * divide evenly among the threads: the items are equal, so 9 panels on 2 threads would leave one
+ * thread idle for a tenth of the call (a block re-packs its panel, 1/48 of its work at most). */
+static size_t mm_row_blocks(size_t np, size_t nth, size_t T) {
+    size_t most = (T + 47) / 48, lo = np >= 4 * nth ? 1 : (4 * nth + np - 1) / np, best = 0;
+    if (lo > most) lo = most;
+    if (lo < 1) lo = 1;
+    double best_eff = -1.0;
+    for (size_t r = lo; r <= most && r < lo + 4; r++) {
+        size_t items = np * r, rounds = (items + nth - 1) / nth;
+        double eff = (double)items / (double)(rounds * nth);
+        if (eff > best_eff + 1e-9) best_eff = eff, best = r;
+        if (items % nth == 0) break;
+    }
+    return best ? best : lo;
+}
+
+/* The packed products of one x (T, K): every job's out = x . W^T + bias through packed panels
+ * (MM_STORE), the first job's folded into lse (MM_LSE), or jobs[0] = gate and jobs[1] = up with
+ * gate = silu(gate) * up (MM_GLU; their panels packed side by side). bf: the bf16 panels
+ * (cv_weight.prefill_bf16), x rounded once per call into pairs. A work item is (panel of a job,
+ * row block): it packs its panel into the thread's own buffer (it stays in L2) and runs its rows
+ * against it, so the panels never go out to memory and back, and the scratch is one panel per
+ * thread whatever N (a vocabulary-sized head included). The items of all jobs share one parallel
+ * region and one schedule. Every tile's arithmetic is the same whatever the jobs, blocks or
+ * threads, so the results are those of one call per product. Returns 0 when the scratch cannot
+ * be had (the caller falls back). */
+static int matmul_packed(cv_backend *b, int bf, const mm_job *jobs, int nj, mm_mode mode,
+                         const mm_lse *lse, const float *x, size_t K, size_t T) {
+    size_t first[4] = {0}; /* jobs' first global panel; MM_GLU: one panel (pair) per column block */
+    int nseq = mode == MM_GLU ? 1 : nj;
+    for (int j = 0; j < nseq; j++) first[j + 1] = first[j] + ((size_t)jobs[j].w->rows + 63) / 64;
+    size_t np = first[nseq], kw = (K + 1) / 2; /* bf16: k pairs; an odd K ends with a zero */
+    size_t pan = bf ? kw * 64 : K * 64;        /* 32-bit words per panel */
+    size_t per = mode == MM_GLU ? 2 * pan : pan;
     size_t nth = (size_t)omp_get_max_threads();
-    float *fl = cv_cpu_scratch_flt(b, nth * pan + (bf ? T * kw : 0) + 16);
+    float *fl = cv_cpu_scratch_flt(b, nth * per + (bf ? T * kw : 0) + 16);
     if (!fl) return 0;
     float *P = (float *)(((uintptr_t)fl + 63) & ~(uintptr_t)63);
-    uint32_t *X = (uint32_t *)(P + nth * pan);
-    /* row blocks per panel: enough items for 4 per thread, blocks of at least 48 rows */
-    size_t nrb = np >= 4 * nth ? 1 : (4 * nth + np - 1) / np;
-    if (nrb > (T + 47) / 48) nrb = (T + 47) / 48;
-    if (nrb < 1) nrb = 1;
-    size_t tb = (T + nrb - 1) / nrb;
+    uint32_t *X = (uint32_t *)(P + nth * per);
+    size_t nrb = mm_row_blocks(np, nth, T);
+    size_t tb = ((T + nrb - 1) / nrb + 5) / 6 * 6; /* whole 6-row tiles but the last */
+    nrb = (T + tb - 1) / tb;
 #pragma omp parallel
     {
 #ifdef __AVX512BF16__
@@ -399,7 +479,7 @@ static int matmul_packed(cv_backend *b, int bf, float *out, const mm_lse *lse, c
         }
 #endif
         const size_t me = (size_t)omp_get_thread_num();
-        float *panel = P + me * pan;
+        float *panel = P + me * per;
         mm_lse mine; /* lse: this thread's own running sums */
         if (lse) {
             mine = *lse;
@@ -407,24 +487,44 @@ static int matmul_packed(cv_backend *b, int bf, float *out, const mm_lse *lse, c
             mine.s += me * T * 16;
             mine.bad += me * T;
         }
+        mm_ctx c = {.bf = bf,
+                    .mode = mode,
+                    .x = x,
+                    .x2 = X,
+                    .K = K,
+                    .kw = kw,
+                    .lse = lse ? &mine : NULL,
+                    .panel = panel,
+                    .panel2 = panel + pan};
         size_t packed = (size_t)-1;
 #pragma omp for schedule(dynamic, 1)
         for (size_t it = 0; it < np * nrb; it++) {
-            size_t p = it / nrb, t0 = (it % nrb) * tb;
+            size_t g = it / nrb, t0 = (it % nrb) * tb;
             size_t t1 = t0 + tb < T ? t0 + tb : T;
-            if (packed != p) {
-#ifdef __AVX512BF16__
-                if (bf)
-                    mmb_pack((uint32_t *)panel, w, p, N, K, kw);
-                else
-#endif
-                    mmp_pack(panel, w, p, N, K);
-                packed = p;
+            int j = 0;
+            while (g >= first[j + 1]) j++;
+            size_t p = g - first[j];
+            c.N = (size_t)jobs[j].w->rows;
+            c.out = jobs[j].out;
+            c.bias = jobs[j].bias;
+            if (packed != g) {
+                mm_pack(bf, panel, jobs[j].w, p, c.N, K, kw);
+                if (mode == MM_GLU) mm_pack(bf, panel + pan, jobs[1].w, p, c.N, K, kw);
+                packed = g;
             }
-            mm_panel_rows(bf, out, lse ? &mine : NULL, x, X, K, kw, panel, bias, N, t0, t1, p * 64);
+            mm_panel_rows(&c, t0, t1, p * 64);
         }
     }
     return 1;
+}
+
+/* Whether the packed path takes this weight at T rows, and with which panels (*bf). */
+static int mm_packs(const cv_backend *b, const cv_weight *w, int T, int *bf) {
+    *bf = 0;
+#ifdef __AVX512BF16__
+    *bf = w->prefill_bf16 && T >= 2;
+#endif
+    return b && w->format == CV_WFMT_DENSE && (T >= MM_PACK_T || *bf);
 }
 
 /* BF16 decode: a 64-byte load holds 32 weights; bf16 is the top half of an fp32, so a shift
@@ -470,11 +570,9 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
                                 const float *bias, int T) {
     size_t N = (size_t)w->rows, K = (size_t)w->cols;
     /* long prefill: packed panels; the bf16 panels at any T > 1 (decode stays exact) */
-    int bf = 0;
-#ifdef __AVX512BF16__
-    bf = w->prefill_bf16 && T >= 2;
-#endif
-    if ((T >= MM_PACK_T || bf) && b && matmul_packed(b, bf, out, NULL, x, w, bias, N, K, (size_t)T))
+    int bf;
+    mm_job job = {w, out, bias};
+    if (mm_packs(b, w, T, &bf) && matmul_packed(b, bf, &job, 1, MM_STORE, NULL, x, K, (size_t)T))
         return; /* else no scratch: the unpacked tiles below */
     switch (w->dtype) {
     case CV_DT_BF16:
@@ -522,7 +620,8 @@ int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_wei
         for (size_t i = 0; i < 16 * nth * nt; i++) m[i] = -FLT_MAX, s[i] = 0.0;
         for (size_t t = 0; t < nt; t++) tgt[t] = NAN;
         mm_lse lse = {m, s, bad, tgt, targets};
-        ok = matmul_packed(b, bf, NULL, &lse, x, w, NULL, N, K, nt);
+        mm_job job = {w, NULL, NULL};
+        ok = matmul_packed(b, bf, &job, 1, MM_LSE, &lse, x, K, nt);
     }
     if (ok) {
 #pragma omp parallel for schedule(static)
@@ -549,6 +648,49 @@ int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_wei
     return ok;
 #else
     (void)b, (void)out, (void)x, (void)w, (void)T, (void)targets;
+    return 0;
+#endif
+}
+
+/* Products of one x (T, K) by n (<= 3) dense weights of K columns, as one packed pass when every
+ * weight takes the packed path with the same panels: one parallel region, x rounded once, the
+ * panels of all products in one balanced schedule. Returns 0 (nothing written) otherwise. The
+ * results are those of n matmul calls (the same tiles). */
+int cv_cpu_matmul_packed_n(cv_backend *b, float *const *out, const float *x,
+                           const cv_weight *const *w, const float *const *bias, int n, int T) {
+#ifdef CV_CPU_AVX512
+    mm_job jobs[3];
+    int bf0 = 0;
+    if (n < 1 || n > 3) return 0;
+    for (int i = 0; i < n; i++) {
+        int bf;
+        if (!mm_packs(b, w[i], T, &bf) || w[i]->cols != w[0]->cols || (i && bf != bf0)) return 0;
+        bf0 = bf;
+        jobs[i] = (mm_job){w[i], out[i], bias ? bias[i] : NULL};
+    }
+    return matmul_packed(b, bf0, jobs, n, MM_STORE, NULL, x, (size_t)w[0]->cols, (size_t)T);
+#else
+    (void)b, (void)out, (void)x, (void)w, (void)bias, (void)n, (void)T;
+    return 0;
+#endif
+}
+
+/* gate (T, N) = silu(x . Wg^T) * (x . Wu^T) as one packed pass (backend.h gate_up_silu): each item
+ * packs the gate's and the up's panel of the same 64 columns, and each 6-row tile of the up
+ * product is combined with the gate's tile just stored (mm_tile_glu), so the up product is never
+ * stored and read back. Returns 0 (nothing written) where the packed path does not take both
+ * weights alike. */
+int cv_cpu_gate_up_packed(cv_backend *b, float *gate, const float *x, const cv_weight *wg,
+                          const cv_weight *wu, int T) {
+#ifdef CV_CPU_AVX512
+    int bg, bu;
+    if (!mm_packs(b, wg, T, &bg) || !mm_packs(b, wu, T, &bu) || bg != bu || wg->rows != wu->rows ||
+        wg->cols != wu->cols)
+        return 0;
+    mm_job jobs[2] = {{wg, gate, NULL}, {wu, gate, NULL}};
+    return matmul_packed(b, bg, jobs, 2, MM_GLU, NULL, x, (size_t)wg->cols, (size_t)T);
+#else
+    (void)b, (void)gate, (void)x, (void)wg, (void)wu, (void)T;
     return 0;
 #endif
 }

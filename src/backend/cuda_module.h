@@ -17,8 +17,9 @@
 #include <stddef.h>
 
 /* Bumped whenever this table, cv_backend or cv_weight changes shape; a module of another build is
- * refused (3: cv_weight.prefill_bf16, cv_backend.prefill_bf16; 4: cv_backend.head_logprob). */
-#define CV_CUDA_MODULE_ABI   4
+ * refused (3: cv_weight.prefill_bf16, cv_backend.prefill_bf16; 4: cv_backend.head_logprob;
+ * 5: cv_backend.matmul3). */
+#define CV_CUDA_MODULE_ABI   5
 #define CV_CUDA_MODULE_ENTRY "cv_cuda_module_entry"
 #define CV_CUDA_MODULE_FILE  "libcorevital_cuda.so"
 

@@ -167,9 +167,11 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
         gpt2_layer *L = &g->layers[l];
         cv_model_ltrans_keep(m, stats, lay, l, g->x, T);
         be->layernorm(be, g->ln, g->x, L->ln1_w, L->ln1_b, T, C, (float)c->norm_eps, NULL);
-        be->matmul(be, g->q, g->ln, &L->wq, L->bqkv, T);                             /* (T, C) */
-        be->matmul(be, cv_kv_new_k(&g->kv, l, pos0), g->ln, &L->wk, L->bqkv + C, T); /* cache */
-        be->matmul(be, cv_kv_new_v(&g->kv, l, pos0), g->ln, &L->wv, L->bqkv + 2 * C, T);
+        /* q (T, C), and the new keys / values into the cache */
+        float *const qkv[3] = {g->q, cv_kv_new_k(&g->kv, l, pos0), cv_kv_new_v(&g->kv, l, pos0)};
+        const cv_weight *const wqkv[3] = {&L->wq, &L->wk, &L->wv};
+        const float *const bqkv[3] = {L->bqkv, L->bqkv + C, L->bqkv + 2 * C};
+        cv_matmul3(be, qkv, g->ln, wqkv, bqkv, T);
         cv_kv_commit(m, &g->kv, l, pos0, T);
         float scale = c->scale_attn_weights ? 1.0f / sqrtf((float)hd) : 1.0f;
         if (c->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);

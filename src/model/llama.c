@@ -204,9 +204,11 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         float *knew = cv_kv_new_k(&g->kv, l, pos0), *vnew = cv_kv_new_v(&g->kv, l, pos0);
         cv_model_ltrans_keep(m, stats, lay, l, g->x, T);
         be->rmsnorm(be, g->n, g->x, L->in_norm, T, C, eps, NULL);
-        be->matmul(be, g->q, g->n, &L->wq, L->bq, T); /* (T, H*hd) */
-        be->matmul(be, knew, g->n, &L->wk, L->bk, T); /* (T, KV*hd) into the cache */
-        be->matmul(be, vnew, g->n, &L->wv, L->bv, T);
+        /* q (T, H*hd); k and v (T, KV*hd) into the cache */
+        float *const qkv[3] = {g->q, knew, vnew};
+        const cv_weight *const wqkv[3] = {&L->wq, &L->wk, &L->wv};
+        const float *const bqkv[3] = {L->bq, L->bk, L->bv};
+        cv_matmul3(be, qkv, g->n, wqkv, bqkv, T);
         be->rope(be, g->q, T, g->qdim, H, hd, g->inv_freq, pos0, dpos);
         be->rope(be, knew, T, g->kvdim, KVH, hd, g->inv_freq, pos0, dpos);
         cv_kv_commit(m, &g->kv, l, pos0, T);

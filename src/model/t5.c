@@ -405,9 +405,9 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
     for (int l = 0; l < NL; l++) {
         const t5_layer *L = &g->enc[l];
         be->rmsnorm(be, g->n, g->x, L->ln_self, P, C, eps, NULL);
-        be->matmul(be, g->q, g->n, &L->q, NULL, P); /* (P, I) */
-        be->matmul(be, g->ek, g->n, &L->k, NULL, P);
-        be->matmul(be, g->ev, g->n, &L->v, NULL, P);
+        float *const qkv[3] = {g->q, g->ek, g->ev}; /* (P, I) each */
+        const cv_weight *const wqkv[3] = {&L->q, &L->k, &L->v};
+        cv_matmul3(be, qkv, g->n, wqkv, NULL, P);
         cv_model_ltrans_keep(m, stats, lay, l, g->x, P);
         if ((s = attend(m, g, g->ek, g->ev, NULL, P, P, 0, 0, g->bias, cv_stats_attn(stats, lay, l),
                         cap && want_probs(cap->attn, l) ? cap->attn[l] : NULL, stats, lay, l, 0,
@@ -476,9 +476,9 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         const t5_layer *L = &g->dec[l];
         /* self-attention over the decoder prefix, new keys / values appended to the cache */
         be->rmsnorm(be, g->n, g->x, L->ln_self, T, C, eps, NULL);
-        be->matmul(be, g->q, g->n, &L->q, NULL, T);
-        be->matmul(be, cv_kv_new_k(&g->kv, l, pos0), g->n, &L->k, NULL, T);
-        be->matmul(be, cv_kv_new_v(&g->kv, l, pos0), g->n, &L->v, NULL, T);
+        float *const qkv[3] = {g->q, cv_kv_new_k(&g->kv, l, pos0), cv_kv_new_v(&g->kv, l, pos0)};
+        const cv_weight *const wqkv[3] = {&L->q, &L->k, &L->v};
+        cv_matmul3(be, qkv, g->n, wqkv, NULL, T);
         cv_kv_commit(m, &g->kv, l, pos0, T);
         if ((s = attend(m, g, NULL, NULL, &g->kv, T, n_keys, pos0, 1, g->bias,
                         cv_stats_attn(stats, lay, l),
