@@ -547,7 +547,9 @@ cv_backend *cv_backend_cpu_create(void) {
     b->row_cos = cpu_row_cos;
     b->target_logprob = cpu_target_logprob;
     b->logprob_accum = cpu_logprob_accum;
-    b->head_logprob = cv_cpu_head_logprob;
+#ifdef CV_CPU_AVX512
+    b->head_logprob = cv_cpu_head_logprob; /* the portable build slices the head (NULL op) */
+#endif
     b->pick_greedy = cpu_pick_greedy;
     b->stats_reset = cpu_stats_reset;
     b->destroy = cpu_destroy;
