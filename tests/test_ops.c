@@ -397,6 +397,7 @@ START_TEST(test_attention_long_vs_naive) {
         int H, KVH, hd, T, NK, pos0, causal, bias;
     } cases[] = {{3, 1, 64, 2048, 2048, 0, 1, 0},   /* prefill, GQA 3:1 (SmolLM2's ratio) */
                  {4, 2, 64, 300, 2100, 1800, 1, 1}, /* a chunk mid-cache, with bias */
+                 {4, 2, 64, 299, 2100, 1801, 1, 0}, /* rows of a 4-row group see no key */
                  {6, 3, 40, 37, 2050, 0, 0, 1},     /* cross-attention shape, odd width */
                  {4, 4, 64, 129, 2001, 0, 0, 0},    /* bidirectional, ragged tiles */
                  {9, 3, 64, 1, 3001, 3000, 1, 0},   /* decode */

@@ -363,7 +363,12 @@ ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int 
             float *s = w->S + (size_t)r * ATT_BK;
             w->lim[r] = lim > 0 ? lim : 0;
             w->alpha[r] = 1.0f;
-            if (lim <= 0) continue; /* no visible key in this tile: the row is untouched */
+            if (lim <= 0) { /* no visible key in this tile: the row is untouched and its
+                             * weights 0 (its scores are in S, and P . V reads all 4 rows of its
+                             * group up to the group's longest row) */
+                for (int j = 0; j < nch * 64; j += 16) _mm512_store_ps(s + j, _mm512_setzero_ps());
+                continue;
+            }
             const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
             const int nvk = (lim + 15) / 16;
             __m512 mx = _mm512_set1_ps(-INFINITY);
