@@ -16,7 +16,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -82,6 +82,16 @@ static void bw_read(void *p) {
             for (int j = 0; j < 8; j++)
                 acc[j] = _mm512_add_ps(acc[j], _mm512_load_ps(a->buf + i + 16 * j));
         for (int j = 0; j < 8; j++) total += _mm512_reduce_add_ps(acc[j]);
+#elif defined(__AVX2__)
+        __m256 acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+        for (size_t i = lo; i < lo + chunk; i += 64)
+            for (int j = 0; j < 8; j++)
+                acc[j] = _mm256_add_ps(acc[j], _mm256_load_ps(a->buf + i + 8 * j));
+        float lanes[8];
+        for (int j = 1; j < 8; j++) acc[0] = _mm256_add_ps(acc[0], acc[j]);
+        _mm256_storeu_ps(lanes, acc[0]);
+        for (int j = 0; j < 8; j++) total += lanes[j];
 #else
         float s = 0;
         for (size_t i = lo; i < lo + chunk; i++) s += a->buf[i];
@@ -124,6 +134,16 @@ static void fma_peak(void *p) {
         for (int i = 0; i < 2000000; i++)
             for (int j = 0; j < 12; j++) acc[j] = _mm512_fmadd_ps(acc[j], m, c);
         for (int j = 0; j < 12; j++) total += _mm512_reduce_add_ps(acc[j]);
+#elif defined(__AVX2__) && defined(__FMA__)
+        __m256 acc[12];
+        const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+        for (int j = 0; j < 12; j++) acc[j] = _mm256_set1_ps((float)j);
+        for (int i = 0; i < 2000000; i++)
+            for (int j = 0; j < 12; j++) acc[j] = _mm256_fmadd_ps(acc[j], m, c);
+        float lanes[8];
+        for (int j = 1; j < 12; j++) acc[0] = _mm256_add_ps(acc[0], acc[j]);
+        _mm256_storeu_ps(lanes, acc[0]);
+        for (int j = 0; j < 8; j++) total += lanes[j];
 #else
         float acc[8] = {0};
         for (int i = 0; i < 2000000; i++)
@@ -141,6 +161,8 @@ static inline double bench_peak_gflops(void) {
     int threads = omp_get_max_threads();
 #if defined(__AVX512F__)
     double flops = 2.0 * 16 * 12 * 2000000.0 * threads;
+#elif defined(__AVX2__) && defined(__FMA__)
+    double flops = 2.0 * 8 * 12 * 2000000.0 * threads;
 #else
     double flops = 2.0 * 8 * 2000000.0 * threads;
 #endif

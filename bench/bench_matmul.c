@@ -5,11 +5,21 @@
  * next to the measured read bandwidth; prefill (T = 128) in GFLOP/s next to the measured FMA
  * peak. Versions: 1 portable (compiler-vectorized, one row at a time), 2 AVX-512 4x4 tiles
  * (the runtime's matmul: 4x4 dot-product tiles, packed-panel outer products from T = 192),
- * 3 bf16dot (model.prefill_dtype bfloat16: x and W rounded to bf16, packed panels on the BF16
- * dot-product instruction; T > 1 only, reported against the measured vdpbf16ps peak too).
- * BENCH_TS=1,128,512,4096 picks the row counts (default 1,128); the portable version is timed at
- * T = 128 only. BENCH_MODELS=smollm2 (a substring of the model column) keeps those shapes only. */
+ * (avx2 where the build has AVX2 but not AVX-512: cpu_avx2.c's dot-product tiles and 6 x 16
+ * packed panels), 3 bf16dot (model.prefill_dtype bfloat16: x and W rounded to bf16, packed panels
+ * on the BF16 dot-product instruction; T > 1 only, reported against the measured vdpbf16ps peak
+ * too). BENCH_TS=1,128,512,4096 picks the row counts (default 1,128); the portable version is timed
+ * at T = 128 only. BENCH_MODELS=smollm2 (a substring of the model column) keeps those shapes only.
+ */
 #include "bench_common.h"
+
+#if defined(__AVX512F__)
+#define BENCH_SIMD "avx512"
+#elif defined(__AVX2__)
+#define BENCH_SIMD "avx2"
+#else
+#define BENCH_SIMD "simd"
+#endif
 
 #include "backend/cpu_internal.h"
 #include "corevital/dtype.h"
@@ -112,7 +122,7 @@ int main(void) {
                     printf("%-12s %-18s %-5s %4d %-9s %9.3f %9.1f %6.1f%% %6.1f%%\n", s->model,
                            s->name, cv_dtype_name(dts[di]), T,
                            v == 1   ? "portable"
-                           : v == 2 ? "avx512"
+                           : v == 2 ? BENCH_SIMD
                                     : "bf16dot",
                            ms, rate, pct, pct16);
                     snprintf(

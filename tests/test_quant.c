@@ -350,8 +350,8 @@ static void check_matmul_actq(int N, int K, int T) {
                               o_fast[i], o_twin[i]);
             else
                 ck_assert_msg(fabs(o_fast[i] - o_fp[i]) <= 1e-5 * (1 + fabs(o_fp[i])),
-                              "no VNNI: N=%d K=%d T=%d (%d,%d): %.9g vs fp32 activations %.9g",
-                              N, K, T, t, n, o_fast[i], o_fp[i]);
+                              "no VNNI: N=%d K=%d T=%d (%d,%d): %.9g vs fp32 activations %.9g", N,
+                              K, T, t, n, o_fast[i], o_fp[i]);
             ck_assert_msg(fabs(o_twin[i] - o_fp[i]) <= bound * (1 + 1e-5) + 1e-5,
                           "actq N=%d K=%d T=%d (%d,%d): %g vs fp32 activations %g (bound %g)", N, K,
                           T, t, n, o_twin[i], o_fp[i], bound);

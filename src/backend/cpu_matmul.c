@@ -753,6 +753,8 @@ void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w
     }
 #ifdef CV_CPU_AVX512
     matmul_dense_avx512(b, out, x, w, bias, T);
+#elif defined(CV_CPU_AVX2)
+    cv_cpu_matmul_avx2(b, out, x, w, bias, T);
 #else
     matmul_dense_portable(out, x, w, bias, T);
 #endif
