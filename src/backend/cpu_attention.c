@@ -13,6 +13,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static inline float dot_f32(const float *a, const float *b, int n) {
 #ifdef CV_CPU_AVX512
@@ -26,6 +27,18 @@ static inline float dot_f32(const float *a, const float *b, int n) {
             _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
     }
     return _mm512_reduce_add_ps(acc);
+#elif defined(CV_CPU_AVX2)
+    __m256 acc = _mm256_setzero_ps(), acc2 = acc;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc2);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = cv_hsum256(_mm256_add_ps(acc, acc2));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
 #else
     float s = 0.0f;
     for (int i = 0; i < n; i++) s += a[i] * b[i];
@@ -700,6 +713,246 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
 }
 #endif
 
+#ifdef CV_CPU_AVX2
+/* ---- tiled attention (AVX2 + FMA, CPUs without AVX-512) ------------------------------------
+ * The AVX-512 prefill kernel's algorithm at 8 lanes, over prefill and decode alike: a work item
+ * is kv head g and a tile of bq query positions (16 when T > 1, 1 for decode) for the rep query
+ * heads reading g (rows r = hi * bq + tq, padded to a multiple of 4 with copies of the last row,
+ * never stored). Keys are packed per call into (head_dim, A2_BK) transposed tiles; per key tile
+ * S = Q . K^T is 4 rows x 16 keys of outer products in registers, then each row's running max,
+ * z, t and basin masses are rescaled by the online-softmax identity (exact; see above) and P . V
+ * runs 4 rows x 16 dims at a time, V read from the cache. head_dim a multiple of 8 (<= 128). */
+#define A2_BK     64 /* keys per tile */
+#define A2_MAX_HD 128
+#define A2_INL    static inline __attribute__((always_inline))
+
+A2_INL __m256 a2_lanes_below(int n) { /* all-ones in the first n lanes */
+    return _mm256_castsi256_ps(
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+
+/* 8 values of the fp32 cache f, or the bf16 cache h widened (bf a constant at every call) */
+A2_INL __m256 a2_ld_kv(int bf, const float *f, const uint16_t *h, size_t i) {
+    if (bf)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i))), 16));
+    return _mm256_loadu_ps(f + i);
+}
+
+A2_INL float a2_hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+typedef struct {
+    float *Q, *O, *S, *m, *alpha;
+    int *lim;
+    double *st; /* per row: z, t, basin mass, off-basin mass (unnormalized) */
+} a2_att_buf;
+
+A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, int bq,
+                        a2_att_buf *w, double *row_z, int bf) {
+    const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
+    const int R = (rep * bq + 3) / 4 * 4, nv = hd / 8, t0 = qt * bq, nrow = rep * bq;
+    const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1;
+    for (int r = 0; r < R; r++) { /* padding rows repeat the last real row, never stored */
+        int rr = r < nrow ? r : nrow - 1, h = g * rep + rr / bq, t = t0 + rr % bq;
+        if (t > tlast) t = tlast;
+        memcpy(w->Q + (size_t)r * hd, a->q + (size_t)t * a->q_stride + (size_t)h * hd,
+               sizeof(float) * (size_t)hd);
+        memset(w->O + (size_t)r * hd, 0, sizeof(float) * (size_t)hd);
+        w->m[r] = -INFINITY;
+        for (int i = 0; i < 4; i++) w->st[4 * r + i] = 0.0;
+    }
+    const int kmax = keys_visible(a, tlast), kmin = keys_visible(a, t0);
+    const __m256 scale = _mm256_set1_ps(a->scale), ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int k0 = 0; k0 < kmax; k0 += A2_BK) {
+        const int kn = kmax - k0 < A2_BK ? kmax - k0 : A2_BK, nch = (kn + 15) / 16;
+        const float *kt = Kt + (size_t)(k0 / A2_BK) * hd * A2_BK;
+        for (int r0 = 0; r0 < R; r0 += 4) /* S = Q . K^T, 4 rows x 16 keys at a time */
+            for (int c = 0; c < nch; c++) {
+                __m256 acc[4][2];
+                for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+                const float *kc = kt + c * 16;
+                const float *q = w->Q + (size_t)r0 * hd;
+                for (int d = 0; d < hd; d++) {
+                    __m256 k0v = _mm256_load_ps(kc + (size_t)d * A2_BK);
+                    __m256 k1v = _mm256_load_ps(kc + (size_t)d * A2_BK + 8);
+                    for (int i = 0; i < 4; i++) {
+                        __m256 qb = _mm256_broadcast_ss(q + (size_t)i * hd + d);
+                        acc[i][0] = _mm256_fmadd_ps(qb, k0v, acc[i][0]);
+                        acc[i][1] = _mm256_fmadd_ps(qb, k1v, acc[i][1]);
+                    }
+                }
+                for (int i = 0; i < 4; i++) {
+                    _mm256_store_ps(w->S + (size_t)(r0 + i) * A2_BK + c * 16, acc[i][0]);
+                    _mm256_store_ps(w->S + (size_t)(r0 + i) * A2_BK + c * 16 + 8, acc[i][1]);
+                }
+            }
+        const int full = k0 + kn <= kmin; /* every row sees all kn keys of this tile */
+        for (int r = 0; r < R; r++) {
+            int rr = r < nrow ? r : nrow - 1, h = g * rep + rr / bq, t = t0 + rr % bq;
+            if (t > tlast) t = tlast;
+            int lim = full ? kn : keys_visible(a, t) - k0;
+            if (lim > kn) lim = kn;
+            float *s = w->S + (size_t)r * A2_BK;
+            w->lim[r] = lim > 0 ? lim : 0;
+            w->alpha[r] = 1.0f;
+            if (lim <= 0) { /* no visible key here: weights 0 (P . V reads the row's group) */
+                memset(s, 0, sizeof(float) * A2_BK);
+                continue;
+            }
+            const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
+            const int nvk = (lim + 7) / 8;
+            __m256 mx = ninf;
+            for (int j = 0; j < nvk; j++) {
+                __m256 mk = a2_lanes_below(lim - 8 * j);
+                __m256 sv = _mm256_mul_ps(_mm256_load_ps(s + 8 * j), scale);
+                if (bias)
+                    sv = _mm256_add_ps(sv,
+                                       _mm256_maskload_ps(bias + 8 * j, _mm256_castps_si256(mk)));
+                sv = _mm256_blendv_ps(ninf, sv, mk);
+                _mm256_store_ps(s + 8 * j, sv);
+                mx = _mm256_max_ps(mx, sv);
+            }
+            float tmax = a2_hmax(mx), mold = w->m[r];
+            float mnew = tmax > mold ? tmax : mold;
+            __m256 mv = _mm256_set1_ps(mnew), zv = _mm256_setzero_ps(), tv = zv, bv = zv, ov = zv;
+            for (int j = 0; j < nvk; j++) {
+                __m256 mk = a2_lanes_below(lim - 8 * j);
+                __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(s + 8 * j), mv));
+                __m256 p = _mm256_and_ps(mk, cv_exp256(d));
+                _mm256_store_ps(s + 8 * j, p);
+                zv = _mm256_add_ps(zv, p);
+                tv = _mm256_fmadd_ps(p, d, tv);
+                if (a->basin) {
+                    __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
+                    __m256 in = _mm256_and_ps(
+                        mk, _mm256_castsi256_ps(_mm256_andnot_si256(
+                                _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_lo), ki),
+                                _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_hi), ki))));
+                    bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
+                    ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
+                }
+            }
+            for (int j = nvk * 8; j < nch * 16; j += 8) _mm256_store_ps(s + j, _mm256_setzero_ps());
+            double *st = w->st + 4 * (size_t)r;
+            double zs = cv_hsum256(zv), ts = cv_hsum256(tv);
+            double bs = a->basin ? cv_hsum256(bv) : 0.0, os = a->basin ? cv_hsum256(ov) : 0.0;
+            if (mnew > mold && mold != -INFINITY) { /* the max rose: rescale what is held */
+                double dm = (double)mold - (double)mnew, al = exp(dm);
+                st[1] = al * (st[1] + dm * st[0]);
+                st[0] *= al, st[2] *= al, st[3] *= al;
+                w->alpha[r] = (float)al;
+            }
+            st[0] += zs, st[1] += ts, st[2] += bs, st[3] += os;
+            w->m[r] = mnew;
+        }
+        const size_t vt = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
+        for (int r0 = 0; r0 < R; r0 += 4) { /* O = alpha O + P . V, 4 rows x 16 dims at a time */
+            int kb = w->lim[r0];
+            for (int i = 1; i < 4; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
+            const float *P = w->S + (size_t)r0 * A2_BK;
+            for (int v0 = 0; v0 < nv; v0 += 2) {
+                const int two = v0 + 1 < nv;
+                __m256 o[4][2];
+                for (int i = 0; i < 4; i++) {
+                    __m256 al = _mm256_set1_ps(w->alpha[r0 + i]);
+                    float *oi = w->O + (size_t)(r0 + i) * hd + v0 * 8;
+                    o[i][0] = _mm256_mul_ps(al, _mm256_loadu_ps(oi));
+                    o[i][1] =
+                        two ? _mm256_mul_ps(al, _mm256_loadu_ps(oi + 8)) : _mm256_setzero_ps();
+                }
+                for (int k = 0; k < kb; k++) {
+                    size_t vr = vt + (size_t)k * a->kv_stride + (size_t)v0 * 8;
+                    __m256 x0 = a2_ld_kv(bf, a->v, a->v16, vr);
+                    __m256 x1 = two ? a2_ld_kv(bf, a->v, a->v16, vr + 8) : _mm256_setzero_ps();
+                    for (int i = 0; i < 4; i++) {
+                        __m256 pb = _mm256_broadcast_ss(P + (size_t)i * A2_BK + k);
+                        o[i][0] = _mm256_fmadd_ps(pb, x0, o[i][0]);
+                        o[i][1] = _mm256_fmadd_ps(pb, x1, o[i][1]);
+                    }
+                }
+                for (int i = 0; i < 4; i++) {
+                    float *oi = w->O + (size_t)(r0 + i) * hd + v0 * 8;
+                    _mm256_storeu_ps(oi, o[i][0]);
+                    if (two) _mm256_storeu_ps(oi + 8, o[i][1]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < nrow; r++) {
+        int h = g * rep + r / bq, t = t0 + r % bq;
+        if (t > tlast) continue;
+        const double *st = w->st + 4 * (size_t)r;
+        __m256 inv = _mm256_set1_ps((float)(1.0 / st[0]));
+        float *o = a->out + (size_t)t * a->out_stride + (size_t)h * hd;
+        for (int j = 0; j < nv; j++)
+            _mm256_storeu_ps(o + 8 * j,
+                             _mm256_mul_ps(inv, _mm256_loadu_ps(w->O + (size_t)r * hd + 8 * j)));
+        double *q = row_z + 4 * ((size_t)h * T + t);
+        q[0] = st[0];
+        q[1] = st[1];
+        q[2] = st[2] / st[0];
+        q[3] = st[3] / st[0];
+    }
+}
+
+static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
+    const int H = a->n_heads, T = a->T, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
+    const int bq = T > 1 ? 16 : 1, R = (rep * bq + 3) / 4 * 4;
+    const int kmax = keys_visible(a, T - 1), nkt = (kmax + A2_BK - 1) / A2_BK;
+    const int nqt = (T + bq - 1) / bq, nt = omp_get_max_threads();
+    const size_t kt_size = (size_t)hd * A2_BK, kt_all = (size_t)KVH * nkt * kt_size;
+    /* per thread: Q and O (R, hd), S (R, A2_BK), m, alpha, lim (R each) */
+    const size_t Rp = ((size_t)R + 7) / 8 * 8,
+                 per = 2 * (size_t)R * hd + (size_t)R * A2_BK + 3 * Rp;
+    float *fl = cv_cpu_scratch_flt(b, kt_all + (size_t)nt * per + 8);
+    double *dbl = cv_cpu_scratch_dbl(b, 4 * (size_t)H * T + (size_t)nt * 4 * R);
+    if (!fl || !dbl) return; /* out of memory: outputs left as they are */
+    float *Kt = (float *)(((uintptr_t)fl + 31) & ~(uintptr_t)31);
+    double *row_z = dbl;
+    /* pack K^T: tile (g, kt) holds keys kt*A2_BK.. of kv head g as (hd, A2_BK), zero-padded */
+#pragma omp parallel for schedule(static) if (T > 1 || kmax > 256)
+    for (int it = 0; it < KVH * nkt; it++) {
+        int g = it / nkt, k0 = (it % nkt) * A2_BK;
+        int kn = kmax - k0 < A2_BK ? kmax - k0 : A2_BK;
+        float *dst = Kt + (size_t)it * kt_size, row[A2_MAX_HD];
+        for (int kk = 0; kk < kn; kk++) {
+            const float *src = kv_row(a, 0, k0 + kk, g, row);
+            for (int d = 0; d < hd; d++) dst[(size_t)d * A2_BK + kk] = src[d];
+        }
+        for (int d = 0; d < hd; d++)
+            for (int kk = kn; kk < A2_BK; kk++) dst[(size_t)d * A2_BK + kk] = 0.0f;
+    }
+#pragma omp parallel if (T > 1 || kmax > 256)
+    {
+        int me = omp_get_thread_num();
+        float *base = Kt + kt_all + (size_t)me * per;
+        a2_att_buf w = {.Q = base,
+                        .O = base + (size_t)R * hd,
+                        .S = base + 2 * (size_t)R * hd,
+                        .m = base + 2 * (size_t)R * hd + (size_t)R * A2_BK,
+                        .st = dbl + 4 * (size_t)H * T + (size_t)me * 4 * R};
+        w.alpha = w.m + Rp;
+        w.lim = (int *)(w.alpha + Rp);
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < KVH * nqt; it++) {
+            int qt = nqt - 1 - it / KVH, g = it % KVH; /* longest causal tiles first */
+            const float *kt = Kt + (size_t)g * nkt * kt_size;
+            if (a->k16)
+                a2_att_item(a, kt, g, qt, bq, &w, row_z, 1);
+            else
+                a2_att_item(a, kt, g, qt, bq, &w, row_z, 0);
+        }
+    }
+    if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
+}
+#endif
+
 void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
     cv_attn_args at;
     if (a->dpos) { /* the step's position from backend (here host) memory */
@@ -717,6 +970,12 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
             attention_decode(b, a);
         else
             attention_tiled(b, a);
+        return;
+    }
+#elif defined(CV_CPU_AVX2)
+    if (a->T > 1 && !a->probs && !a->sparse && a->head_dim % 8 == 0 && a->head_dim <= A2_MAX_HD &&
+        a->n_keys > 0) {
+        attention_tiled_avx2(b, a);
         return;
     }
 #endif

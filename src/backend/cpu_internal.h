@@ -10,6 +10,9 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define CV_CPU_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define CV_CPU_AVX2 1 /* x86 without AVX-512: the AVX2 + FMA kernels (cpu_avx2.c) */
 #endif
 
 /* Scratch that grows on demand (outside the steady-state forward: it reaches its high-water
@@ -62,6 +65,13 @@ void cv_cpu_matmul_quant(float *out, const float *x, const cv_weight *w, const f
 void cv_cpu_matmul_portable(float *out, const float *x, const cv_weight *w, const float *bias,
                             int T);
 
+#ifdef CV_CPU_AVX2
+/* The dense matmul on AVX2 + FMA (cpu_avx2.c): dot-product tiles for few rows, packed panels of
+ * 16 columns and 6 x 16 outer-product tiles from 16 rows. */
+void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weight *w,
+                        const float *bias, int T);
+#endif
+
 /* The unpacked 4 x 4 dot-product AVX-512 matmul at any T (bench ladder). */
 void cv_cpu_matmul_unblocked(float *out, const float *x, const cv_weight *w, const float *bias,
                              int T);
@@ -94,6 +104,39 @@ static inline __m512 cv_mul_sigmoid512(__m512 x, __m512 a) {
     return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+#endif
+
+#ifdef CV_CPU_AVX2
+/* e^x on 8 lanes (AVX2 + FMA), cv_exp512's polynomial: x below -87.3 (where e^x leaves the
+ * normal floats) and -inf give 0, above 88.7 inf; NaN stays NaN. */
+static inline __m256 cv_exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);                /* x >= lo, or NaN */
+    x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(lo, x)); /* NaN passes both */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n from the exponent field: n in [-126, 128] (128: inf) */
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* Sum of 8 lanes. */
+static inline float cv_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 #endif
 
 /* Load 16 weights of a dense row starting at element i, widened to fp32. */
