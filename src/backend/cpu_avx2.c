@@ -14,6 +14,8 @@
 #include "cpu_internal.h"
 
 #ifdef CV_CPU_AVX2
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
@@ -163,10 +165,52 @@ A2_INLINE __m256i a2_cols_mask(size_t N, size_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(have), lane);
 }
 
+/* The fused head's running sums (head_logprob): per row, this thread's per-lane max m (T, 8) and
+ * sum s of e^(l - m) (T, 8, double), whether it saw a NaN or +inf logit, and the target's logit. */
+typedef struct {
+    float *m;
+    double *s;
+    unsigned char *bad;
+    float *tgt;
+    const int32_t *y;
+} a2_lse;
+
+/* Rows t0.. (RT) of a finished tile (tb: 6 x 16, columns n0.., N wide) folded into the running
+ * sums. The tile comes through memory so that the product loop's accumulators stay registers. */
+static void a2_tile_lse(const a2_lse *L, const float *tb, size_t N, size_t t0, size_t n0, int RT) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), pinf = _mm256_set1_ps(INFINITY);
+    for (int i = 0; i < RT; i++) {
+        size_t t = t0 + (size_t)i;
+        __m256 v[2], mo = _mm256_load_ps(L->m + t * 8), mx = mo, bad = _mm256_setzero_ps();
+        for (int j = 0; j < 2; j++) {
+            __m256 have = _mm256_castsi256_ps(a2_cols_mask(N, n0 + 8 * (size_t)j));
+            v[j] = _mm256_blendv_ps(ninf, _mm256_load_ps(tb + 16 * i + 8 * j), have);
+            bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q),
+                                                 _mm256_cmp_ps(v[j], pinf, _CMP_EQ_OQ)));
+            mx = _mm256_max_ps(mx, v[j]);
+        }
+        if (_mm256_movemask_ps(bad)) L->bad[t] = 1;
+        int64_t y = L->y[t];
+        if (y >= (int64_t)n0 && y < (int64_t)n0 + 16 && y < (int64_t)N)
+            L->tgt[t] = tb[16 * i + (y - (int64_t)n0)];
+        __m256 sc = cv_exp256(_mm256_sub_ps(mo, mx));
+        __m256 z =
+            _mm256_add_ps(cv_exp256(_mm256_sub_ps(v[0], mx)), cv_exp256(_mm256_sub_ps(v[1], mx)));
+        double *s = L->s + t * 8;
+        for (int h = 0; h < 2; h++) {
+            __m128 sch = h ? _mm256_extractf128_ps(sc, 1) : _mm256_castps256_ps128(sc);
+            __m128 zh = h ? _mm256_extractf128_ps(z, 1) : _mm256_castps256_ps128(z);
+            _mm256_store_pd(s + 4 * h, _mm256_fmadd_pd(_mm256_load_pd(s + 4 * h),
+                                                       _mm256_cvtps_pd(sch), _mm256_cvtps_pd(zh)));
+        }
+        _mm256_store_ps(L->m + t * 8, mx);
+    }
+}
+
 /* A 6 x 16 tile: rows t0.. (RT <= 6 stored; missing rows repeat row t0) x the panel's 16 columns
- * from n0, over all K, + bias. */
+ * from n0, over all K, + bias; or, with L, folded into the fused head's running sums. */
 A2_INLINE void a2_tile(float *out, const float *x, const float *panel, const float *bias, size_t N,
-                       size_t K, size_t t0, size_t n0, int RT) {
+                       size_t K, size_t t0, size_t n0, int RT, const a2_lse *L) {
     __m256 acc[A2_TR][2];
     const float *xr[A2_TR];
     for (int i = 0; i < A2_TR; i++) {
@@ -181,6 +225,13 @@ A2_INLINE void a2_tile(float *out, const float *x, const float *panel, const flo
             acc[i][1] = _mm256_fmadd_ps(xb, w1, acc[i][1]);
         }
     }
+    if (L) {
+        float tb[A2_TR * 16] __attribute__((aligned(32)));
+        for (int i = 0; i < A2_TR; i++)
+            for (int j = 0; j < 2; j++) _mm256_store_ps(tb + 16 * i + 8 * j, acc[i][j]);
+        a2_tile_lse(L, tb, N, t0, n0, RT);
+        return;
+    }
     for (int j = 0; j < 2; j++) {
         size_t n = n0 + 8 * (size_t)j;
         __m256i mk = a2_cols_mask(N, n);
@@ -191,16 +242,25 @@ A2_INLINE void a2_tile(float *out, const float *x, const float *panel, const flo
 }
 
 /* Rows t0..t1 against the packed panel of columns n0.. */
-static void a2_panel_rows(float *out, const float *x, const float *panel, const float *bias,
-                          size_t N, size_t K, size_t t0, size_t t1, size_t n0) {
+A2_INLINE void a2_rows(float *out, const float *x, const float *panel, const float *bias, size_t N,
+                       size_t K, size_t t0, size_t t1, size_t n0, const a2_lse *L) {
     size_t t = t0;
-    for (; t + A2_TR <= t1; t += A2_TR) a2_tile(out, x, panel, bias, N, K, t, n0, A2_TR);
-    if (t < t1) a2_tile(out, x, panel, bias, N, K, t, n0, (int)(t1 - t));
+    for (; t + A2_TR <= t1; t += A2_TR) a2_tile(out, x, panel, bias, N, K, t, n0, A2_TR, L);
+    if (t < t1) a2_tile(out, x, panel, bias, N, K, t, n0, (int)(t1 - t), L);
+}
+
+/* One copy per mode, so the accumulators stay in registers in both. */
+static void a2_panel_rows(float *out, const float *x, const float *panel, const float *bias,
+                          size_t N, size_t K, size_t t0, size_t t1, size_t n0, const a2_lse *L) {
+    if (L)
+        a2_rows(NULL, x, panel, NULL, N, K, t0, t1, n0, L);
+    else
+        a2_rows(out, x, panel, bias, N, K, t0, t1, n0, NULL);
 }
 
 /* Returns 0 when the scratch cannot be had (the caller takes the dot-product path). */
 static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_weight *w,
-                            const float *bias, size_t T) {
+                            const float *bias, size_t T, const a2_lse *lse) {
     const size_t N = (size_t)w->rows, K = (size_t)w->cols, np = (N + 15) / 16;
     const size_t nth = (size_t)omp_get_max_threads(), per = K * 16 + 8;
     float *fl = cv_cpu_scratch_flt(b, nth * per + 8);
@@ -213,8 +273,16 @@ static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_
     const cv_dtype dt = w->dtype;
 #pragma omp parallel
     {
-        float *panel = P + (size_t)omp_get_thread_num() * per;
+        const size_t me = (size_t)omp_get_thread_num();
+        float *panel = P + me * per;
         size_t packed = (size_t)-1;
+        a2_lse mine; /* lse: this thread's own running sums */
+        if (lse) {
+            mine = *lse;
+            mine.m += me * T * 8;
+            mine.s += me * T * 8;
+            mine.bad += me * T;
+        }
 #pragma omp for schedule(dynamic, 1)
         for (size_t it = 0; it < np * nrb; it++) {
             size_t p = it / nrb, t0 = (it % nrb) * tb, t1 = t0 + tb < T ? t0 + tb : T;
@@ -222,7 +290,7 @@ static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_
                 a2_pack(panel, w, p, dt);
                 packed = p;
             }
-            a2_panel_rows(out, x, panel, bias, N, K, t0, t1, p * 16);
+            a2_panel_rows(out, x, panel, bias, N, K, t0, t1, p * 16, lse ? &mine : NULL);
         }
     }
     return 1;
@@ -230,7 +298,7 @@ static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_
 
 void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weight *w,
                         const float *bias, int T) {
-    if (T >= A2_PACK_T && b && a2_matmul_packed(b, out, x, w, bias, (size_t)T)) return;
+    if (T >= A2_PACK_T && b && a2_matmul_packed(b, out, x, w, bias, (size_t)T, NULL)) return;
     switch (w->dtype) {
     case CV_DT_BF16:
         a2_matmul_dot_bf16(out, x, w, bias, (size_t)T);
@@ -241,5 +309,28 @@ void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weig
     default:
         a2_matmul_dot_f32(out, x, w, bias, (size_t)T);
     }
+}
+
+int cv_cpu_head_logprob_avx2(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
+                             const int32_t *targets) {
+    if (!b || w->format != CV_WFMT_DENSE || T < A2_PACK_T) return 0;
+    size_t N = (size_t)w->rows, nt = (size_t)T, nth = (size_t)omp_get_max_threads();
+    float *m = aligned_alloc(32, sizeof(float) * 8 * nth * nt);
+    double *s = aligned_alloc(32, sizeof(double) * 8 * nth * nt);
+    unsigned char *bad = calloc(nth * nt, 1);
+    float *tgt = malloc(sizeof(float) * nt);
+    int ok = m && s && bad && tgt;
+    if (ok) {
+        for (size_t i = 0; i < 8 * nth * nt; i++) m[i] = -FLT_MAX, s[i] = 0.0;
+        for (size_t t = 0; t < nt; t++) tgt[t] = NAN;
+        a2_lse lse = {m, s, bad, tgt, targets};
+        ok = a2_matmul_packed(b, NULL, x, w, NULL, nt, &lse);
+    }
+    if (ok) cv_head_lse_merge(out, m, s, bad, tgt, targets, N, nt, nth, 8);
+    free(m);
+    free(s);
+    free(bad);
+    free(tgt);
+    return ok;
 }
 #endif

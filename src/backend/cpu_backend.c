@@ -549,6 +549,8 @@ cv_backend *cv_backend_cpu_create(void) {
     b->logprob_accum = cpu_logprob_accum;
 #ifdef CV_CPU_AVX512
     b->head_logprob = cv_cpu_head_logprob; /* the portable build slices the head (NULL op) */
+#elif defined(CV_CPU_AVX2)
+    b->head_logprob = cv_cpu_head_logprob_avx2;
 #endif
     b->pick_greedy = cpu_pick_greedy;
     b->stats_reset = cpu_stats_reset;

@@ -41,6 +41,12 @@ void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w
 #define CV_HEAD_FUSED_T 32
 int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
                         const int32_t *targets);
+/* The fused heads' last step: per row, the threads' (nth) per-lane (lanes) running maxima m and
+ * sums s of e^(l - m) (each (nth, nt, lanes)) merged into ln p(target) = tgt - max - ln z; NaN
+ * where a thread saw a NaN or +inf logit (bad, (nth, nt)) or the target is outside [0, N). */
+void cv_head_lse_merge(double *out, const float *m, const double *s, const unsigned char *bad,
+                       const float *tgt, const int32_t *targets, size_t N, size_t nt, size_t nth,
+                       int lanes);
 /* n (<= 3) products of one x as one packed pass (attention's q, k, v), and the gated MLP's
  * silu(x . Wg^T) * (x . Wu^T) with the up product folded into the gate's tiles: 0 (nothing
  * written) where the packed path does not take the weights alike (the caller runs the ops one by
@@ -70,6 +76,10 @@ void cv_cpu_matmul_portable(float *out, const float *x, const cv_weight *w, cons
  * 16 columns and 6 x 16 outer-product tiles from 16 rows. */
 void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weight *w,
                         const float *bias, int T);
+/* The LM head fused with the log-softmax of every row's target (backend.h head_logprob) on the
+ * packed path: from A2_PACK_T rows; returns 0 (nothing written) below, or without memory. */
+int cv_cpu_head_logprob_avx2(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
+                             const int32_t *targets);
 #endif
 
 /* The unpacked 4 x 4 dot-product AVX-512 matmul at any T (bench ladder). */

@@ -657,24 +657,7 @@ int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_wei
         mm_job job = {w, NULL, NULL};
         ok = matmul_packed(b, bf, &job, 1, MM_LSE, &lse, x, K, nt);
     }
-    if (ok) {
-#pragma omp parallel for schedule(static)
-        for (size_t t = 0; t < nt; t++) {
-            double mx = -INFINITY, z = 0.0;
-            int any_bad = 0;
-            for (size_t h = 0; h < nth; h++) {
-                any_bad |= bad[h * nt + t];
-                for (int l = 0; l < 16; l++) mx = fmax(mx, (double)m[(h * nt + t) * 16 + l]);
-            }
-            for (size_t h = 0; h < nth; h++)
-                for (int l = 0; l < 16; l++) {
-                    size_t i = (h * nt + t) * 16 + (size_t)l;
-                    z += s[i] * exp((double)m[i] - mx);
-                }
-            int y = targets[t];
-            out[t] = any_bad || y < 0 || (size_t)y >= N ? NAN : (double)tgt[t] - mx - log(z);
-        }
-    }
+    if (ok) cv_head_lse_merge(out, m, s, bad, tgt, targets, N, nt, nth, 16);
     free(m);
     free(s);
     free(bad);
@@ -684,6 +667,27 @@ int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_wei
     (void)b, (void)out, (void)x, (void)w, (void)T, (void)targets;
     return 0;
 #endif
+}
+
+void cv_head_lse_merge(double *out, const float *m, const double *s, const unsigned char *bad,
+                       const float *tgt, const int32_t *targets, size_t N, size_t nt, size_t nth,
+                       int lanes) {
+#pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < nt; t++) {
+        double mx = -INFINITY, z = 0.0;
+        int any_bad = 0;
+        for (size_t h = 0; h < nth; h++) {
+            any_bad |= bad[h * nt + t];
+            for (int l = 0; l < lanes; l++) mx = fmax(mx, (double)m[(h * nt + t) * lanes + l]);
+        }
+        for (size_t h = 0; h < nth; h++)
+            for (int l = 0; l < lanes; l++) {
+                size_t i = (h * nt + t) * lanes + (size_t)l;
+                z += s[i] * exp((double)m[i] - mx);
+            }
+        int y = targets[t];
+        out[t] = any_bad || y < 0 || (size_t)y >= N ? NAN : (double)tgt[t] - mx - log(z);
+    }
 }
 
 /* Products of one x (T, K) by n (<= 3) dense weights of K columns, as one packed pass when every
