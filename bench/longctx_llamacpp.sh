@@ -43,7 +43,7 @@ fi
 SRC=$(dirname "$(dirname "$(dirname "$LB")")")
 VER=$(basename "$(dirname "$(dirname "$SRC")")")
 
-[ -x "$BUILD/bench/bench_longctx" ] || make "$BUILD/bench/bench_longctx" >/dev/null
+make "$BUILD/bench/bench_longctx" >/dev/null # always: a stale binary measures old code
 echo "== $(date -u +%FT%TZ) ours vs llama.cpp ($VER), $THREADS threads, model $MODEL"
 for dt in $(echo "$DTYPES" | tr , ' '); do
     GGUF="$CACHE/$(basename "$MODEL")-$dt.gguf"

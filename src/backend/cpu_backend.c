@@ -235,6 +235,16 @@ static void cpu_gelu_tanh(cv_backend *b, float *x, size_t n) {
             _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), _mm512_mul_ps(v, v), v));
         _mm512_storeu_ps(x + i, cv_mul_sigmoid512(v, y));
     }
+#elif defined(CV_CPU_AVX2)
+    i0 = n / 8 * 8;
+#pragma omp parallel for PAR_IF(n) schedule(static)
+    for (size_t i = 0; i < i0; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 y = _mm256_mul_ps(
+            _mm256_set1_ps(2.0f * GELU_K),
+            _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), _mm256_mul_ps(v, v), v));
+        _mm256_storeu_ps(x + i, cv_mul_sigmoid256(v, y));
+    }
 #endif
     for (size_t i = i0; i < n; i++) x[i] = gelu_tanh1(x[i]);
 }
@@ -251,6 +261,13 @@ static void cpu_silu_mul(cv_backend *b, float *g, const float *u, size_t n) {
     for (size_t i = 0; i < i0; i += 16) {
         __m512 v = _mm512_loadu_ps(g + i);
         _mm512_storeu_ps(g + i, _mm512_mul_ps(cv_mul_sigmoid512(v, v), _mm512_loadu_ps(u + i)));
+    }
+#elif defined(CV_CPU_AVX2)
+    i0 = n / 8 * 8;
+#pragma omp parallel for PAR_IF(n) schedule(static)
+    for (size_t i = 0; i < i0; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(cv_mul_sigmoid256(v, v), _mm256_loadu_ps(u + i)));
     }
 #endif
     for (size_t i = i0; i < n; i++) g[i] = silu1(g[i]) * u[i];

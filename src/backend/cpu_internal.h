@@ -140,6 +140,13 @@ static inline __m256 cv_exp256(__m256 x) {
     return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
+/* x * sigmoid(a) = x / (1 + e^-a) on 8 lanes, as cv_mul_sigmoid512: e^-a flushed to 0 below
+ * e^-87.3 (the quotient is x) and inf above e^88.7 (the quotient is -0 or 0); NaN stays NaN. */
+static inline __m256 cv_mul_sigmoid256(__m256 x, __m256 a) {
+    __m256 e = cv_exp256(_mm256_sub_ps(_mm256_setzero_ps(), a));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
 /* Sum of 8 lanes. */
 static inline float cv_hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
