@@ -901,6 +901,165 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, i
     }
 }
 
+/* Decode (T = 1), split over keys as the AVX-512 decode: a work item is (kv head g, A2_DCHUNK
+ * keys); it computes the partial softmax (m, z, t, basin masses) and the unnormalized P . V of all
+ * rep heads of the group from that chunk of K and V, and the partials merge per head in chunk
+ * order (deterministic for any thread count). */
+#define A2_DCHUNK 256
+
+/* v[j] -> lane j of the result holds the sum of v[j]'s 8 lanes */
+A2_INL __m256 a2_hsum8x8(const __m256 v[8]) {
+    __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+    __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                         _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
+                            float *po, int bf) {
+    const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads, nv = hd / 8;
+    const __m256 scale = _mm256_set1_ps(a->scale), ninf = _mm256_set1_ps(-INFINITY);
+    const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
+    for (int hi = 0; hi < rep; hi++) { /* scores, 8 keys at a time */
+        const float *q = a->q + (size_t)(g * rep + hi) * hd;
+        for (int kb = 0; kb < kn; kb += 8) {
+            const int nk = kn - kb < 8 ? kn - kb : 8;
+            __m256 acc[8];
+            for (int i = 0; i < 8; i++) {
+                acc[i] = _mm256_setzero_ps();
+                if (i >= nk) continue;
+                const size_t kr = kbase + (size_t)(kb + i) * a->kv_stride;
+                for (int j = 0; j < nv; j++)
+                    acc[i] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * j),
+                                        a2_ld_kv(bf, a->k, a->k16, kr + 8 * (size_t)j), acc[i]);
+            }
+            _mm256_store_ps(s + (size_t)hi * A2_DCHUNK + kb, _mm256_mul_ps(a2_hsum8x8(acc), scale));
+        }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int nvk = (kn + 7) / 8;
+    for (int hi = 0; hi < rep; hi++) { /* the chunk's softmax partials */
+        float *sh = s + (size_t)hi * A2_DCHUNK;
+        const float *bias = a->bias ? a->bias + (size_t)(g * rep + hi) * a->n_keys + k0 : NULL;
+        __m256 mx = ninf;
+        for (int j = 0; j < nvk; j++) {
+            __m256 mk = a2_lanes_below(kn - 8 * j);
+            __m256 sv = _mm256_load_ps(sh + 8 * j);
+            if (bias)
+                sv = _mm256_add_ps(sv, _mm256_maskload_ps(bias + 8 * j, _mm256_castps_si256(mk)));
+            sv = _mm256_blendv_ps(ninf, sv, mk);
+            _mm256_store_ps(sh + 8 * j, sv);
+            mx = _mm256_max_ps(mx, sv);
+        }
+        float m = a2_hmax(mx);
+        __m256 mv = _mm256_set1_ps(m), zv = _mm256_setzero_ps(), tv = zv, bv = zv, ov = zv;
+        for (int j = 0; j < nvk; j++) {
+            __m256 mk = a2_lanes_below(kn - 8 * j);
+            __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(sh + 8 * j), mv));
+            __m256 p = _mm256_and_ps(mk, cv_exp256(d));
+            _mm256_store_ps(sh + 8 * j, p);
+            zv = _mm256_add_ps(zv, p);
+            tv = _mm256_fmadd_ps(p, d, tv);
+            if (a->basin) {
+                __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
+                __m256 in =
+                    _mm256_and_ps(mk, _mm256_castsi256_ps(_mm256_andnot_si256(
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_lo), ki),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_hi), ki))));
+                bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
+                ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
+            }
+        }
+        double *pt = part + 5 * (size_t)hi;
+        pt[0] = m;
+        pt[1] = cv_hsum256(zv);
+        pt[2] = cv_hsum256(tv);
+        pt[3] = a->basin ? cv_hsum256(bv) : 0.0;
+        pt[4] = a->basin ? cv_hsum256(ov) : 0.0;
+    }
+    for (int h0 = 0; h0 < rep; h0 += 4) { /* po (rep, hd) = P . V: 4 heads x 16 dims at a time */
+        const int nh = rep - h0 < 4 ? rep - h0 : 4;
+        for (int v0 = 0; v0 < nv; v0 += 2) {
+            const int two = v0 + 1 < nv;
+            __m256 o[4][2];
+            for (int i = 0; i < 4; i++) o[i][0] = o[i][1] = _mm256_setzero_ps();
+            size_t vr = kbase + (size_t)v0 * 8;
+            for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
+                __m256 x0 = a2_ld_kv(bf, a->v, a->v16, vr);
+                __m256 x1 = two ? a2_ld_kv(bf, a->v, a->v16, vr + 8) : _mm256_setzero_ps();
+                for (int i = 0; i < nh; i++) {
+                    __m256 pb = _mm256_broadcast_ss(s + (size_t)(h0 + i) * A2_DCHUNK + k);
+                    o[i][0] = _mm256_fmadd_ps(pb, x0, o[i][0]);
+                    o[i][1] = _mm256_fmadd_ps(pb, x1, o[i][1]);
+                }
+            }
+            for (int i = 0; i < nh; i++) {
+                float *oh = po + (size_t)(h0 + i) * hd + v0 * 8;
+                _mm256_storeu_ps(oh, o[i][0]);
+                if (two) _mm256_storeu_ps(oh + 8, o[i][1]);
+            }
+        }
+    }
+}
+
+static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
+    const int H = a->n_heads, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
+    const int kend = keys_visible(a, 0), nch = (kend + A2_DCHUNK - 1) / A2_DCHUNK;
+    const int items = KVH * nch, nt = omp_get_max_threads();
+    const size_t sc = (size_t)rep * A2_DCHUNK; /* per-thread scores */
+    float *fl = cv_cpu_scratch_flt(b, (size_t)items * rep * hd + (size_t)nt * sc + 8);
+    double *dbl = cv_cpu_scratch_dbl(b, 4 * (size_t)H + (size_t)items * rep * 5);
+    if (!fl || !dbl) return;
+    float *po = fl;
+    float *scores = (float *)(((uintptr_t)(po + (size_t)items * rep * hd) + 31) & ~(uintptr_t)31);
+    double *row_z = dbl, *part = dbl + 4 * (size_t)H;
+#pragma omp parallel for schedule(static) if ((size_t)kend * KVH * hd > 32768)
+    for (int it = 0; it < items; it++) { /* chunk-major, partials stored head-major */
+        int g = it % KVH, c = it / KVH, k0 = c * A2_DCHUNK;
+        int kn = kend - k0 < A2_DCHUNK ? kend - k0 : A2_DCHUNK;
+        float *s = scores + (size_t)omp_get_thread_num() * sc;
+        size_t pi = (size_t)g * nch + c;
+        if (a->k16)
+            a2_decode_chunk(a, g, k0, kn, s, part + pi * rep * 5, po + pi * rep * hd, 1);
+        else
+            a2_decode_chunk(a, g, k0, kn, s, part + pi * rep * 5, po + pi * rep * hd, 0);
+    }
+    /* merge each head's chunks in order: M = max m_c, w_c = e^(m_c - M), z = sum w_c z_c,
+     * t = sum w_c (t_c + (m_c - M) z_c), masses and outputs likewise */
+    for (int h = 0; h < H; h++) {
+        int g = h / rep, hi = h % rep;
+        double M = -INFINITY;
+        for (int c = 0; c < nch; c++) {
+            double mc = part[((size_t)(g * nch + c) * rep + hi) * 5];
+            if (mc > M || c == 0) M = mc;
+        }
+        double z = 0, t = 0, bm = 0, om = 0;
+        float *out = a->out + (size_t)h * hd;
+        memset(out, 0, sizeof(float) * (size_t)hd);
+        for (int c = 0; c < nch; c++) {
+            size_t pi = (size_t)(g * nch + c) * rep + hi;
+            const double *pc = part + pi * 5;
+            double dm = pc[0] - M, wc = exp(dm);
+            if (nch == 1) dm = 0, wc = 1; /* one chunk: exact as is (also for a NaN max) */
+            t += wc * (pc[2] + dm * pc[1]);
+            z += wc * pc[1];
+            bm += wc * pc[3];
+            om += wc * pc[4];
+            const float w = (float)wc, *oc = po + pi * hd;
+            for (int d = 0; d < hd; d++) out[d] += w * oc[d];
+        }
+        const float inv = (float)(1.0 / z);
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+        row_z[4 * h] = z;
+        row_z[4 * h + 1] = t;
+        row_z[4 * h + 2] = bm / z;
+        row_z[4 * h + 3] = om / z;
+    }
+    if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
+}
+
 static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, T = a->T, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
     const int bq = T > 1 ? 16 : 1, R = (rep * bq + 3) / 4 * 4;
@@ -973,9 +1132,12 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
         return;
     }
 #elif defined(CV_CPU_AVX2)
-    if (a->T > 1 && !a->probs && !a->sparse && a->head_dim % 8 == 0 && a->head_dim <= A2_MAX_HD &&
+    if (!a->probs && !a->sparse && a->head_dim % 8 == 0 && a->head_dim <= A2_MAX_HD &&
         a->n_keys > 0) {
-        attention_tiled_avx2(b, a);
+        if (a->T == 1)
+            attention_decode_avx2(b, a);
+        else
+            attention_tiled_avx2(b, a);
         return;
     }
 #endif
