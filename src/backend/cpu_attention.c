@@ -66,8 +66,8 @@ static inline int keys_visible(const cv_attn_args *a, int t) {
 }
 
 /* One query row at a time: scores for all visible keys in a K-length buffer, then softmax and
- * the weighted sum of V. The path for probability captures (a->probs, tests) and for hosts
- * without AVX-512. */
+ * the weighted sum of V. The path for probability captures (a->probs, tests), the sparse prompt
+ * attention, head widths the SIMD kernels do not take, and hosts with neither AVX-512 nor AVX2. */
 /* ---- sparse prompt attention (HEALTH.md §5): the best CV_SPARSE_CAP (q, k, w) of a head ---- */
 
 typedef struct {
@@ -715,14 +715,15 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
 
 #ifdef CV_CPU_AVX2
 /* ---- tiled attention (AVX2 + FMA, CPUs without AVX-512) ------------------------------------
- * The AVX-512 prefill kernel's algorithm at 8 lanes, over prefill and decode alike: a work item
- * is kv head g and a tile of bq query positions (16 when T > 1, 1 for decode) for the rep query
- * heads reading g (rows r = hi * bq + tq, padded to a multiple of 4 with copies of the last row,
- * never stored). Keys are packed per call into (head_dim, A2_BK) transposed tiles; per key tile
- * S = Q . K^T is 4 rows x 16 keys of outer products in registers, then each row's running max,
- * z, t and basin masses are rescaled by the online-softmax identity (exact; see above) and P . V
- * runs 4 rows x 16 dims at a time, V read from the cache. head_dim a multiple of 8 (<= 128). */
+ * The AVX-512 prefill kernel's algorithm at 8 lanes (T > 1): a work item is kv head g and a tile
+ * of bq = 16 query positions for the rep query heads reading g (rows r = hi * bq + tq, padded to a
+ * multiple of A2_RG with copies of the last row, never stored). Keys are packed per call into
+ * (head_dim, A2_BK) transposed tiles; per key tile S = Q . K^T is 6 rows x 16 keys of outer
+ * products in registers, then each row's running max, z, t and basin masses are rescaled by the
+ * online-softmax identity (exact; see above) and P . V runs 6 rows x 16 dims at a time, V read from
+ * the cache. head_dim a multiple of 8 (<= 128). */
 #define A2_BK     64 /* keys per tile */
+#define A2_RG     6  /* rows per register tile: 12 accumulators of the 16 ymm registers */
 #define A2_MAX_HD 128
 #define A2_INL    static inline __attribute__((always_inline))
 
@@ -755,7 +756,8 @@ typedef struct {
 A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, int bq,
                         a2_att_buf *w, double *row_z, int bf) {
     const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
-    const int R = (rep * bq + 3) / 4 * 4, nv = hd / 8, t0 = qt * bq, nrow = rep * bq;
+    const int R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG, nv = hd / 8, t0 = qt * bq,
+              nrow = rep * bq;
     const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1;
     for (int r = 0; r < R; r++) { /* padding rows repeat the last real row, never stored */
         int rr = r < nrow ? r : nrow - 1, h = g * rep + rr / bq, t = t0 + rr % bq;
@@ -772,22 +774,22 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, i
     for (int k0 = 0; k0 < kmax; k0 += A2_BK) {
         const int kn = kmax - k0 < A2_BK ? kmax - k0 : A2_BK, nch = (kn + 15) / 16;
         const float *kt = Kt + (size_t)(k0 / A2_BK) * hd * A2_BK;
-        for (int r0 = 0; r0 < R; r0 += 4) /* S = Q . K^T, 4 rows x 16 keys at a time */
+        for (int r0 = 0; r0 < R; r0 += A2_RG) /* S = Q . K^T, A2_RG rows x 16 keys at a time */
             for (int c = 0; c < nch; c++) {
-                __m256 acc[4][2];
-                for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+                __m256 acc[A2_RG][2];
+                for (int i = 0; i < A2_RG; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
                 const float *kc = kt + c * 16;
                 const float *q = w->Q + (size_t)r0 * hd;
                 for (int d = 0; d < hd; d++) {
                     __m256 k0v = _mm256_load_ps(kc + (size_t)d * A2_BK);
                     __m256 k1v = _mm256_load_ps(kc + (size_t)d * A2_BK + 8);
-                    for (int i = 0; i < 4; i++) {
+                    for (int i = 0; i < A2_RG; i++) {
                         __m256 qb = _mm256_broadcast_ss(q + (size_t)i * hd + d);
                         acc[i][0] = _mm256_fmadd_ps(qb, k0v, acc[i][0]);
                         acc[i][1] = _mm256_fmadd_ps(qb, k1v, acc[i][1]);
                     }
                 }
-                for (int i = 0; i < 4; i++) {
+                for (int i = 0; i < A2_RG; i++) {
                     _mm256_store_ps(w->S + (size_t)(r0 + i) * A2_BK + c * 16, acc[i][0]);
                     _mm256_store_ps(w->S + (size_t)(r0 + i) * A2_BK + c * 16 + 8, acc[i][1]);
                 }
@@ -852,14 +854,15 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, i
             w->m[r] = mnew;
         }
         const size_t vt = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
-        for (int r0 = 0; r0 < R; r0 += 4) { /* O = alpha O + P . V, 4 rows x 16 dims at a time */
+        for (int r0 = 0; r0 < R;
+             r0 += A2_RG) { /* O = alpha O + P . V, A2_RG rows x 16 dims at a time */
             int kb = w->lim[r0];
-            for (int i = 1; i < 4; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
+            for (int i = 1; i < A2_RG; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
             const float *P = w->S + (size_t)r0 * A2_BK;
             for (int v0 = 0; v0 < nv; v0 += 2) {
                 const int two = v0 + 1 < nv;
-                __m256 o[4][2];
-                for (int i = 0; i < 4; i++) {
+                __m256 o[A2_RG][2];
+                for (int i = 0; i < A2_RG; i++) {
                     __m256 al = _mm256_set1_ps(w->alpha[r0 + i]);
                     float *oi = w->O + (size_t)(r0 + i) * hd + v0 * 8;
                     o[i][0] = _mm256_mul_ps(al, _mm256_loadu_ps(oi));
@@ -870,13 +873,13 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, i
                     size_t vr = vt + (size_t)k * a->kv_stride + (size_t)v0 * 8;
                     __m256 x0 = a2_ld_kv(bf, a->v, a->v16, vr);
                     __m256 x1 = two ? a2_ld_kv(bf, a->v, a->v16, vr + 8) : _mm256_setzero_ps();
-                    for (int i = 0; i < 4; i++) {
+                    for (int i = 0; i < A2_RG; i++) {
                         __m256 pb = _mm256_broadcast_ss(P + (size_t)i * A2_BK + k);
                         o[i][0] = _mm256_fmadd_ps(pb, x0, o[i][0]);
                         o[i][1] = _mm256_fmadd_ps(pb, x1, o[i][1]);
                     }
                 }
-                for (int i = 0; i < 4; i++) {
+                for (int i = 0; i < A2_RG; i++) {
                     float *oi = w->O + (size_t)(r0 + i) * hd + v0 * 8;
                     _mm256_storeu_ps(oi, o[i][0]);
                     if (two) _mm256_storeu_ps(oi + 8, o[i][1]);
@@ -1062,7 +1065,7 @@ static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
 
 static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, T = a->T, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
-    const int bq = T > 1 ? 16 : 1, R = (rep * bq + 3) / 4 * 4;
+    const int bq = T > 1 ? 16 : 1, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG;
     const int kmax = keys_visible(a, T - 1), nkt = (kmax + A2_BK - 1) / A2_BK;
     const int nqt = (T + bq - 1) / bq, nt = omp_get_max_threads();
     const size_t kt_size = (size_t)hd * A2_BK, kt_all = (size_t)KVH * nkt * kt_size;

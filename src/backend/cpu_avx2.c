@@ -1,7 +1,7 @@
-/* cpu_avx2.c — the dense matmul on AVX2 + FMA, for x86 CPUs without AVX-512 (AMD Zen 1-3, Intel
- * before Skylake-X / Ice Lake, most laptops). Built where -march=native gives AVX2, FMA and F16C
- * but not AVX-512F (cpu_internal.h CV_CPU_AVX2); the AVX-512 build never compiles this file's
- * body. Same shape as cpu_matmul.c's AVX-512 path, at 8 lanes:
+/* cpu_avx2.c — the dense matmul and the fused LM head on AVX2 + FMA, for x86 CPUs without AVX-512
+ * (AMD Zen 1-3, Intel before Skylake-X / Ice Lake, most laptops). Built where -march=native gives
+ * AVX2, FMA and F16C but not AVX-512F (cpu_internal.h CV_CPU_AVX2); the AVX-512 build never
+ * compiles this file's body. Same shape as cpu_matmul.c's AVX-512 path, at 8 lanes:
  *   - few rows (T < A2_PACK_T, decode): 4 weight rows x up to 2 activation rows per tile, dot
  *     products over k on 8-lane FMA chains, reduced once at the end; each weight row is read
  *     once per tile, as one sequential stream (decode is bound by reading the weights);
@@ -10,7 +10,8 @@
  *     k, 2 panel vectors and 6 broadcast activations feed 12 FMAs (12 of the 16 ymm registers
  *     accumulate; no horizontal sums). A work item (panel, block of rows) packs its panel into
  *     its thread's own buffer, where it stays in L1 / L2 while the rows stream past it.
- * Weights stay in the checkpoint's dtype (F32, BF16, F16) and are widened in registers. */
+ * Weights stay in the checkpoint's dtype (F32, BF16, F16) and are widened in registers. The
+ * AVX2 attention kernels are in cpu_attention.c, beside the AVX-512 ones they follow. */
 #include "cpu_internal.h"
 
 #ifdef CV_CPU_AVX2
@@ -21,8 +22,10 @@
 #include <string.h>
 
 #define A2_INLINE static inline __attribute__((always_inline))
+#ifndef A2_PACK_T
 #define A2_PACK_T 16 /* rows from which the packed path is taken (bench_matmul) */
-#define A2_TR     6  /* rows per packed tile */
+#endif
+#define A2_TR 6 /* rows per packed tile */
 
 /* 8 weights of a dense row from element i, widened to fp32 (dt a constant at every call). */
 A2_INLINE __m256 a2_load8(const void *row, cv_dtype dt, size_t i) {
