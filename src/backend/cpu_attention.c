@@ -65,6 +65,26 @@ static inline int keys_visible(const cv_attn_args *a, int t) {
     return kend < a->n_keys ? kend : a->n_keys;
 }
 
+#if defined(CV_CPU_AVX512) || defined(CV_CPU_AVX2)
+/* The tiled prefill kernels' packed keys (AVX-512 and AVX2): tile (g, kt) at Kt + (g * nkt + kt)
+ * * head_dim * bk holds keys kt * bk .. of kv head g transposed, (head_dim, bk), zero-padded past
+ * kmax (nkt = the tiles covering kmax keys). */
+static void att_pack_kt(const cv_attn_args *a, float *Kt, int kmax, int bk) {
+    const int hd = a->head_dim, nkt = (kmax + bk - 1) / bk;
+#pragma omp parallel for schedule(static)
+    for (int it = 0; it < a->n_kv_heads * nkt; it++) {
+        int g = it / nkt, k0 = (it % nkt) * bk, kn = kmax - k0 < bk ? kmax - k0 : bk;
+        float *dst = Kt + (size_t)it * hd * bk, row[128]; /* head_dim <= 128 in both kernels */
+        for (int kk = 0; kk < kn; kk++) {
+            const float *src = kv_row(a, 0, k0 + kk, g, row);
+            for (int d = 0; d < hd; d++) dst[(size_t)d * bk + kk] = src[d];
+        }
+        for (int d = 0; d < hd; d++)
+            for (int kk = kn; kk < bk; kk++) dst[(size_t)d * bk + kk] = 0.0f;
+    }
+}
+#endif
+
 /* One query row at a time: scores for all visible keys in a K-length buffer, then softmax and
  * the weighted sum of V. The path for probability captures (a->probs, tests), the sparse prompt
  * attention, head widths the SIMD kernels do not take, and hosts with neither AVX-512 nor AVX2. */
@@ -473,19 +493,7 @@ static void attention_tiled(cv_backend *b, const cv_attn_args *a) {
     if (!fl || !dbl) return; /* out of memory: outputs left as they are */
     float *Kt = align64(fl);
     double *row_z = dbl;
-    /* pack K^T: tile (g, kt) holds keys kt*ATT_BK.. of kv head g as (hd, ATT_BK), zero-padded */
-#pragma omp parallel for schedule(static)
-    for (int it = 0; it < KVH * nkt; it++) {
-        int g = it / nkt, k0 = (it % nkt) * ATT_BK;
-        int kn = kmax - k0 < ATT_BK ? kmax - k0 : ATT_BK;
-        float *dst = Kt + (size_t)it * kt_size, row[ATT_MAX_HD];
-        for (int kk = 0; kk < kn; kk++) {
-            const float *src = kv_row(a, 0, k0 + kk, g, row);
-            for (int d = 0; d < hd; d++) dst[(size_t)d * ATT_BK + kk] = src[d];
-        }
-        for (int d = 0; d < hd; d++)
-            for (int kk = kn; kk < ATT_BK; kk++) dst[(size_t)d * ATT_BK + kk] = 0.0f;
-    }
+    att_pack_kt(a, Kt, kmax, ATT_BK);
 #pragma omp parallel
     {
         int me = omp_get_thread_num();
@@ -1077,20 +1085,8 @@ static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
     if (!fl || !dbl) return; /* out of memory: outputs left as they are */
     float *Kt = (float *)(((uintptr_t)fl + 31) & ~(uintptr_t)31);
     double *row_z = dbl;
-    /* pack K^T: tile (g, kt) holds keys kt*A2_BK.. of kv head g as (hd, A2_BK), zero-padded */
-#pragma omp parallel for schedule(static) if (T > 1 || kmax > 256)
-    for (int it = 0; it < KVH * nkt; it++) {
-        int g = it / nkt, k0 = (it % nkt) * A2_BK;
-        int kn = kmax - k0 < A2_BK ? kmax - k0 : A2_BK;
-        float *dst = Kt + (size_t)it * kt_size, row[A2_MAX_HD];
-        for (int kk = 0; kk < kn; kk++) {
-            const float *src = kv_row(a, 0, k0 + kk, g, row);
-            for (int d = 0; d < hd; d++) dst[(size_t)d * A2_BK + kk] = src[d];
-        }
-        for (int d = 0; d < hd; d++)
-            for (int kk = kn; kk < A2_BK; kk++) dst[(size_t)d * A2_BK + kk] = 0.0f;
-    }
-#pragma omp parallel if (T > 1 || kmax > 256)
+    att_pack_kt(a, Kt, kmax, A2_BK);
+#pragma omp parallel
     {
         int me = omp_get_thread_num();
         float *base = Kt + kt_all + (size_t)me * per;

@@ -15,7 +15,6 @@
 #include "cpu_internal.h"
 
 #ifdef CV_CPU_AVX2
-#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -317,23 +316,12 @@ void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weig
 int cv_cpu_head_logprob_avx2(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
                              const int32_t *targets) {
     if (!b || w->format != CV_WFMT_DENSE || T < A2_PACK_T) return 0;
-    size_t N = (size_t)w->rows, nt = (size_t)T, nth = (size_t)omp_get_max_threads();
-    float *m = aligned_alloc(32, sizeof(float) * 8 * nth * nt);
-    double *s = aligned_alloc(32, sizeof(double) * 8 * nth * nt);
-    unsigned char *bad = calloc(nth * nt, 1);
-    float *tgt = malloc(sizeof(float) * nt);
-    int ok = m && s && bad && tgt;
+    cv_head_lse h;
+    int ok = cv_head_lse_init(&h, (size_t)T, (size_t)omp_get_max_threads(), 8);
     if (ok) {
-        for (size_t i = 0; i < 8 * nth * nt; i++) m[i] = -FLT_MAX, s[i] = 0.0;
-        for (size_t t = 0; t < nt; t++) tgt[t] = NAN;
-        a2_lse lse = {m, s, bad, tgt, targets};
-        ok = a2_matmul_packed(b, NULL, x, w, NULL, nt, &lse);
+        a2_lse lse = {h.m, h.s, h.bad, h.tgt, targets};
+        ok = a2_matmul_packed(b, NULL, x, w, NULL, (size_t)T, &lse);
     }
-    if (ok) cv_head_lse_merge(out, m, s, bad, tgt, targets, N, nt, nth, 8);
-    free(m);
-    free(s);
-    free(bad);
-    free(tgt);
-    return ok;
+    return cv_head_lse_finish(&h, ok, out, targets, (size_t)w->rows);
 }
 #endif

@@ -41,12 +41,21 @@ void cv_cpu_matmul(cv_backend *b, float *out, const float *x, const cv_weight *w
 #define CV_HEAD_FUSED_T 32
 int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
                         const int32_t *targets);
-/* The fused heads' last step: per row, the threads' (nth) per-lane (lanes) running maxima m and
- * sums s of e^(l - m) (each (nth, nt, lanes)) merged into ln p(target) = tgt - max - ln z; NaN
- * where a thread saw a NaN or +inf logit (bad, (nth, nt)) or the target is outside [0, N). */
-void cv_head_lse_merge(double *out, const float *m, const double *s, const unsigned char *bad,
-                       const float *tgt, const int32_t *targets, size_t N, size_t nt, size_t nth,
-                       int lanes);
+/* The fused heads' running sums (AVX-512: 16 lanes, AVX2: 8): per thread (nth) and row (nt), the
+ * per-lane max m and sum s of e^(l - m) ((nth, nt, lanes) each), whether the thread saw a NaN or
+ * +inf logit (bad, (nth, nt)), and each row's target logit (tgt, nt). init allocates and resets
+ * them (0 without memory); finish, when ok, merges them into ln p(target) = tgt - max - ln z per
+ * row (NaN where bad or the target is outside [0, N)), frees them, and returns ok. */
+typedef struct {
+    float *m;
+    double *s;
+    unsigned char *bad;
+    float *tgt;
+    size_t nt, nth;
+    int lanes;
+} cv_head_lse;
+int cv_head_lse_init(cv_head_lse *h, size_t nt, size_t nth, int lanes);
+int cv_head_lse_finish(cv_head_lse *h, int ok, double *out, const int32_t *targets, size_t N);
 /* n (<= 3) products of one x as one packed pass (attention's q, k, v), and the gated MLP's
  * silu(x . Wg^T) * (x . Wu^T) with the up product folded into the gate's tiles: 0 (nothing
  * written) where the packed path does not take the weights alike (the caller runs the ops one by

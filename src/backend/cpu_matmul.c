@@ -643,51 +643,63 @@ int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_wei
     /* where the plain matmul would not pack either, packing the whole head costs more than the
      * stored logits it saves (bench_head) */
     if (!b || w->format != CV_WFMT_DENSE || T < (bf ? CV_HEAD_FUSED_T : MM_PACK_T)) return 0;
-    size_t N = (size_t)w->rows, K = (size_t)w->cols, nt = (size_t)T;
-    size_t nth = (size_t)omp_get_max_threads();
-    float *m = aligned_alloc(64, sizeof(float) * 16 * nth * nt);
-    double *s = aligned_alloc(64, sizeof(double) * 16 * nth * nt);
-    unsigned char *bad = calloc(nth * nt, 1);
-    float *tgt = malloc(sizeof(float) * nt);
-    int ok = m && s && bad && tgt;
+    size_t K = (size_t)w->cols, nt = (size_t)T;
+    cv_head_lse h;
+    int ok = cv_head_lse_init(&h, nt, (size_t)omp_get_max_threads(), 16);
     if (ok) {
-        for (size_t i = 0; i < 16 * nth * nt; i++) m[i] = -FLT_MAX, s[i] = 0.0;
-        for (size_t t = 0; t < nt; t++) tgt[t] = NAN;
-        mm_lse lse = {m, s, bad, tgt, targets};
+        mm_lse lse = {h.m, h.s, h.bad, h.tgt, targets};
         mm_job job = {w, NULL, NULL};
         ok = matmul_packed(b, bf, &job, 1, MM_LSE, &lse, x, K, nt);
     }
-    if (ok) cv_head_lse_merge(out, m, s, bad, tgt, targets, N, nt, nth, 16);
-    free(m);
-    free(s);
-    free(bad);
-    free(tgt);
-    return ok;
+    return cv_head_lse_finish(&h, ok, out, targets, (size_t)w->rows);
 #else
     (void)b, (void)out, (void)x, (void)w, (void)T, (void)targets;
     return 0;
 #endif
 }
 
-void cv_head_lse_merge(double *out, const float *m, const double *s, const unsigned char *bad,
-                       const float *tgt, const int32_t *targets, size_t N, size_t nt, size_t nth,
-                       int lanes) {
+int cv_head_lse_init(cv_head_lse *h, size_t nt, size_t nth, int lanes) {
+    size_t n = (size_t)lanes * nth * nt;
+    *h = (cv_head_lse){.m = aligned_alloc(64, (sizeof(float) * n + 63) & ~(size_t)63),
+                       .s = aligned_alloc(64, sizeof(double) * n),
+                       .bad = calloc(nth * nt, 1),
+                       .tgt = malloc(sizeof(float) * nt),
+                       .nt = nt,
+                       .nth = nth,
+                       .lanes = lanes};
+    if (!h->m || !h->s || !h->bad || !h->tgt) return 0;
+    for (size_t i = 0; i < n; i++) h->m[i] = -FLT_MAX, h->s[i] = 0.0;
+    for (size_t t = 0; t < nt; t++) h->tgt[t] = NAN;
+    return 1;
+}
+
+int cv_head_lse_finish(cv_head_lse *h, int ok, double *out, const int32_t *targets, size_t N) {
+    const size_t nt = h->nt, nth = h->nth;
+    const int lanes = h->lanes;
+    if (ok) {
 #pragma omp parallel for schedule(static)
-    for (size_t t = 0; t < nt; t++) {
-        double mx = -INFINITY, z = 0.0;
-        int any_bad = 0;
-        for (size_t h = 0; h < nth; h++) {
-            any_bad |= bad[h * nt + t];
-            for (int l = 0; l < lanes; l++) mx = fmax(mx, (double)m[(h * nt + t) * lanes + l]);
-        }
-        for (size_t h = 0; h < nth; h++)
-            for (int l = 0; l < lanes; l++) {
-                size_t i = (h * nt + t) * lanes + (size_t)l;
-                z += s[i] * exp((double)m[i] - mx);
+        for (size_t t = 0; t < nt; t++) {
+            double mx = -INFINITY, z = 0.0;
+            int any_bad = 0;
+            for (size_t th = 0; th < nth; th++) {
+                any_bad |= h->bad[th * nt + t];
+                for (int l = 0; l < lanes; l++)
+                    mx = fmax(mx, (double)h->m[(th * nt + t) * lanes + l]);
             }
-        int y = targets[t];
-        out[t] = any_bad || y < 0 || (size_t)y >= N ? NAN : (double)tgt[t] - mx - log(z);
+            for (size_t th = 0; th < nth; th++)
+                for (int l = 0; l < lanes; l++) {
+                    size_t i = (th * nt + t) * lanes + (size_t)l;
+                    z += h->s[i] * exp((double)h->m[i] - mx);
+                }
+            int y = targets[t];
+            out[t] = any_bad || y < 0 || (size_t)y >= N ? NAN : (double)h->tgt[t] - mx - log(z);
+        }
     }
+    free(h->m);
+    free(h->s);
+    free(h->bad);
+    free(h->tgt);
+    return ok;
 }
 
 /* Products of one x (T, K) by n (<= 3) dense weights of K columns, as one packed pass when every
