@@ -493,25 +493,35 @@ START_TEST(test_sigint_in_batch_keeps_index) {
     write_text(prompts, text);
     const char *args[] = {"run", "--model",       dir, "--prompts",        prompts, "--out",
                           out,   "--temperature", "0", "--max_new_tokens", "3000",  NULL};
-    pid_t pid = spawn(args, NULL);
     /* Land the signal inside a prompt's generation, not in the trace writing that follows it: a
      * fixed delay from the start depends on how long startup takes. Once the first prompt is
      * indexed the second one starts generating (3000 tokens: a few hundred ms), so signal 50 ms
-     * after the index gets its first line. */
-    for (int waited = 0; waited < 30000; waited += 5) {
-        char *t = NULL;
-        size_t len;
-        cv_error e = {0};
-        int ready = cv_read_file(idx, &t, &len, &e) == CV_OK && strchr(t, '\n') != NULL;
-        free(t);
-        if (ready) break;
-        usleep(5000);
+     * after the index gets its first line. On a loaded host the signal can still land between
+     * two prompts (the batch then stops with nothing in progress, and the last entry is "ok"):
+     * that case is a valid stop but not the one under test, so the run is repeated (3 tries). */
+    cJSON *ix = NULL;
+    int n = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (ix) cJSON_Delete(ix);
+        tu_rmtree(out);
+        pid_t pid = spawn(args, NULL);
+        for (int waited = 0; waited < 30000; waited += 5) {
+            char *t = NULL;
+            size_t len;
+            cv_error e = {0};
+            int ready = cv_read_file(idx, &t, &len, &e) == CV_OK && strchr(t, '\n') != NULL;
+            free(t);
+            if (ready) break;
+            usleep(5000);
+        }
+        usleep(50000);
+        kill(pid, SIGINT);
+        ck_assert_int_eq(wait_rc(pid), 130);
+        ix = load_index(idx);
+        n = cJSON_GetArraySize(ix);
+        if (n >= 1 && strcmp(jstr(cJSON_GetArrayItem(ix, n - 1), "status"), "interrupted") == 0)
+            break;
     }
-    usleep(50000);
-    kill(pid, SIGINT);
-    ck_assert_int_eq(wait_rc(pid), 130);
-    cJSON *ix = load_index(idx);
-    int n = cJSON_GetArraySize(ix);
     ck_assert_int_ge(n, 1);
     ck_assert_int_lt(n, 40);
     for (const cJSON *r = ix->child; r; r = r->next) { /* every indexed trace is complete */
