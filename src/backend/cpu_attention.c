@@ -724,13 +724,14 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
 #ifdef CV_CPU_AVX2
 /* ---- tiled attention (AVX2 + FMA, CPUs without AVX-512) ------------------------------------
  * The AVX-512 prefill kernel's algorithm at 8 lanes (T > 1): a work item is kv head g and a tile
- * of bq = 16 query positions for the rep query heads reading g (rows r = hi * bq + tq, padded to a
+ * of A2_BQ query positions for the rep query heads reading g (rows r = hi * A2_BQ + tq, padded to a
  * multiple of A2_RG with copies of the last row, never stored). Keys are packed per call into
  * (head_dim, A2_BK) transposed tiles; per key tile S = Q . K^T is 6 rows x 16 keys of outer
  * products in registers, then each row's running max, z, t and basin masses are rescaled by the
  * online-softmax identity (exact; see above) and P . V runs 6 rows x 16 dims at a time, V read from
  * the cache. head_dim a multiple of 8 (<= 128). */
 #define A2_BK     64 /* keys per tile */
+#define A2_BQ     16 /* query positions per tile */
 #define A2_RG     6  /* rows per register tile: 12 accumulators of the 16 ymm registers */
 #define A2_MAX_HD 128
 #define A2_INL    static inline __attribute__((always_inline))
@@ -761,10 +762,10 @@ typedef struct {
     double *st; /* per row: z, t, basin mass, off-basin mass (unnormalized) */
 } a2_att_buf;
 
-A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, int bq,
-                        a2_att_buf *w, double *row_z, int bf) {
+A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a2_att_buf *w,
+                        double *row_z, int bf) {
     const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
-    const int R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG, nv = hd / 8, t0 = qt * bq,
+    const int bq = A2_BQ, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG, nv = hd / 8, t0 = qt * bq,
               nrow = rep * bq;
     const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1;
     for (int r = 0; r < R; r++) { /* padding rows repeat the last real row, never stored */
@@ -1073,7 +1074,7 @@ static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
 
 static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, T = a->T, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
-    const int bq = T > 1 ? 16 : 1, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG;
+    const int bq = A2_BQ, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG;
     const int kmax = keys_visible(a, T - 1), nkt = (kmax + A2_BK - 1) / A2_BK;
     const int nqt = (T + bq - 1) / bq, nt = omp_get_max_threads();
     const size_t kt_size = (size_t)hd * A2_BK, kt_all = (size_t)KVH * nkt * kt_size;
@@ -1102,9 +1103,9 @@ static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
             int qt = nqt - 1 - it / KVH, g = it % KVH; /* longest causal tiles first */
             const float *kt = Kt + (size_t)g * nkt * kt_size;
             if (a->k16)
-                a2_att_item(a, kt, g, qt, bq, &w, row_z, 1);
+                a2_att_item(a, kt, g, qt, &w, row_z, 1);
             else
-                a2_att_item(a, kt, g, qt, bq, &w, row_z, 0);
+                a2_att_item(a, kt, g, qt, &w, row_z, 0);
         }
     }
     if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);

@@ -167,15 +167,8 @@ A2_INLINE __m256i a2_cols_mask(size_t N, size_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(have), lane);
 }
 
-/* The fused head's running sums (head_logprob): per row, this thread's per-lane max m (T, 8) and
- * sum s of e^(l - m) (T, 8, double), whether it saw a NaN or +inf logit, and the target's logit. */
-typedef struct {
-    float *m;
-    double *s;
-    unsigned char *bad;
-    float *tgt;
-    const int32_t *y;
-} a2_lse;
+/* The fused head's running sums (head_logprob): one thread's 8 lanes per row (cpu_internal.h). */
+typedef cv_lse_view a2_lse;
 
 /* Rows t0.. (RT) of a finished tile (tb: 6 x 16, columns n0.., N wide) folded into the running
  * sums. The tile comes through memory so that the product loop's accumulators stay registers. */
@@ -262,7 +255,7 @@ static void a2_panel_rows(float *out, const float *x, const float *panel, const 
 
 /* Returns 0 when the scratch cannot be had (the caller takes the dot-product path). */
 static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_weight *w,
-                            const float *bias, size_t T, const a2_lse *lse) {
+                            const float *bias, size_t T, const cv_head_lse *lse, const int32_t *y) {
     const size_t N = (size_t)w->rows, K = (size_t)w->cols, np = (N + 15) / 16;
     const size_t nth = (size_t)omp_get_max_threads(), per = K * 16 + 8;
     float *fl = cv_cpu_scratch_flt(b, nth * per + 8);
@@ -279,12 +272,7 @@ static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_
         float *panel = P + me * per;
         size_t packed = (size_t)-1;
         a2_lse mine; /* lse: this thread's own running sums */
-        if (lse) {
-            mine = *lse;
-            mine.m += me * T * 8;
-            mine.s += me * T * 8;
-            mine.bad += me * T;
-        }
+        if (lse) mine = cv_head_lse_view(lse, y, me);
 #pragma omp for schedule(dynamic, 1)
         for (size_t it = 0; it < np * nrb; it++) {
             size_t p = it / nrb, t0 = (it % nrb) * tb, t1 = t0 + tb < T ? t0 + tb : T;
@@ -300,7 +288,7 @@ static int a2_matmul_packed(cv_backend *b, float *out, const float *x, const cv_
 
 void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weight *w,
                         const float *bias, int T) {
-    if (T >= A2_PACK_T && b && a2_matmul_packed(b, out, x, w, bias, (size_t)T, NULL)) return;
+    if (T >= A2_PACK_T && b && a2_matmul_packed(b, out, x, w, bias, (size_t)T, NULL, NULL)) return;
     switch (w->dtype) {
     case CV_DT_BF16:
         a2_matmul_dot_bf16(out, x, w, bias, (size_t)T);
@@ -318,10 +306,7 @@ int cv_cpu_head_logprob_avx2(cv_backend *b, double *out, const float *x, const c
     if (!b || w->format != CV_WFMT_DENSE || T < A2_PACK_T) return 0;
     cv_head_lse h;
     int ok = cv_head_lse_init(&h, (size_t)T, (size_t)omp_get_max_threads(), 8);
-    if (ok) {
-        a2_lse lse = {h.m, h.s, h.bad, h.tgt, targets};
-        ok = a2_matmul_packed(b, NULL, x, w, NULL, (size_t)T, &lse);
-    }
+    if (ok) ok = a2_matmul_packed(b, NULL, x, w, NULL, (size_t)T, &h, targets);
     return cv_head_lse_finish(&h, ok, out, targets, (size_t)w->rows);
 }
 #endif

@@ -56,6 +56,20 @@ typedef struct {
 } cv_head_lse;
 int cv_head_lse_init(cv_head_lse *h, size_t nt, size_t nth, int lanes);
 int cv_head_lse_finish(cv_head_lse *h, int ok, double *out, const int32_t *targets, size_t N);
+/* One thread's part of a cv_head_lse, as the packed tiles fold into it: its own rows of m, s
+ * (nt x lanes) and bad, the shared tgt, and the rows' target ids y. */
+typedef struct {
+    float *m;
+    double *s;
+    unsigned char *bad;
+    float *tgt;
+    const int32_t *y;
+} cv_lse_view;
+static inline cv_lse_view cv_head_lse_view(const cv_head_lse *h, const int32_t *y, size_t me) {
+    const size_t rows = me * h->nt;
+    return (cv_lse_view){h->m + rows * (size_t)h->lanes, h->s + rows * (size_t)h->lanes,
+                         h->bad + rows, h->tgt, y};
+}
 /* n (<= 3) products of one x as one packed pass (attention's q, k, v), and the gated MLP's
  * silu(x . Wg^T) * (x . Wu^T) with the up product folded into the gate's tiles: 0 (nothing
  * written) where the packed path does not take the weights alike (the caller runs the ops one by

@@ -191,13 +191,7 @@ MB_INLINE void mm_tile_glu(float *gate, __m512 acc[6][4], size_t N, size_t t0, s
  * of e^(l - max) (double), so a tile costs one max, one rescale and four exps per row and no
  * horizontal reduction; the lanes and threads are merged once at the end. The max starts at
  * -FLT_MAX, not -inf, so that a lane that has only seen -inf logits rescales by 0, not by NaN. */
-typedef struct {
-    float *m;           /* (T, 16) this thread's lanes' running max */
-    double *s;          /* (T, 16) this thread's lanes' sum of e^(l - m) */
-    unsigned char *bad; /* (T) this thread saw a NaN or +inf logit in the row */
-    float *tgt;         /* (T) the target's logit (shared: one panel holds each target) */
-    const int32_t *y;   /* (T) target ids */
-} mm_lse;
+typedef cv_lse_view mm_lse; /* (cpu_internal.h) one thread's 16 lanes per row */
 
 MB_INLINE void mm_tile_lse(const mm_lse *L, __m512 acc[6][4], size_t N, size_t t0, size_t n0,
                            int RT) {
@@ -484,7 +478,8 @@ static size_t mm_row_blocks(size_t np, size_t nth, size_t T) {
  * threads, so the results are those of one call per product. Returns 0 when the scratch cannot
  * be had (the caller falls back). */
 static int matmul_packed(cv_backend *b, int bf, const mm_job *jobs, int nj, mm_mode mode,
-                         const mm_lse *lse, const float *x, size_t K, size_t T) {
+                         const cv_head_lse *lse, const int32_t *y, const float *x, size_t K,
+                         size_t T) {
     size_t first[4] = {0}; /* jobs' first global panel; MM_GLU: one panel (pair) per column block */
     int nseq = mode == MM_GLU ? 1 : nj;
     for (int j = 0; j < nseq; j++) first[j + 1] = first[j] + ((size_t)jobs[j].w->rows + 63) / 64;
@@ -515,12 +510,7 @@ static int matmul_packed(cv_backend *b, int bf, const mm_job *jobs, int nj, mm_m
         const size_t me = (size_t)omp_get_thread_num();
         float *panel = P + me * per;
         mm_lse mine; /* lse: this thread's own running sums */
-        if (lse) {
-            mine = *lse;
-            mine.m += me * T * 16;
-            mine.s += me * T * 16;
-            mine.bad += me * T;
-        }
+        if (lse) mine = cv_head_lse_view(lse, y, me);
         mm_ctx c = {.bf = bf,
                     .mode = mode,
                     .x = x,
@@ -606,7 +596,8 @@ static void matmul_dense_avx512(cv_backend *b, float *out, const float *x, const
     /* long prefill: packed panels; the bf16 panels at any T > 1 (decode stays exact) */
     int bf;
     mm_job job = {w, out, bias};
-    if (mm_packs(b, w, T, &bf) && matmul_packed(b, bf, &job, 1, MM_STORE, NULL, x, K, (size_t)T))
+    if (mm_packs(b, w, T, &bf) &&
+        matmul_packed(b, bf, &job, 1, MM_STORE, NULL, NULL, x, K, (size_t)T))
         return; /* else no scratch: the unpacked tiles below */
     switch (w->dtype) {
     case CV_DT_BF16:
@@ -647,9 +638,8 @@ int cv_cpu_head_logprob(cv_backend *b, double *out, const float *x, const cv_wei
     cv_head_lse h;
     int ok = cv_head_lse_init(&h, nt, (size_t)omp_get_max_threads(), 16);
     if (ok) {
-        mm_lse lse = {h.m, h.s, h.bad, h.tgt, targets};
         mm_job job = {w, NULL, NULL};
-        ok = matmul_packed(b, bf, &job, 1, MM_LSE, &lse, x, K, nt);
+        ok = matmul_packed(b, bf, &job, 1, MM_LSE, &h, targets, x, K, nt);
     }
     return cv_head_lse_finish(&h, ok, out, targets, (size_t)w->rows);
 #else
@@ -718,7 +708,7 @@ int cv_cpu_matmul_packed_n(cv_backend *b, float *const *out, const float *x,
         bf0 = bf;
         jobs[i] = (mm_job){w[i], out[i], bias ? bias[i] : NULL};
     }
-    return matmul_packed(b, bf0, jobs, n, MM_STORE, NULL, x, (size_t)w[0]->cols, (size_t)T);
+    return matmul_packed(b, bf0, jobs, n, MM_STORE, NULL, NULL, x, (size_t)w[0]->cols, (size_t)T);
 #else
     (void)b, (void)out, (void)x, (void)w, (void)bias, (void)n, (void)T;
     return 0;
@@ -738,7 +728,7 @@ int cv_cpu_gate_up_packed(cv_backend *b, float *gate, const float *x, const cv_w
         wg->cols != wu->cols)
         return 0;
     mm_job jobs[2] = {{wg, gate, NULL}, {wu, gate, NULL}};
-    return matmul_packed(b, bg, jobs, 2, MM_GLU, NULL, x, (size_t)wg->cols, (size_t)T);
+    return matmul_packed(b, bg, jobs, 2, MM_GLU, NULL, NULL, x, (size_t)wg->cols, (size_t)T);
 #else
     (void)b, (void)gate, (void)x, (void)wg, (void)wu, (void)T;
     return 0;
