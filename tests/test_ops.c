@@ -60,13 +60,14 @@ static void mm_case_free(mm_case *c) {
 START_TEST(test_matmul_vs_naive) {
     cv_backend *be = cv_backend_cpu_create();
     /* T 192 and 517 take the packed-panel prefill kernel (MM_PACK_T), ragged in rows and panels */
-    const int Ts[] = {1, 3, 4, 5, 17, 192, 517}, Ns[] = {1, 5, 8, 70}, Ks[] = {1, 15, 16, 17, 100};
+    const int Ts[] = {1, 3, 4, 5, 17, 192, 517}, Ns[] = {1, 5, 8, 70},
+              Ks[] = {1, 15, 16, 17, 45, 100};
     const cv_dtype dts[] = {CV_DT_F32, CV_DT_BF16, CV_DT_F16};
     unsigned seed = 1;
     for (size_t di = 0; di < 3; di++)
         for (size_t a = 0; a < 7; a++)
             for (size_t b = 0; b < 4; b++)
-                for (size_t c = 0; c < 5; c++) {
+                for (size_t c = 0; c < 6; c++) { /* K 45: 32-, 8- and partial steps of a row */
                     int T = Ts[a], N = Ns[b], K = Ks[c];
                     mm_case m;
                     mm_case_make(&m, dts[di], T, N, K, &seed);
@@ -318,10 +319,11 @@ END_TEST
 
 /* The products of one x in one pass (matmul3: attention's q, k, v; gate_up_silu: the gated
  * MLP's first half with the up product folded into the gate's tiles) against the ops they stand
- * for, one call each, over fp32 and bf16 panels, short (unpacked: the fallback) and long (packed)
- * prompts, ragged panels and odd K. matmul3 runs the same tiles as three calls, so it must be
- * bit-equal; the gated MLP equal too where N is a multiple of 16 (silu_mul's scalar tail rounds
- * within an ulp of its vector lanes, which the fused epilogue uses for every column). */
+ * for, one call each, over fp32 and bf16 panels, decode (one row), short (unpacked: the fallback)
+ * and long (packed) prompts, ragged panels and odd K. matmul3 runs the same tiles as three calls,
+ * so it must be bit-equal; the gated MLP equal too where N is a multiple of 16 (silu_mul's scalar
+ * tail rounds within an ulp of its vector lanes, which the fused epilogue uses for every column).
+ */
 START_TEST(test_matmul3_gate_up_vs_ops) {
     cv_backend *be = cv_backend_cpu_create();
     /* (T, K, N of q, k, v): 9 + 3 + 3 panels like SmolLM2's; ragged widths, odd K, bias or not */
@@ -329,7 +331,10 @@ START_TEST(test_matmul3_gate_up_vs_ops) {
                             {517, 576, 576, 192, 192},
                             {200, 33, 70, 5, 130},
                             {40, 100, 64, 64, 200},
-                            {300, 17, 1, 100, 16}};
+                            {300, 17, 1, 100, 16},
+                            /* decode (T 1): one region over all rows (AVX2 matvec_n) */
+                            {1, 576, 576, 192, 192},
+                            {1, 45, 70, 5, 131}};
     unsigned seed = 11;
     for (int bf = 0; bf <= (be->prefill_bf16 ? 1 : 0); bf++)
         for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {

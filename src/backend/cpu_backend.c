@@ -336,6 +336,9 @@ static void cpu_rope(cv_backend *b, float *x, int T, int stride, int n_heads, in
 static void cpu_matmul3(cv_backend *b, float *const out[3], const float *x,
                         const cv_weight *const w[3], const float *const bias[3], int T) {
     if (cv_cpu_matmul_packed_n(b, out, x, w, bias, 3, T)) return;
+#ifdef CV_CPU_AVX2
+    if (T == 1 && cv_cpu_matvec_n_avx2(out, x, w, bias, 3)) return;
+#endif
     for (int i = 0; i < 3; i++) cv_cpu_matmul(b, out[i], x, w[i], bias ? bias[i] : NULL, T);
 }
 
@@ -343,6 +346,31 @@ static void cpu_matmul3(cv_backend *b, float *const out[3], const float *x,
 static void cpu_gate_up_silu(cv_backend *b, float *gate, float *up, const float *x,
                              const cv_weight *wg, const cv_weight *wu, int T) {
     if (cv_cpu_gate_up_packed(b, gate, x, wg, wu, T)) return; /* a long prefill: one pass */
+#ifdef CV_CPU_AVX2
+    if (T == 1 && wg->format == CV_WFMT_DENSE && wu->format == CV_WFMT_DENSE &&
+        wg->cols == wu->cols && wg->rows == wu->rows) {
+        /* decode: gate and up rows side by side (two sequential streams per thread) in blocks
+         * of 8, each block's SiLU(gate) * up applied as it is done; one region, not three. The
+         * result is cpu_silu_mul's, element for element (the same 8-lane and scalar forms). */
+        const size_t F = (size_t)wg->rows, K = (size_t)wg->cols, nb = (F + 7) / 8;
+        const size_t eg = cv_dtype_size(wg->dtype) * K, eu = cv_dtype_size(wu->dtype) * K;
+#pragma omp parallel for schedule(static) PAR_IF(F *K)
+        for (size_t blk = 0; blk < nb; blk++) {
+            const size_t n0 = blk * 8, n1 = n0 + 8 < F ? n0 + 8 : F;
+            for (size_t n = n0; n < n1; n++) {
+                gate[n] = cv_cpu_dot_row_avx2(x, (const char *)wg->data + n * eg, K, wg->dtype);
+                up[n] = cv_cpu_dot_row_avx2(x, (const char *)wu->data + n * eu, K, wu->dtype);
+            }
+            if (n1 - n0 == 8) {
+                __m256 v = _mm256_loadu_ps(gate + n0);
+                _mm256_storeu_ps(gate + n0,
+                                 _mm256_mul_ps(cv_mul_sigmoid256(v, v), _mm256_loadu_ps(up + n0)));
+            } else
+                for (size_t n = n0; n < n1; n++) gate[n] = silu1(gate[n]) * up[n];
+        }
+        return;
+    }
+#endif
     cv_cpu_matmul(b, gate, x, wg, NULL, T);
     cv_cpu_matmul(b, up, x, wu, NULL, T);
     cpu_silu_mul(b, gate, up, (size_t)T * (size_t)wg->rows);

@@ -103,6 +103,13 @@ void cv_cpu_matmul_avx2(cv_backend *b, float *out, const float *x, const cv_weig
  * packed path: from A2_PACK_T rows; returns 0 (nothing written) below, or without memory. */
 int cv_cpu_head_logprob_avx2(cv_backend *b, double *out, const float *x, const cv_weight *w, int T,
                              const int32_t *targets);
+/* x (K) against one dense weight row of dtype dt (decode's dot product, four FMA chains). */
+float cv_cpu_dot_row_avx2(const float *x, const void *row, size_t K, cv_dtype dt);
+/* Decode (one row of x): out[i] = x W[i]^T + bias[i] for nw dense weights of one K, in one
+ * parallel region over all their rows (q / k / v: one fork and join where three matmuls had
+ * three). Returns 0, nothing written, when a weight is not dense or K differs. */
+int cv_cpu_matvec_n_avx2(float *const *out, const float *x, const cv_weight *const *w,
+                         const float *const *bias, int nw);
 #endif
 
 /* The unpacked 4 x 4 dot-product AVX-512 matmul at any T (bench ladder). */
