@@ -917,38 +917,90 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
  * keys); it computes the partial softmax (m, z, t, basin masses) and the unnormalized P . V of all
  * rep heads of the group from that chunk of K and V, and the partials merge per head in chunk
  * order (deterministic for any thread count). */
+#ifndef A2_DCHUNK
 #define A2_DCHUNK 256
+#endif
 
-/* v[j] -> lane j of the result holds the sum of v[j]'s 8 lanes */
-A2_INL __m256 a2_hsum8x8(const __m256 v[8]) {
-    __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
-    __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
-    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
-                         _mm256_permute2f128_ps(u0, u1, 0x31));
+/* The GQA group's heads share each K and V read: up to A2_DG heads of the group at a time.
+ * Scores: 4 keys x NH heads, 12 accumulators, each K vector loaded once for all NH heads (q from
+ * L1); P . V: NH heads x 4 vectors of dims, 12 accumulators, each V vector loaded once for all
+ * NH heads. Key order and each product's FMA chain are those of one head at a time. */
+#define A2_DG 3
+
+/* scores s[h][kb..kb+3] (scaled) of heads h0..h0+NH-1 for keys kb.. of the chunk; keys past
+ * kn read key kn-1 again (in bounds; their scores are masked afterwards) */
+A2_INL void a2_dec_qk(const cv_attn_args *a, const float *q, size_t kbase, int kb, int kn, float *s,
+                      int NH, int bf) {
+    const int hd = a->head_dim, nv = hd / 8;
+    size_t kr[4];
+    for (int i = 0; i < 4; i++)
+        kr[i] = kbase + (size_t)(kb + i < kn ? kb + i : kn - 1) * a->kv_stride;
+    __m256 acc[A2_DG][4];
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < 4; i++) acc[h][i] = _mm256_setzero_ps();
+    for (int j = 0; j < nv; j++)
+        for (int i = 0; i < 4; i++) {
+            __m256 kv = a2_ld_kv(bf, a->k, a->k16, kr[i] + 8 * (size_t)j);
+            for (int h = 0; h < NH; h++)
+                acc[h][i] =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + 8 * j), kv, acc[h][i]);
+        }
+    const __m128 scale = _mm_set1_ps(a->scale);
+    for (int h = 0; h < NH; h++) { /* lane i: key i's sum: (0+1)+(2+3) + (4+5)+(6+7) */
+        __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(acc[h][0], acc[h][1]),
+                                  _mm256_hadd_ps(acc[h][2], acc[h][3]));
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        _mm_storeu_ps(s + (size_t)h * A2_DCHUNK + kb, _mm_mul_ps(r, scale));
+    }
+}
+
+/* po[h][v0*8 .. +8*VB] = sum over the chunk's keys of p[h][k] V[k] for NH heads */
+A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, float *po, int v0,
+                      int NH, int VB, int bf) {
+    const int hd = a->head_dim;
+    __m256 o[A2_DG][4];
+    for (int h = 0; h < NH; h++)
+        for (int j = 0; j < VB; j++) o[h][j] = _mm256_setzero_ps();
+    vr += (size_t)v0 * 8;
+    for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
+        __m256 p[A2_DG];
+        for (int h = 0; h < NH; h++) p[h] = _mm256_broadcast_ss(s + (size_t)h * A2_DCHUNK + k);
+        for (int j = 0; j < VB; j++) {
+            __m256 x = a2_ld_kv(bf, a->v, a->v16, vr + 8 * (size_t)j);
+            for (int h = 0; h < NH; h++) o[h][j] = _mm256_fmadd_ps(p[h], x, o[h][j]);
+        }
+    }
+    for (int h = 0; h < NH; h++)
+        for (int j = 0; j < VB; j++) _mm256_storeu_ps(po + (size_t)h * hd + (v0 + j) * 8, o[h][j]);
+}
+
+/* one head group's scores and P . V with NH (a constant) heads */
+A2_INL void a2_dec_group_qk(const cv_attn_args *a, const float *q, size_t kbase, int kn, float *s,
+                            int NH, int bf) {
+    for (int kb = 0; kb < kn; kb += 4) a2_dec_qk(a, q, kbase, kb, kn, s, NH, bf);
+}
+A2_INL void a2_dec_group_pv(const cv_attn_args *a, const float *s, size_t kbase, int kn, float *po,
+                            int NH, int bf) {
+    const int nv = a->head_dim / 8;
+    int v0 = 0;
+    for (; v0 + 4 <= nv; v0 += 4) a2_dec_pv(a, s, kbase, kn, po, v0, NH, 4, bf);
+    for (; v0 < nv; v0++) a2_dec_pv(a, s, kbase, kn, po, v0, NH, 1, bf);
 }
 
 A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
                             float *po, int bf) {
-    const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads, nv = hd / 8;
-    const __m256 scale = _mm256_set1_ps(a->scale), ninf = _mm256_set1_ps(-INFINITY);
+    const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads;
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
-    for (int hi = 0; hi < rep; hi++) { /* scores, 8 keys at a time */
-        const float *q = a->q + (size_t)(g * rep + hi) * hd;
-        for (int kb = 0; kb < kn; kb += 8) {
-            const int nk = kn - kb < 8 ? kn - kb : 8;
-            __m256 acc[8];
-            for (int i = 0; i < 8; i++) {
-                acc[i] = _mm256_setzero_ps();
-                if (i >= nk) continue;
-                const size_t kr = kbase + (size_t)(kb + i) * a->kv_stride;
-                for (int j = 0; j < nv; j++)
-                    acc[i] =
-                        _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * j),
-                                        a2_ld_kv(bf, a->k, a->k16, kr + 8 * (size_t)j), acc[i]);
-            }
-            _mm256_store_ps(s + (size_t)hi * A2_DCHUNK + kb, _mm256_mul_ps(a2_hsum8x8(acc), scale));
-        }
+    for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* scores, the group's heads A2_DG at a time */
+        const float *q = a->q + (size_t)(g * rep + h0) * hd;
+        float *sh = s + (size_t)h0 * A2_DCHUNK;
+        if (rep - h0 >= 3)
+            a2_dec_group_qk(a, q, kbase, kn, sh, 3, bf);
+        else if (rep - h0 == 2)
+            a2_dec_group_qk(a, q, kbase, kn, sh, 2, bf);
+        else
+            a2_dec_group_qk(a, q, kbase, kn, sh, 1, bf);
     }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const int nvk = (kn + 7) / 8;
@@ -991,28 +1043,15 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
         pt[3] = a->basin ? cv_hsum256(bv) : 0.0;
         pt[4] = a->basin ? cv_hsum256(ov) : 0.0;
     }
-    for (int h0 = 0; h0 < rep; h0 += 4) { /* po (rep, hd) = P . V: 4 heads x 16 dims at a time */
-        const int nh = rep - h0 < 4 ? rep - h0 : 4;
-        for (int v0 = 0; v0 < nv; v0 += 2) {
-            const int two = v0 + 1 < nv;
-            __m256 o[4][2];
-            for (int i = 0; i < 4; i++) o[i][0] = o[i][1] = _mm256_setzero_ps();
-            size_t vr = kbase + (size_t)v0 * 8;
-            for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
-                __m256 x0 = a2_ld_kv(bf, a->v, a->v16, vr);
-                __m256 x1 = two ? a2_ld_kv(bf, a->v, a->v16, vr + 8) : _mm256_setzero_ps();
-                for (int i = 0; i < nh; i++) {
-                    __m256 pb = _mm256_broadcast_ss(s + (size_t)(h0 + i) * A2_DCHUNK + k);
-                    o[i][0] = _mm256_fmadd_ps(pb, x0, o[i][0]);
-                    o[i][1] = _mm256_fmadd_ps(pb, x1, o[i][1]);
-                }
-            }
-            for (int i = 0; i < nh; i++) {
-                float *oh = po + (size_t)(h0 + i) * hd + v0 * 8;
-                _mm256_storeu_ps(oh, o[i][0]);
-                if (two) _mm256_storeu_ps(oh + 8, o[i][1]);
-            }
-        }
+    for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* po (rep, hd) = P . V */
+        const float *sh = s + (size_t)h0 * A2_DCHUNK;
+        float *ph = po + (size_t)h0 * hd;
+        if (rep - h0 >= 3)
+            a2_dec_group_pv(a, sh, kbase, kn, ph, 3, bf);
+        else if (rep - h0 == 2)
+            a2_dec_group_pv(a, sh, kbase, kn, ph, 2, bf);
+        else
+            a2_dec_group_pv(a, sh, kbase, kn, ph, 1, bf);
     }
 }
 
