@@ -756,6 +756,52 @@ A2_INL float a2_hmax(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+/* A row of lim (> 0) raw scores s (32-byte aligned, room to the next 8): times mul (1 where they
+ * are already scaled), plus the bias, -inf past lim to the vector's end; returns the row's max. */
+A2_INL float a2_row_mask_max(float *s, const float *bias, int lim, __m256 mul) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 mx = ninf;
+    for (int j = 0; j < (lim + 7) / 8; j++) {
+        __m256 mk = a2_lanes_below(lim - 8 * j);
+        __m256 sv = _mm256_mul_ps(_mm256_load_ps(s + 8 * j), mul);
+        if (bias) sv = _mm256_add_ps(sv, _mm256_maskload_ps(bias + 8 * j, _mm256_castps_si256(mk)));
+        sv = _mm256_blendv_ps(ninf, sv, mk);
+        _mm256_store_ps(s + 8 * j, sv);
+        mx = _mm256_max_ps(mx, sv);
+    }
+    return a2_hmax(mx);
+}
+
+/* The row's weights p = e^(s - m) in place (0 past lim) and their sums: out[0] z = sum p,
+ * out[1] sum p (s - m), out[2] / out[3] the masses inside / outside the basin (keys k0 + j;
+ * 0 without a basin). */
+A2_INL void a2_row_exp_sums(const cv_attn_args *a, float *s, int lim, int k0, float m,
+                            double out[4]) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 mv = _mm256_set1_ps(m), zv = _mm256_setzero_ps(), tv = zv, bv = zv, ov = zv;
+    for (int j = 0; j < (lim + 7) / 8; j++) {
+        __m256 mk = a2_lanes_below(lim - 8 * j);
+        __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(s + 8 * j), mv));
+        __m256 p = _mm256_and_ps(mk, cv_exp256(d));
+        _mm256_store_ps(s + 8 * j, p);
+        zv = _mm256_add_ps(zv, p);
+        tv = _mm256_fmadd_ps(p, d, tv);
+        if (a->basin) {
+            __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
+            __m256 in =
+                _mm256_and_ps(mk, _mm256_castsi256_ps(_mm256_andnot_si256(
+                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_lo), ki),
+                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_hi), ki))));
+            bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
+            ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
+        }
+    }
+    out[0] = cv_hsum256(zv);
+    out[1] = cv_hsum256(tv);
+    out[2] = a->basin ? cv_hsum256(bv) : 0.0;
+    out[3] = a->basin ? cv_hsum256(ov) : 0.0;
+}
+
 typedef struct {
     float *Q, *O, *S, *m, *alpha;
     int *lim;
@@ -778,8 +824,7 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
         for (int i = 0; i < 4; i++) w->st[4 * r + i] = 0.0;
     }
     const int kmax = keys_visible(a, tlast), kmin = keys_visible(a, t0);
-    const __m256 scale = _mm256_set1_ps(a->scale), ninf = _mm256_set1_ps(-INFINITY);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 scale = _mm256_set1_ps(a->scale);
     for (int k0 = 0; k0 < kmax; k0 += A2_BK) {
         const int kn = kmax - k0 < A2_BK ? kmax - k0 : A2_BK, nch = (kn + 15) / 16;
         const float *kt = Kt + (size_t)(k0 / A2_BK) * hd * A2_BK;
@@ -818,41 +863,13 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
             }
             const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
             const int nvk = (lim + 7) / 8;
-            __m256 mx = ninf;
-            for (int j = 0; j < nvk; j++) {
-                __m256 mk = a2_lanes_below(lim - 8 * j);
-                __m256 sv = _mm256_mul_ps(_mm256_load_ps(s + 8 * j), scale);
-                if (bias)
-                    sv = _mm256_add_ps(sv,
-                                       _mm256_maskload_ps(bias + 8 * j, _mm256_castps_si256(mk)));
-                sv = _mm256_blendv_ps(ninf, sv, mk);
-                _mm256_store_ps(s + 8 * j, sv);
-                mx = _mm256_max_ps(mx, sv);
-            }
-            float tmax = a2_hmax(mx), mold = w->m[r];
+            float tmax = a2_row_mask_max(s, bias, lim, scale), mold = w->m[r];
             float mnew = tmax > mold ? tmax : mold;
-            __m256 mv = _mm256_set1_ps(mnew), zv = _mm256_setzero_ps(), tv = zv, bv = zv, ov = zv;
-            for (int j = 0; j < nvk; j++) {
-                __m256 mk = a2_lanes_below(lim - 8 * j);
-                __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(s + 8 * j), mv));
-                __m256 p = _mm256_and_ps(mk, cv_exp256(d));
-                _mm256_store_ps(s + 8 * j, p);
-                zv = _mm256_add_ps(zv, p);
-                tv = _mm256_fmadd_ps(p, d, tv);
-                if (a->basin) {
-                    __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
-                    __m256 in = _mm256_and_ps(
-                        mk, _mm256_castsi256_ps(_mm256_andnot_si256(
-                                _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_lo), ki),
-                                _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_hi), ki))));
-                    bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
-                    ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
-                }
-            }
+            double sums[4];
+            a2_row_exp_sums(a, s, lim, k0, mnew, sums);
             for (int j = nvk * 8; j < nch * 16; j += 8) _mm256_store_ps(s + j, _mm256_setzero_ps());
             double *st = w->st + 4 * (size_t)r;
-            double zs = cv_hsum256(zv), ts = cv_hsum256(tv);
-            double bs = a->basin ? cv_hsum256(bv) : 0.0, os = a->basin ? cv_hsum256(ov) : 0.0;
+            const double zs = sums[0], ts = sums[1], bs = sums[2], os = sums[3];
             if (mnew > mold && mold != -INFINITY) { /* the max rose: rescale what is held */
                 double dm = (double)mold - (double)mnew, al = exp(dm);
                 st[1] = al * (st[1] + dm * st[0]);
@@ -1002,7 +1019,6 @@ A2_INL void a2_dec_group_pv(const cv_attn_args *a, const float *s, size_t kbase,
 A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
                             float *po, int bf, const char *pf, size_t pfb) {
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads;
-    const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
     for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* scores, the group's heads A2_DG at a time */
         const float *q = a->q + (size_t)(g * rep + h0) * hd;
@@ -1014,46 +1030,12 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
         else
             a2_dec_group_qk(a, q, kbase, kn, sh, 1, bf);
     }
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const int nvk = (kn + 7) / 8;
-    for (int hi = 0; hi < rep; hi++) { /* the chunk's softmax partials */
+    for (int hi = 0; hi < rep; hi++) { /* the chunk's softmax partials (scores already scaled) */
         float *sh = s + (size_t)hi * A2_DCHUNK;
         const float *bias = a->bias ? a->bias + (size_t)(g * rep + hi) * a->n_keys + k0 : NULL;
-        __m256 mx = ninf;
-        for (int j = 0; j < nvk; j++) {
-            __m256 mk = a2_lanes_below(kn - 8 * j);
-            __m256 sv = _mm256_load_ps(sh + 8 * j);
-            if (bias)
-                sv = _mm256_add_ps(sv, _mm256_maskload_ps(bias + 8 * j, _mm256_castps_si256(mk)));
-            sv = _mm256_blendv_ps(ninf, sv, mk);
-            _mm256_store_ps(sh + 8 * j, sv);
-            mx = _mm256_max_ps(mx, sv);
-        }
-        float m = a2_hmax(mx);
-        __m256 mv = _mm256_set1_ps(m), zv = _mm256_setzero_ps(), tv = zv, bv = zv, ov = zv;
-        for (int j = 0; j < nvk; j++) {
-            __m256 mk = a2_lanes_below(kn - 8 * j);
-            __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(sh + 8 * j), mv));
-            __m256 p = _mm256_and_ps(mk, cv_exp256(d));
-            _mm256_store_ps(sh + 8 * j, p);
-            zv = _mm256_add_ps(zv, p);
-            tv = _mm256_fmadd_ps(p, d, tv);
-            if (a->basin) {
-                __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
-                __m256 in =
-                    _mm256_and_ps(mk, _mm256_castsi256_ps(_mm256_andnot_si256(
-                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_lo), ki),
-                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_hi), ki))));
-                bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
-                ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
-            }
-        }
         double *pt = part + 5 * (size_t)hi;
-        pt[0] = m;
-        pt[1] = cv_hsum256(zv);
-        pt[2] = cv_hsum256(tv);
-        pt[3] = a->basin ? cv_hsum256(bv) : 0.0;
-        pt[4] = a->basin ? cv_hsum256(ov) : 0.0;
+        pt[0] = a2_row_mask_max(sh, bias, kn, _mm256_set1_ps(1.0f));
+        a2_row_exp_sums(a, sh, kn, k0, (float)pt[0], pt + 1);
     }
     for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* po (rep, hd) = P . V */
         const float *sh = s + (size_t)h0 * A2_DCHUNK;
