@@ -51,6 +51,32 @@ static inline float dot_f32(const float *a, const float *b, int n) {
 static inline size_t kv_head_off(const cv_attn_args *a, int g) { /* elements to kv head g */
     return (size_t)g * (size_t)(a->kv_head_stride ? a->kv_head_stride : a->head_dim);
 }
+/* The split-key decode's merge (AVX-512 and AVX2 kernels): part holds, per kv head g, chunk c
+ * and head hi of the group, the chunk's (m, z, t, basin in, basin out) at
+ * ((g * nch + c) * rep + hi) * 5. M = max m_c; chunk c weighs w_c = e^(m_c - M). */
+static inline double att_chunks_max(const double *part, int nch, int rep, int g, int hi) {
+    double M = -INFINITY;
+    for (int c = 0; c < nch; c++) {
+        double mc = part[((size_t)(g * nch + c) * rep + hi) * 5];
+        if (mc > M || c == 0) M = mc;
+    }
+    return M;
+}
+/* folds chunk partials pc into acc (z, t, basin in, basin out): z += w_c z_c,
+ * t += w_c (t_c + (m_c - M) z_c), masses likewise; returns w_c for the chunk's P . V */
+static inline double att_chunk_fold(const double *pc, double M, int nch, double acc[4]) {
+    double dm = pc[0] - M, wc = exp(dm);
+    if (nch == 1) dm = 0, wc = 1; /* one chunk: exact as is (also for a NaN max) */
+    acc[0] += wc * pc[1];
+    acc[1] += wc * (pc[2] + dm * pc[1]);
+    acc[2] += wc * pc[3];
+    acc[3] += wc * pc[4];
+    return wc;
+}
+/* the head's row record for cv_attn_merge_rows: z, t, and the masses as fractions */
+static inline void att_chunks_row(double *rz, const double acc[4]) {
+    rz[0] = acc[0], rz[1] = acc[1], rz[2] = acc[2] / acc[0], rz[3] = acc[3] / acc[0];
+}
 static inline const float *kv_row(const cv_attn_args *a, int which, int k, int g, float *buf) {
     size_t off = (size_t)k * a->kv_stride + kv_head_off(a, g);
     if (!a->k16) return (which ? a->v : a->k) + off;
@@ -686,36 +712,22 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
     const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
     for (int h = 0; h < H; h++) {
         int g = h / rep, hi = h % rep;
-        double M = -INFINITY;
-        for (int c = 0; c < nch; c++) {
-            double mc = part[((size_t)(g * nch + c) * rep + hi) * 5];
-            if (mc > M || c == 0) M = mc;
-        }
-        double z = 0, t = 0, bm = 0, om = 0;
+        const double M = att_chunks_max(part, nch, rep, g, hi);
+        double sums[4] = {0, 0, 0, 0};
         __m512 acc[8];
         for (int j = 0; j < nv; j++) acc[j] = _mm512_setzero_ps();
         for (int c = 0; c < nch; c++) {
             size_t pi = (size_t)(g * nch + c) * rep + hi;
-            const double *pc = part + pi * 5;
-            double dm = pc[0] - M, wc = exp(dm);
-            if (nch == 1) dm = 0, wc = 1; /* one chunk: exact as is (also for a NaN max) */
-            t += wc * (pc[2] + dm * pc[1]);
-            z += wc * pc[1];
-            bm += wc * pc[3];
-            om += wc * pc[4];
-            __m512 wv = _mm512_set1_ps((float)wc);
+            __m512 wv = _mm512_set1_ps((float)att_chunk_fold(part + pi * 5, M, nch, sums));
             for (int j = 0; j < nv; j++)
                 acc[j] = _mm512_fmadd_ps(wv, _mm512_load_ps(po + pi * hdp + 16 * j), acc[j]);
         }
-        __m512 inv = _mm512_set1_ps((float)(1.0 / z));
+        __m512 inv = _mm512_set1_ps((float)(1.0 / sums[0]));
         float *out = a->out + (size_t)h * hd;
         for (int j = 0; j < nv; j++)
             _mm512_mask_storeu_ps(out + 16 * j, j == nv - 1 ? tail : (__mmask16)0xffff,
                                   _mm512_mul_ps(inv, acc[j]));
-        row_z[4 * h] = z;
-        row_z[4 * h + 1] = t;
-        row_z[4 * h + 2] = bm / z;
-        row_z[4 * h + 3] = om / z;
+        att_chunks_row(row_z + 4 * h, sums);
     }
     if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
 }
@@ -1085,32 +1097,18 @@ static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
      * t = sum w_c (t_c + (m_c - M) z_c), masses and outputs likewise */
     for (int h = 0; h < H; h++) {
         int g = h / rep, hi = h % rep;
-        double M = -INFINITY;
-        for (int c = 0; c < nch; c++) {
-            double mc = part[((size_t)(g * nch + c) * rep + hi) * 5];
-            if (mc > M || c == 0) M = mc;
-        }
-        double z = 0, t = 0, bm = 0, om = 0;
+        const double M = att_chunks_max(part, nch, rep, g, hi);
+        double sums[4] = {0, 0, 0, 0};
         float *out = a->out + (size_t)h * hd;
         memset(out, 0, sizeof(float) * (size_t)hd);
         for (int c = 0; c < nch; c++) {
             size_t pi = (size_t)(g * nch + c) * rep + hi;
-            const double *pc = part + pi * 5;
-            double dm = pc[0] - M, wc = exp(dm);
-            if (nch == 1) dm = 0, wc = 1; /* one chunk: exact as is (also for a NaN max) */
-            t += wc * (pc[2] + dm * pc[1]);
-            z += wc * pc[1];
-            bm += wc * pc[3];
-            om += wc * pc[4];
-            const float w = (float)wc, *oc = po + pi * hd;
+            const float w = (float)att_chunk_fold(part + pi * 5, M, nch, sums), *oc = po + pi * hd;
             for (int d = 0; d < hd; d++) out[d] += w * oc[d];
         }
-        const float inv = (float)(1.0 / z);
+        const float inv = (float)(1.0 / sums[0]);
         for (int d = 0; d < hd; d++) out[d] *= inv;
-        row_z[4 * h] = z;
-        row_z[4 * h + 1] = t;
-        row_z[4 * h + 2] = bm / z;
-        row_z[4 * h + 3] = om / z;
+        att_chunks_row(row_z + 4 * h, sums);
     }
     if (a->stats || a->heads || a->basin) cv_attn_merge_rows(a, row_z);
 }
