@@ -649,6 +649,51 @@ END_TEST
 
 /* SiLU x mul and GELU (tanh) against their double-precision formulas, at lengths with vector
  * tails and at the extremes (exp overflow / underflow, NaN). */
+#ifdef CV_CPU_AVX2
+/* The AVX2 exps against double exp: cv_exp256 over [-100, 100], cv_exp256_neg (the softmax's,
+ * x <= 0) over [-100, 0], each within 2 ulp (relative 2.4e-7) from -87.3 to 88 (2^n overflows
+ * from 88.38, a little before FLT_MAX), 0 below -87.3 and at -inf, NaN for NaN, inf above 88.7. */
+START_TEST(test_exp256_vs_double) {
+    float x[8], y[8];
+    double worst = 0;
+    for (int i = 0; i <= 400000; i += 8) {
+        for (int l = 0; l < 8; l++) x[l] = -100.0f + 200.0f * (float)(i + l) / 400000.0f;
+        _mm256_storeu_ps(y, cv_exp256(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) {
+            if (x[l] < -87.3f)
+                ck_assert_float_eq(y[l], 0.0f);
+            else if (x[l] > 88.7f)
+                ck_assert(isinf(y[l]));
+            else if (x[l] <= 88.0f)
+                worst = fmax(worst, fabs(y[l] - exp(x[l])) / exp(x[l]));
+        }
+        for (int l = 0; l < 8; l++) x[l] = -100.0f * (float)(i + l) / 400000.0f;
+        _mm256_storeu_ps(y, cv_exp256_neg(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) {
+            if (x[l] < -87.3f)
+                ck_assert_float_eq(y[l], 0.0f);
+            else
+                worst = fmax(worst, fabs(y[l] - exp(x[l])) / exp(x[l]));
+        }
+    }
+    ck_assert_msg(worst < 2.4e-7, "exp relative error %g", worst);
+    const float edge[8] = {-INFINITY, NAN, -87.29f, -0.0f, 0.0f, -1e-30f, -87.31f, -0.3465736f};
+    _mm256_storeu_ps(y, cv_exp256_neg(_mm256_loadu_ps(edge)));
+    ck_assert_float_eq(y[0], 0.0f);
+    ck_assert(isnan(y[1]));
+    ck_assert(y[2] > 0.0f && isnormal(y[2]));
+    ck_assert_float_eq(y[3], 1.0f);
+    ck_assert_float_eq(y[4], 1.0f);
+    ck_assert_float_eq(y[5], 1.0f);
+    ck_assert_float_eq(y[6], 0.0f);
+    ck_assert(fabs(y[7] - exp(-0.3465736)) < 1.2e-7);
+    _mm256_storeu_ps(y, cv_exp256(_mm256_loadu_ps(edge)));
+    ck_assert_float_eq(y[0], 0.0f);
+    ck_assert(isnan(y[1]));
+}
+END_TEST
+#endif
+
 START_TEST(test_activations_vs_double) {
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 17;
@@ -853,6 +898,9 @@ int main(void) {
     tcase_add_test(tc, test_logprob_accum_vs_rows);
     tcase_add_test(tc, test_head_logprob_vs_rows);
     tcase_add_test(tc, test_activations_vs_double);
+#ifdef CV_CPU_AVX2
+    tcase_add_test(tc, test_exp256_vs_double);
+#endif
     tcase_add_test(tc, test_device_position_ops);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -742,7 +742,9 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
  * products in registers, then each row's running max, z, t and basin masses are rescaled by the
  * online-softmax identity (exact; see above) and P . V runs 6 rows x 16 dims at a time, V read from
  * the cache. head_dim a multiple of 8 (<= 128). */
-#define A2_BK     64 /* keys per tile */
+#ifndef A2_BK
+#define A2_BK 64 /* keys per tile */
+#endif
 #define A2_BQ     16 /* query positions per tile */
 #define A2_RG     6  /* rows per register tile: 12 accumulators of the 16 ymm registers */
 #define A2_MAX_HD 128
@@ -773,7 +775,14 @@ A2_INL float a2_hmax(__m256 v) {
 A2_INL float a2_row_mask_max(float *s, const float *bias, int lim, __m256 mul) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     __m256 mx = ninf;
-    for (int j = 0; j < (lim + 7) / 8; j++) {
+    int j = 0;
+    if (!bias)
+        for (; j < lim / 8; j++) { /* whole vectors without a bias need no masks */
+            __m256 sv = _mm256_mul_ps(_mm256_load_ps(s + 8 * j), mul);
+            _mm256_store_ps(s + 8 * j, sv);
+            mx = _mm256_max_ps(mx, sv);
+        }
+    for (; j < (lim + 7) / 8; j++) {
         __m256 mk = a2_lanes_below(lim - 8 * j);
         __m256 sv = _mm256_mul_ps(_mm256_load_ps(s + 8 * j), mul);
         if (bias) sv = _mm256_add_ps(sv, _mm256_maskload_ps(bias + 8 * j, _mm256_castps_si256(mk)));
@@ -789,29 +798,52 @@ A2_INL float a2_row_mask_max(float *s, const float *bias, int lim, __m256 mul) {
  * 0 without a basin). */
 A2_INL void a2_row_exp_sums(const cv_attn_args *a, float *s, int lim, int k0, float m,
                             double out[4]) {
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 zv = _mm256_setzero_ps(), tv = zv;
+    const int nv = (lim + 7) / 8;
+    if (!a->basin) { /* the common case: no basin; whole vectors need no masks */
+        int j = 0;
+        for (; j < lim / 8; j++) {
+            __m256 d = _mm256_sub_ps(_mm256_load_ps(s + 8 * j), mv);
+            __m256 p = cv_exp256_neg(d);
+            _mm256_store_ps(s + 8 * j, p);
+            zv = _mm256_add_ps(zv, p);
+            tv = _mm256_fmadd_ps(p, d, tv);
+        }
+        if (j < nv) {
+            __m256 mk = a2_lanes_below(lim - 8 * j);
+            __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(s + 8 * j), mv));
+            __m256 p = _mm256_and_ps(mk, cv_exp256_neg(d));
+            _mm256_store_ps(s + 8 * j, p);
+            zv = _mm256_add_ps(zv, p);
+            tv = _mm256_fmadd_ps(p, d, tv);
+        }
+        out[0] = cv_hsum256(zv);
+        out[1] = cv_hsum256(tv);
+        out[2] = out[3] = 0.0;
+        return;
+    }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256 mv = _mm256_set1_ps(m), zv = _mm256_setzero_ps(), tv = zv, bv = zv, ov = zv;
-    for (int j = 0; j < (lim + 7) / 8; j++) {
+    const __m256i blo = _mm256_set1_epi32(a->basin_lo), bhi = _mm256_set1_epi32(a->basin_hi);
+    __m256 bv = zv, ov = zv;
+    for (int j = 0; j < nv; j++) {
         __m256 mk = a2_lanes_below(lim - 8 * j);
         __m256 d = _mm256_and_ps(mk, _mm256_sub_ps(_mm256_load_ps(s + 8 * j), mv));
         __m256 p = _mm256_and_ps(mk, cv_exp256(d));
         _mm256_store_ps(s + 8 * j, p);
         zv = _mm256_add_ps(zv, p);
         tv = _mm256_fmadd_ps(p, d, tv);
-        if (a->basin) {
-            __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
-            __m256 in =
-                _mm256_and_ps(mk, _mm256_castsi256_ps(_mm256_andnot_si256(
-                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_lo), ki),
-                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(a->basin_hi), ki))));
-            bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
-            ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
-        }
+        __m256i ki = _mm256_add_epi32(lane, _mm256_set1_epi32(k0 + 8 * j));
+        __m256 in =
+            _mm256_and_ps(mk, _mm256_castsi256_ps(_mm256_andnot_si256(
+                                  _mm256_cmpgt_epi32(blo, ki), _mm256_cmpgt_epi32(bhi, ki))));
+        bv = _mm256_add_ps(bv, _mm256_and_ps(in, p));
+        ov = _mm256_add_ps(ov, _mm256_andnot_ps(in, p));
     }
     out[0] = cv_hsum256(zv);
     out[1] = cv_hsum256(tv);
-    out[2] = a->basin ? cv_hsum256(bv) : 0.0;
-    out[3] = a->basin ? cv_hsum256(ov) : 0.0;
+    out[2] = cv_hsum256(bv);
+    out[3] = cv_hsum256(ov);
 }
 
 typedef struct {

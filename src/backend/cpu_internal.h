@@ -147,14 +147,9 @@ static inline __m512 cv_mul_sigmoid512(__m512 x, __m512 a) {
 #endif
 
 #ifdef CV_CPU_AVX2
-/* e^x on 8 lanes (AVX2 + FMA), cv_exp512's polynomial: x below -87.3 (where e^x leaves the
- * normal floats) and -inf give 0, above 88.7 inf; NaN stays NaN. */
-static inline __m256 cv_exp256(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3f);
-    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);                /* x >= lo, or NaN */
-    x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(lo, x)); /* NaN passes both */
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+/* e^(n ln 2 + r) = 2^n e^r: cv_exp512's polynomial for e^r, |r| <= ln 2 / 2 (x less n ln 2 in
+ * two parts), then 2^n from the exponent field (n in [-126, 128]; 128: inf) */
+static inline __m256 cv_exp256_2n(__m256 x, __m256 n, __m256i ebits) {
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
     __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -164,10 +159,34 @@ static inline __m256 cv_exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    /* 2^n from the exponent field: n in [-126, 128] (128: inf) */
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(ebits, 23)));
+}
+
+/* e^x on 8 lanes (AVX2 + FMA), cv_exp512's polynomial: x below -87.3 (where e^x leaves the
+ * normal floats) and -inf give 0, above 88.7 inf; NaN stays NaN. */
+static inline __m256 cv_exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);                /* x >= lo, or NaN */
+    x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(lo, x)); /* NaN passes both */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    return _mm256_and_ps(keep, cv_exp256_2n(x, n, e));
+}
+
+/* cv_exp256 for x <= 0 (a softmax's s - max), in fewer operations: no upper clamp, and n =
+ * round(x log2 e) read from the low bits of x log2 e + 1.5 * 2^23 rather than by a round and a
+ * convert. Below -87.3 and -inf give 0; NaN stays NaN. Equal to cv_exp256 but where x log2 e
+ * lies within an ulp of a half-integer (n may differ by one; both are within the polynomial's
+ * range). */
+static inline __m256 cv_exp256_neg(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f), magic = _mm256_set1_ps(12582912.0f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ); /* x >= lo, or NaN */
+    x = _mm256_max_ps(lo, x);                        /* NaN passes */
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+    __m256 n = _mm256_sub_ps(t, magic); /* t's low mantissa bits hold n + 2^22 */
+    __m256i e = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000 - 127));
+    return _mm256_and_ps(keep, cv_exp256_2n(x, n, e));
 }
 
 /* x * sigmoid(a) = x / (1 + e^-a) on 8 lanes, as cv_mul_sigmoid512: e^-a flushed to 0 below
