@@ -81,10 +81,12 @@ START_TEST(test_matmul_vs_naive) {
                         "%s", what);
                     mm_case_free(&m);
                 }
-    /* long prefills take the packed-panel kernel (T >= 512): ragged panels and rows, odd K */
-    const int Ls[][3] = {{600, 70, 100}, {517, 64, 33}, {1030, 130, 16}};
+    /* long prefills take the packed-panel kernel (T >= 512): ragged panels and rows, odd K; K 600
+     * and 1,100 with panels larger than L1 */
+    const int Ls[][3] = {
+        {600, 70, 100}, {517, 64, 33}, {1030, 130, 16}, {517, 70, 600}, {200, 17, 1100}};
     for (size_t di = 0; di < 3; di++)
-        for (size_t li = 0; li < 3; li++) {
+        for (size_t li = 0; li < 5; li++) {
             int T = Ls[li][0], N = Ls[li][1], K = Ls[li][2];
             mm_case m;
             mm_case_make(&m, dts[di], T, N, K, &seed);
