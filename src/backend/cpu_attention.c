@@ -836,8 +836,8 @@ A2_INL void a2_row_exp_sums(const cv_attn_args *a, float *s, int lim, int k0, fl
         } else if (kj + 8 <= blo || kj >= bhi) {
             ov = _mm256_add_ps(ov, p);
         } else {
-            const __m256i ki = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                _mm256_set1_epi32(kj));
+            const __m256i ki =
+                _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(kj));
             const __m256 in = _mm256_castsi256_ps(
                 _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(blo), ki),
                                     _mm256_cmpgt_epi32(_mm256_set1_epi32(bhi), ki)));
