@@ -827,6 +827,14 @@ A2_INL void a2_row_exp_sums(const cv_attn_args *a, float *s, int lim, int k0, fl
      * inside or outside [basin_lo, basin_hi) adds to one mass unmasked; only the vectors on its
      * edges compare key indices. */
     const int blo = a->basin_lo, bhi = a->basin_hi;
+    if (k0 >= blo && k0 + lim <= bhi) { /* all inside: the same sums as z, in the same order */
+        out[2] = out[0];
+        return;
+    }
+    if (k0 + lim <= blo || k0 >= bhi) { /* all outside */
+        out[3] = out[0];
+        return;
+    }
     __m256 bv = _mm256_setzero_ps(), ov = bv;
     for (j = 0; j < nv; j++) {
         const int kj = k0 + 8 * j;
@@ -850,7 +858,7 @@ A2_INL void a2_row_exp_sums(const cv_attn_args *a, float *s, int lim, int k0, fl
 }
 
 typedef struct {
-    float *Q, *O, *S, *m, *alpha;
+    float *Q, *O, *S, *m, *alpha, *rmax; /* rmax: each row's max over the tile, from S = Q . K^T */
     int *lim;
     double *st; /* per row: z, t, basin mass, off-basin mass (unnormalized) */
 } a2_att_buf;
@@ -861,21 +869,34 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
     const int bq = A2_BQ, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG, nv = hd / 8, t0 = qt * bq,
               nrow = rep * bq;
     const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1;
+    /* q . k * scale = (q * scale) . k exactly when the scale is a power of 2 (1/8 for head_dim
+     * 64, 1 for T5): then Q is scaled once and the rows' maxima come from the product's registers
+     */
+    int sexp;
+    const int prescale = frexpf(a->scale, &sexp) == 0.5f;
+    const __m256 qmul = _mm256_set1_ps(prescale ? a->scale : 1.0f);
     for (int r = 0; r < R; r++) { /* padding rows repeat the last real row, never stored */
         int rr = r < nrow ? r : nrow - 1, h = g * rep + rr / bq, t = t0 + rr % bq;
         if (t > tlast) t = tlast;
-        memcpy(w->Q + (size_t)r * hd, a->q + (size_t)t * a->q_stride + (size_t)h * hd,
-               sizeof(float) * (size_t)hd);
+        const float *qr = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
+        for (int j = 0; j < nv; j++) /* times the scale when that is exact (a power of 2) */
+            _mm256_storeu_ps(w->Q + (size_t)r * hd + 8 * j,
+                             _mm256_mul_ps(qmul, _mm256_loadu_ps(qr + 8 * j)));
         memset(w->O + (size_t)r * hd, 0, sizeof(float) * (size_t)hd);
         w->m[r] = -INFINITY;
         for (int i = 0; i < 4; i++) w->st[4 * r + i] = 0.0;
     }
     const int kmax = keys_visible(a, tlast), kmin = keys_visible(a, t0);
-    const __m256 scale = _mm256_set1_ps(a->scale);
+    const __m256 scale = _mm256_set1_ps(prescale ? 1.0f : a->scale);
     for (int k0 = 0; k0 < kmax; k0 += A2_BK) {
         const int kn = kmax - k0 < A2_BK ? kmax - k0 : A2_BK, nch = (kn + 15) / 16;
         const float *kt = Kt + (size_t)(k0 / A2_BK) * hd * A2_BK;
-        for (int r0 = 0; r0 < R; r0 += A2_RG) /* S = Q . K^T, A2_RG rows x 16 keys at a time */
+        /* every row sees all kn keys of this tile, none padded: each row's max is taken from the
+         * product's registers (with a prescaled Q and no bias), not by another pass over S */
+        const int full = k0 + kn <= kmin, regmax = full && prescale && !a->bias && kn == nch * 16;
+        for (int r0 = 0; r0 < R; r0 += A2_RG) { /* S = Q . K^T, A2_RG rows x 16 keys at a time */
+            __m256 mx[A2_RG];
+            for (int i = 0; i < A2_RG; i++) mx[i] = _mm256_set1_ps(-INFINITY);
             for (int c = 0; c < nch; c++) {
                 __m256 acc[A2_RG][2];
                 for (int i = 0; i < A2_RG; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -893,9 +914,12 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
                 for (int i = 0; i < A2_RG; i++) {
                     _mm256_store_ps(w->S + (size_t)(r0 + i) * A2_BK + c * 16, acc[i][0]);
                     _mm256_store_ps(w->S + (size_t)(r0 + i) * A2_BK + c * 16 + 8, acc[i][1]);
+                    if (regmax) mx[i] = _mm256_max_ps(mx[i], _mm256_max_ps(acc[i][0], acc[i][1]));
                 }
             }
-        const int full = k0 + kn <= kmin; /* every row sees all kn keys of this tile */
+            if (regmax)
+                for (int i = 0; i < A2_RG; i++) w->rmax[r0 + i] = a2_hmax(mx[i]);
+        }
         for (int r = 0; r < R; r++) {
             int rr = r < nrow ? r : nrow - 1, h = g * rep + rr / bq, t = t0 + rr % bq;
             if (t > tlast) t = tlast;
@@ -910,7 +934,7 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
             }
             const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
             const int nvk = (lim + 7) / 8;
-            float tmax = a2_row_mask_max(s, bias, lim, scale), mold = w->m[r];
+            float tmax = regmax ? w->rmax[r] : a2_row_mask_max(s, bias, lim, scale), mold = w->m[r];
             float mnew = tmax > mold ? tmax : mold;
             double sums[4];
             a2_row_exp_sums(a, s, lim, k0, mnew, sums);
@@ -933,7 +957,10 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
             for (int i = 1; i < A2_RG; i++) kb = w->lim[r0 + i] > kb ? w->lim[r0 + i] : kb;
             const float *P = w->S + (size_t)r0 * A2_BK;
             for (int v0 = 0; v0 < nv; v0 += 2) {
+                /* an odd last vector of dims reads its own dims twice (in bounds, no branch in
+                 * the key loop) and leaves the second half unstored */
                 const int two = v0 + 1 < nv;
+                const size_t d1 = two ? 8 : 0, vs = (size_t)a->kv_stride;
                 __m256 o[A2_RG][2];
                 for (int i = 0; i < A2_RG; i++) {
                     __m256 al = _mm256_set1_ps(w->alpha[r0 + i]);
@@ -942,10 +969,10 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
                     o[i][1] =
                         two ? _mm256_mul_ps(al, _mm256_loadu_ps(oi + 8)) : _mm256_setzero_ps();
                 }
-                for (int k = 0; k < kb; k++) {
-                    size_t vr = vt + (size_t)k * a->kv_stride + (size_t)v0 * 8;
+                size_t vr = vt + (size_t)v0 * 8;
+                for (int k = 0; k < kb; k++, vr += vs) {
                     __m256 x0 = a2_ld_kv(bf, a->v, a->v16, vr);
-                    __m256 x1 = two ? a2_ld_kv(bf, a->v, a->v16, vr + 8) : _mm256_setzero_ps();
+                    __m256 x1 = a2_ld_kv(bf, a->v, a->v16, vr + d1);
                     for (int i = 0; i < A2_RG; i++) {
                         __m256 pb = _mm256_broadcast_ss(P + (size_t)i * A2_BK + k);
                         o[i][0] = _mm256_fmadd_ps(pb, x0, o[i][0]);
@@ -1154,9 +1181,9 @@ static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
     const int kmax = keys_visible(a, T - 1), nkt = (kmax + A2_BK - 1) / A2_BK;
     const int nqt = (T + bq - 1) / bq, nt = omp_get_max_threads();
     const size_t kt_size = (size_t)hd * A2_BK, kt_all = (size_t)KVH * nkt * kt_size;
-    /* per thread: Q and O (R, hd), S (R, A2_BK), m, alpha, lim (R each) */
+    /* per thread: Q and O (R, hd), S (R, A2_BK), m, alpha, rmax, lim (R each) */
     const size_t Rp = ((size_t)R + 7) / 8 * 8,
-                 per = 2 * (size_t)R * hd + (size_t)R * A2_BK + 3 * Rp;
+                 per = 2 * (size_t)R * hd + (size_t)R * A2_BK + 4 * Rp;
     float *fl = cv_cpu_scratch_flt(b, kt_all + (size_t)nt * per + 8);
     double *dbl = cv_cpu_scratch_dbl(b, 4 * (size_t)H * T + (size_t)nt * 4 * R);
     if (!fl || !dbl) return; /* out of memory: outputs left as they are */
@@ -1173,7 +1200,8 @@ static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
                         .m = base + 2 * (size_t)R * hd + (size_t)R * A2_BK,
                         .st = dbl + 4 * (size_t)H * T + (size_t)me * 4 * R};
         w.alpha = w.m + Rp;
-        w.lim = (int *)(w.alpha + Rp);
+        w.rmax = w.alpha + Rp;
+        w.lim = (int *)(w.rmax + Rp);
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < KVH * nqt; it++) {
             int qt = nqt - 1 - it / KVH, g = it % KVH; /* longest causal tiles first */
