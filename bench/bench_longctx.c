@@ -6,7 +6,8 @@
  *
  * usage: bench_longctx [model_dir] [lens (default 512,2048,4096)] [reps (default 3)]
  *        BENCH_DECODE=n decode steps per run (default 8); BENCH_KERNELS=0 skips the kernel part
- *        (BENCH_PREFILL=0 its prefill kernels),
+ *        (BENCH_PREFILL=0 its prefill kernels; BENCH_LAYERS=n decode over n layers' caches,
+ *        default 30: 1 keeps a 4K-token cache in L3, the kernel's compute without DRAM),
  *        BENCH_E2E=0 the end-to-end part; BENCH_DTYPE=bfloat16 holds the weights in bf16
  *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype), BENCH_PREFILL_DTYPE=bf16
  *        the prompt's products (model.prefill_dtype), BENCH_MODES=all,off the modes
@@ -78,7 +79,10 @@ static void run_at(void *p) {
 /* The attention kernels alone at SmolLM2's shape (9 query / 3 kv heads of 64), over an fp32 and
  * a bf16 cache laid out head-major as the CPU model keeps it (kv_head_stride). */
 static int kernel_ladder(const int *lens, int nl, double peak, double bw) {
-    const int H = 9, KVH = 3, hd = 64, qs = H * hd, ks = hd, NL = 30;
+    const int H = 9, KVH = 3, hd = 64, qs = H * hd, ks = hd;
+    const int NL = getenv("BENCH_LAYERS") && atoi(getenv("BENCH_LAYERS")) > 0
+                       ? atoi(getenv("BENCH_LAYERS"))
+                       : 30; /* 1: one cache, L3-resident at 4K keys (the kernel's compute) */
     const int only_decode = getenv("BENCH_PREFILL") && !atoi(getenv("BENCH_PREFILL"));
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 5;
