@@ -1040,6 +1040,7 @@ A2_INL void a2_dec_qk(const cv_attn_args *a, const float *q, size_t kbase, int k
         }
         for (int i = 0; i < 4; i++) {
             __m256 kv = a2_ld_kv(bf, a->k, a->k16, kr[i] + 8 * (size_t)j);
+            __asm__("" : "+x"(kv)); /* one load for the NH FMAs, not one each */
             for (int h = 0; h < NH; h++) acc[h][i] = _mm256_fmadd_ps(qv[h], kv, acc[h][i]);
         }
     }
@@ -1052,13 +1053,16 @@ A2_INL void a2_dec_qk(const cv_attn_args *a, const float *q, size_t kbase, int k
     }
 }
 
-/* po[h][v0*8 .. +8*VB] = sum over the chunk's keys of p[h][k] V[k] for NH heads */
+/* po[h][v0*8 .. +8*VB] (+)= sum over kn keys of p[h][k] V[k] for NH heads (more: po holds the
+ * sums over the keys before, continued in the same order) */
 A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, float *po, int v0,
-                      int NH, int VB, int bf, const char *pf, size_t pfb) {
+                      int NH, int VB, int bf, const char *pf, size_t pfb, int more) {
     const int hd = a->head_dim;
     __m256 o[A2_DG][4];
     for (int h = 0; h < NH; h++)
-        for (int j = 0; j < VB; j++) o[h][j] = _mm256_setzero_ps();
+        for (int j = 0; j < VB; j++)
+            o[h][j] =
+                more ? _mm256_loadu_ps(po + (size_t)h * hd + (v0 + j) * 8) : _mm256_setzero_ps();
     vr += (size_t)v0 * 8;
     const size_t lpk = (pfb + 64 * (size_t)kn - 1) / (64 * (size_t)kn); /* lines per key */
     for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
@@ -1068,6 +1072,7 @@ A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, 
         for (int h = 0; h < NH; h++) p[h] = _mm256_broadcast_ss(s + (size_t)h * A2_DCHUNK + k);
         for (int j = 0; j < VB; j++) {
             __m256 x = a2_ld_kv(bf, a->v, a->v16, vr + 8 * (size_t)j);
+            __asm__("" : "+x"(x)); /* one load for the NH FMAs, not one each */
             for (int h = 0; h < NH; h++) o[h][j] = _mm256_fmadd_ps(p[h], x, o[h][j]);
         }
     }
@@ -1080,14 +1085,26 @@ A2_INL void a2_dec_group_qk(const cv_attn_args *a, const float *q, size_t kbase,
                             int NH, int bf) {
     for (int kb = 0; kb < kn; kb += 4) a2_dec_qk(a, q, kbase, kb, kn, s, NH, bf);
 }
+/* Keys in blocks of A2_DPB: each block's V rows (A2_DPB x head_dim) are read from memory once,
+ * by the first pass over its dims, and from L1 by the others; the NH x 4 accumulators go through
+ * po between blocks (the same FMA chains, so the same sums as one pass over all keys). */
+#define A2_DPB 32
 A2_INL void a2_dec_group_pv(const cv_attn_args *a, const float *s, size_t kbase, int kn, float *po,
                             int NH, int bf, const char *pf, size_t pfb) {
     const int nv = a->head_dim / 8;
-    int v0 = 0;
-    for (; v0 + 4 <= nv; v0 += 4, pf += pfb, pfb = 0) /* the prefetches in the first pass */
-        a2_dec_pv(a, s, kbase, kn, po, v0, NH, 4, bf, pf, pfb);
-    for (; v0 < nv; v0++, pf += pfb, pfb = 0)
-        a2_dec_pv(a, s, kbase, kn, po, v0, NH, 1, bf, pf, pfb);
+    for (int k0 = 0; k0 < kn; k0 += A2_DPB) {
+        const int bn = kn - k0 < A2_DPB ? kn - k0 : A2_DPB;
+        const size_t vr = kbase + (size_t)k0 * a->kv_stride;
+        /* the next item's keys: this block's share of them, in its first pass */
+        const size_t p0 = pfb * (size_t)k0 / (size_t)kn, p1 = pfb * (size_t)(k0 + bn) / (size_t)kn;
+        const char *pb = pf + p0;
+        size_t pn = p1 - p0;
+        int v0 = 0;
+        for (; v0 + 4 <= nv; v0 += 4, pn = 0)
+            a2_dec_pv(a, s + k0, vr, bn, po, v0, NH, 4, bf, pb, pn, k0 > 0);
+        for (; v0 < nv; v0++, pn = 0)
+            a2_dec_pv(a, s + k0, vr, bn, po, v0, NH, 1, bf, pb, pn, k0 > 0);
+    }
 }
 
 A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
