@@ -861,6 +861,9 @@ typedef struct {
     float *Q, *O, *S, *m, *alpha, *rmax; /* rmax: each row's max over the tile, from S = Q . K^T */
     int *lim;
     double *st; /* per row: z, t, basin mass, off-basin mass (unnormalized) */
+    /* the scale is a power of 2 (1/8 at head_dim 64, 1 for T5): (q s) . k = (q . k) s exactly,
+     * so Q is scaled as it is copied and the rows' maxima come from the product's registers */
+    int prescale;
 } a2_att_buf;
 
 A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a2_att_buf *w,
@@ -868,18 +871,13 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
     const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
     const int bq = A2_BQ, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG, nv = hd / 8, t0 = qt * bq,
               nrow = rep * bq;
-    const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1;
-    /* q . k * scale = (q * scale) . k exactly when the scale is a power of 2 (1/8 for head_dim
-     * 64, 1 for T5): then Q is scaled once and the rows' maxima come from the product's registers
-     */
-    int sexp;
-    const int prescale = frexpf(a->scale, &sexp) == 0.5f;
+    const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1, prescale = w->prescale;
     const __m256 qmul = _mm256_set1_ps(prescale ? a->scale : 1.0f);
     for (int r = 0; r < R; r++) { /* padding rows repeat the last real row, never stored */
         int rr = r < nrow ? r : nrow - 1, h = g * rep + rr / bq, t = t0 + rr % bq;
         if (t > tlast) t = tlast;
         const float *qr = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
-        for (int j = 0; j < nv; j++) /* times the scale when that is exact (a power of 2) */
+        for (int j = 0; j < nv; j++) /* times the scale when that is exact (prescale) */
             _mm256_storeu_ps(w->Q + (size_t)r * hd + 8 * j,
                              _mm256_mul_ps(qmul, _mm256_loadu_ps(qr + 8 * j)));
         memset(w->O + (size_t)r * hd, 0, sizeof(float) * (size_t)hd);
@@ -1216,6 +1214,8 @@ static void attention_tiled_avx2(cv_backend *b, const cv_attn_args *a) {
                         .S = base + 2 * (size_t)R * hd,
                         .m = base + 2 * (size_t)R * hd + (size_t)R * A2_BK,
                         .st = dbl + 4 * (size_t)H * T + (size_t)me * 4 * R};
+        int sexp;
+        w.prescale = frexpf(a->scale, &sexp) == 0.5f;
         w.alpha = w.m + Rp;
         w.rmax = w.alpha + Rp;
         w.lim = (int *)(w.rmax + Rp);
