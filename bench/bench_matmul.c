@@ -3,13 +3,14 @@
  * For each weight dtype (F32, BF16) and shape, every version is first checked against the naive
  * double-precision twin, then timed: decode (T = 1) is reported in GB/s of weight bytes read,
  * next to the measured read bandwidth; prefill (T = 128) in GFLOP/s next to the measured FMA
- * peak. Versions: 1 portable (compiler-vectorized, one row at a time), 2 AVX-512 4x4 tiles
- * (the runtime's matmul: 4x4 dot-product tiles, packed-panel outer products from T = 192),
- * (avx2 where the build has AVX2 but not AVX-512: cpu_avx2.c's dot-product tiles and 6 x 16
- * packed panels), 3 bf16dot (model.prefill_dtype bfloat16: x and W rounded to bf16, packed panels
- * on the BF16 dot-product instruction; T > 1 only, reported against the measured vdpbf16ps peak
- * too). BENCH_TS=1,128,512,4096 picks the row counts (default 1,128); the portable version is timed
- * at T = 128 only. BENCH_MODELS=smollm2 (a substring of the model column) keeps those shapes only.
+ * peak (%limit: the median of 7 rounds' ratios to a peak measured just before each round).
+ * Versions: 1 portable (compiler-vectorized, one row at a time), 2 AVX-512 4x4 tiles (the runtime's
+ * matmul: 4x4 dot-product tiles, packed-panel outer products from T = 192), (avx2 where the build
+ * has AVX2 but not AVX-512: cpu_avx2.c's dot-product tiles and 6 x 16 packed panels), 3 bf16dot
+ * (model.prefill_dtype bfloat16: x and W rounded to bf16, packed panels on the BF16 dot-product
+ * instruction; T > 1 only, reported against the measured vdpbf16ps peak too).
+ * BENCH_TS=1,128,512,4096 picks the row counts (default 1,128); the portable version is timed at T
+ * = 128 only. BENCH_MODELS=smollm2 (a substring of the model column) keeps those shapes only.
  */
 #include "bench_common.h"
 
@@ -43,6 +44,22 @@ static void run_mm(void *p) {
         cv_cpu_matmul_portable(a->out, a->x, a->w, NULL, a->T);
     else
         a->be->matmul(a->be, a->out, a->x, a->w, NULL, a->T);
+}
+
+/* A prefill row's time, and its share of the FMA peak measured beside it: ROUNDS rounds of
+ * (the peak, then the kernel's median of 3). This host's speed moves +-20% within minutes, so a
+ * ratio to a peak measured once at the start moves with it; the median of the rounds' own
+ * ratios is what the %limit column reports. Returns the median time (ms). */
+#define ROUNDS 7
+static double paired_ms(mm_arg *a, double flops, double *pct) {
+    double ms[ROUNDS], ratio[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        double peak = bench_peak_gflops();
+        ms[r] = bench_time_ms(run_mm, a, 3);
+        ratio[r] = 100.0 * flops / (ms[r] * 1e6) / peak;
+    }
+    *pct = bench_median(ratio, ROUNDS);
+    return bench_median(ms, ROUNDS);
 }
 
 static float frand(unsigned *s) {
@@ -114,10 +131,16 @@ int main(void) {
                     }
                     if (v == 1 && T > 1 && (s->N > 10000 || T != 128))
                         continue; /* the slow version: at T = 128 and below the biggest shape */
-                    double ms = bench_time_ms(run_mm, &a, T == 1 ? 9 : 3);
                     double bytes = (double)s->N * s->K * es, flops = 2.0 * T * s->N * s->K;
-                    double rate = T == 1 ? bytes / (ms * 1e6) : flops / (ms * 1e6);
-                    double pct = 100.0 * rate / (T == 1 ? bw : peak);
+                    double ms, rate, pct;
+                    if (T == 1) {
+                        ms = bench_time_ms(run_mm, &a, 9);
+                        rate = bytes / (ms * 1e6);
+                        pct = 100.0 * rate / bw;
+                    } else {
+                        ms = paired_ms(&a, flops, &pct);
+                        rate = flops / (ms * 1e6);
+                    }
                     double pct16 = T > 1 && peak16 > 0 ? 100.0 * rate / peak16 : 0.0;
                     printf("%-12s %-18s %-5s %4d %-9s %9.3f %9.1f %6.1f%% %6.1f%%\n", s->model,
                            s->name, cv_dtype_name(dts[di]), T,
