@@ -173,7 +173,7 @@ A2_INLINE void a2_transpose8(__m256 r[8]) {
 
 /* Panel p (weight rows p * 16 .. + 15, zero past N) widened and packed as (K, 16) into dst: 8 rows
  * x 8 k at a time, transposed in registers. */
-static void a2_pack(float *dst, const cv_weight *w, size_t p, cv_dtype dt) {
+A2_INLINE void a2_pack_dt(float *dst, const cv_weight *w, size_t p, cv_dtype dt) {
     const size_t N = (size_t)w->rows, K = (size_t)w->cols, es = cv_dtype_size(dt);
     for (size_t k0 = 0; k0 < K; k0 += 8) {
         size_t nk = K - k0 < 8 ? K - k0 : 8;
@@ -189,6 +189,20 @@ static void a2_pack(float *dst, const cv_weight *w, size_t p, cv_dtype dt) {
             a2_transpose8(r);
             for (size_t i = 0; i < nk; i++) _mm256_store_ps(dst + (k0 + i) * 16 + c0, r[i]);
         }
+    }
+}
+
+/* One copy per dtype, so the eight loaded rows stay in registers for the transpose. */
+static void a2_pack(float *dst, const cv_weight *w, size_t p, cv_dtype dt) {
+    switch (dt) {
+    case CV_DT_BF16:
+        a2_pack_dt(dst, w, p, CV_DT_BF16);
+        break;
+    case CV_DT_F16:
+        a2_pack_dt(dst, w, p, CV_DT_F16);
+        break;
+    default:
+        a2_pack_dt(dst, w, p, CV_DT_F32);
     }
 }
 
