@@ -185,16 +185,19 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
         free(buf);
         return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
     }
-    /* stage 1: the stored layout (transposed when stored (cols, rows)), in the stored dtype */
-    char *stage = want == t->dtype ? buf : malloc(n * es);
+    /* stage 1: the stored layout (transposed when stored (cols, rows)), in the stored dtype;
+     * an aligned, untransposed tensor is converted straight from the mmap (no second copy of
+     * the checkpoint's largest tensor at the load's peak) */
+    const int direct = !transpose && aligned;
+    char *stage = want == t->dtype ? buf : direct ? (char *)t->data : malloc(n * es);
     if (!stage) return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
-    if (!transpose) {
-        memcpy(stage, t->data, n * es);
-    } else {
+    if (transpose) {
         const char *src = t->data;
         for (int64_t c = 0; c < cols; c++)
             for (int64_t r = 0; r < rows; r++)
                 memcpy(stage + ((size_t)r * cols + c) * es, src + ((size_t)c * rows + r) * es, es);
+    } else if (!direct) {
+        memcpy(stage, t->data, n * es);
     }
     /* stage 2: the requested dtype (round to nearest even when narrowing) */
     if (want != t->dtype) {
@@ -210,7 +213,7 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
             else
                 d16[i] = cv_f32_to_f16(v);
         }
-        free(stage);
+        if (!direct) free(stage);
     }
     cv_st_drop_pages(t); /* the checkpoint's copy is not read again */
     *host = buf;
