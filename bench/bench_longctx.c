@@ -11,7 +11,9 @@
  *        BENCH_E2E=0 the end-to-end part; BENCH_DTYPE=bfloat16 holds the weights in bf16
  *        (model.dtype), BENCH_KV=bf16 the KV cache (model.kv_dtype), BENCH_PREFILL_DTYPE=bf16
  *        the prompt's products (model.prefill_dtype), BENCH_MODES=all,off the modes
- *        (default all,stats,off; reps up to 16, >= 5 prints the decode spread). After the
+ *        (default all,stats,off; reps up to 16, >= 5 prints the decode spread);
+ *        BENCH_DEPTH=32,4096 instead times the decode step at the two depths alternated within
+ *        each repetition and prints long / short paired by repetition. After the
  * end-to-end part it prints the process's peak RSS against the weights + the KV cache of the
  * longest context. Built with -DBENCH_BASELINE against an older libcorevital (no kernel ladder),
  * the same source measures the "before" of a change in the same session. */
@@ -46,6 +48,70 @@ static void on_step(void *u, double ms) {
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
     return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
+}
+
+/* One greedy run of P prompt tokens in mode inst (0 off, 1 stats, 2 all): its phase times. */
+static cv_status gen_once(cv_session *s, cv_config *cfg, const int32_t *prompt, int P, int inst,
+                          phase_times *pt, cv_error *err) {
+    cv_gen_hooks hooks = {pt, on_begin, on_end, on_step};
+    int32_t *ids = NULL;
+    size_t n = 0;
+    memset(pt, 0, sizeof *pt);
+    cv_config_set(cfg, "health.enabled", inst == 2 ? "true" : "false", err);
+    cv_status st =
+        cv_session_generate(s, cfg, prompt, (size_t)P, inst > 0, NULL, &ids, &n, NULL, &hooks, err);
+    free(ids);
+    return st;
+}
+
+static int32_t *bench_prompt(int P) {
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)P);
+    for (int i = 0; prompt && i < P; i++) prompt[i] = 100 + (i * 37) % 5000; /* no EOS */
+    return prompt;
+}
+
+/* BENCH_DEPTH=short,long: the decode step at the two depths, alternated within each repetition
+ * (after a warm-up of both), and long / short paired by repetition: the two runs of a pair see
+ * one state of a noisy host. Mode inst; returns 0 or 1 on a failed run. */
+static int depth_pairs(cv_session *s, cv_config *cfg, const char *spec, int reps, int inst) {
+    int d[2] = {32, 4096};
+    if (bench_parse_ints(spec, d, 2) != 2) {
+        fprintf(stderr, "bench_longctx: BENCH_DEPTH wants two lengths (short,long): %s\n", spec);
+        return 1;
+    }
+    static const char *const mode[] = {"off", "stats", "all"};
+    double ms[2][16], ratio[16];
+    cv_error err = {0};
+    for (int r = 0; r <= reps; r++) /* r = 0: warm-up */
+        for (int j = 0; j < 2; j++) {
+            int32_t *prompt = bench_prompt(d[j]);
+            phase_times pt;
+            cv_status st = prompt ? gen_once(s, cfg, prompt, d[j], inst, &pt, &err) : CV_ERR_NOMEM;
+            free(prompt);
+            if (st != CV_OK) {
+                fprintf(stderr, "bench_longctx: %s\n", prompt ? err.msg : "out of memory");
+                return 1;
+            }
+            int ns = pt.steps < 64 ? pt.steps : 64;
+            if (r > 0) ms[j][r - 1] = ns ? bench_median(pt.decode_ms, ns) : NAN;
+        }
+    for (int r = 0; r < reps; r++) ratio[r] = ms[1][r] / ms[0][r];
+    double lo = ratio[0], hi = ratio[0];
+    for (int r = 1; r < reps; r++) lo = fmin(lo, ratio[r]), hi = fmax(hi, ratio[r]);
+    printf("\ndecode step at depth %d against %d (%s, alternated, %d repetitions):\n", d[1], d[0],
+           mode[inst], reps);
+    for (int r = 0; r < reps; r++)
+        printf("  rep %2d: %7.2f -> %7.2f ms (%.3fx)\n", r + 1, ms[0][r], ms[1][r], ratio[r]);
+    const double med = bench_median(ratio, reps);
+    printf("  paired ratio: median %.3fx, min %.3fx, max %.3fx; medians %.2f -> %.2f ms\n", med, lo,
+           hi, bench_median(ms[0], reps), bench_median(ms[1], reps));
+    char json[256];
+    snprintf(json, sizeof json,
+             "{\"bench\":\"longctx_depth\",\"short\":%d,\"long\":%d,\"mode\":\"%s\","
+             "\"reps\":%d,\"ratio_median\":%.4f,\"ratio_min\":%.4f,\"ratio_max\":%.4f}",
+             d[0], d[1], mode[inst], reps, med, lo, hi);
+    bench_json("longctx", json);
+    return 0;
 }
 
 #ifndef BENCH_BASELINE
@@ -259,7 +325,6 @@ int main(int argc, char **argv) {
            cv_dtype_torch_name(s->m->kv_dtype), pname);
     printf("modes: all = the 0.2.0 statistics + the health layer (corevital run's default), stats "
            "= statistics only (--no-health), off = uninstrumented\n");
-    printf("%6s %-5s %14s %14s\n", "ctx", "mode", "prefill tok/s", "decode ms/step");
     int want_mode[3] = {1, 1, 1}; /* off, stats, all; BENCH_MODES=all,off picks */
     if (getenv("BENCH_MODES")) {
         const char *ms = getenv("BENCH_MODES");
@@ -268,10 +333,16 @@ int main(int argc, char **argv) {
         want_mode[2] = strstr(ms, "all") != NULL;
     }
     char json[1024];
+    if (getenv("BENCH_DEPTH")) /* the paired depth ratio instead of the lengths' table */
+        return depth_pairs(s, &cfg, getenv("BENCH_DEPTH"), reps,
+                           want_mode[2]   ? 2
+                           : want_mode[1] ? 1
+                                          : 0);
+    printf("%6s %-5s %14s %14s\n", "ctx", "mode", "prefill tok/s", "decode ms/step");
     for (int li = 0; li < nl; li++) {
         int P = lens[li];
-        int32_t *prompt = malloc(sizeof(int32_t) * P);
-        for (int i = 0; i < P; i++) prompt[i] = 100 + (i * 37) % 5000; /* no EOS */
+        int32_t *prompt = bench_prompt(P);
+        if (!prompt) return 1;
         static const char *const mode[] = {"off", "stats", "all"};
         double pre[3][16], dec[3][16];
         /* the modes alternate within each repetition; the first is a warm-up (unless reps is 1:
@@ -280,14 +351,8 @@ int main(int argc, char **argv) {
         for (int r = 0; r < reps + warm; r++)
             for (int inst = 2; inst >= 0; inst--) {
                 if (!want_mode[inst]) continue;
-                phase_times pt = {0};
-                cv_gen_hooks hooks = {&pt, on_begin, on_end, on_step};
-                int32_t *ids = NULL;
-                size_t n = 0;
-                cv_config_set(&cfg, "health.enabled", inst == 2 ? "true" : "false", &err);
-                cv_status st = cv_session_generate(s, &cfg, prompt, (size_t)P, inst > 0, NULL, &ids,
-                                                   &n, NULL, &hooks, &err);
-                free(ids);
+                phase_times pt;
+                cv_status st = gen_once(s, &cfg, prompt, P, inst, &pt, &err);
                 if (st != CV_OK) {
                     fprintf(stderr, "bench_longctx: %s\n", err.msg);
                     return 1;
