@@ -50,6 +50,14 @@ static float frand(unsigned *s) {
     return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
 }
 
+static const char *const mode_name[] = {"off", "stats", "all"};
+
+/* The median decode step of one run (ms), over the steps on_step kept. */
+static double decode_median(phase_times *pt) {
+    int ns = pt->steps < 64 ? pt->steps : 64;
+    return ns ? bench_median(pt->decode_ms, ns) : NAN;
+}
+
 /* One greedy run of P prompt tokens in mode inst (0 off, 1 stats, 2 all): its phase times. */
 static cv_status gen_once(cv_session *s, cv_config *cfg, const int32_t *prompt, int P, int inst,
                           phase_times *pt, cv_error *err) {
@@ -79,27 +87,28 @@ static int depth_pairs(cv_session *s, cv_config *cfg, const char *spec, int reps
         fprintf(stderr, "bench_longctx: BENCH_DEPTH wants two lengths (short,long): %s\n", spec);
         return 1;
     }
-    static const char *const mode[] = {"off", "stats", "all"};
     double ms[2][16], ratio[16];
     cv_error err = {0};
-    for (int r = 0; r <= reps; r++) /* r = 0: warm-up */
-        for (int j = 0; j < 2; j++) {
-            int32_t *prompt = bench_prompt(d[j]);
+    int32_t *prompt[2] = {bench_prompt(d[0]), bench_prompt(d[1])};
+    int failed = !prompt[0] || !prompt[1];
+    if (failed) fprintf(stderr, "bench_longctx: out of memory\n");
+    for (int r = 0; r <= reps && !failed; r++) /* r = 0: warm-up */
+        for (int j = 0; j < 2 && !failed; j++) {
             phase_times pt;
-            cv_status st = prompt ? gen_once(s, cfg, prompt, d[j], inst, &pt, &err) : CV_ERR_NOMEM;
-            free(prompt);
-            if (st != CV_OK) {
-                fprintf(stderr, "bench_longctx: %s\n", prompt ? err.msg : "out of memory");
-                return 1;
+            if (gen_once(s, cfg, prompt[j], d[j], inst, &pt, &err) != CV_OK) {
+                fprintf(stderr, "bench_longctx: %s\n", err.msg);
+                failed = 1;
+            } else if (r > 0) {
+                ms[j][r - 1] = decode_median(&pt);
             }
-            int ns = pt.steps < 64 ? pt.steps : 64;
-            if (r > 0) ms[j][r - 1] = ns ? bench_median(pt.decode_ms, ns) : NAN;
         }
+    free(prompt[0]), free(prompt[1]);
+    if (failed) return 1;
     for (int r = 0; r < reps; r++) ratio[r] = ms[1][r] / ms[0][r];
     double lo = ratio[0], hi = ratio[0];
     for (int r = 1; r < reps; r++) lo = fmin(lo, ratio[r]), hi = fmax(hi, ratio[r]);
     printf("\ndecode step at depth %d against %d (%s, alternated, %d repetitions):\n", d[1], d[0],
-           mode[inst], reps);
+           mode_name[inst], reps);
     for (int r = 0; r < reps; r++)
         printf("  rep %2d: %7.2f -> %7.2f ms (%.3fx)\n", r + 1, ms[0][r], ms[1][r], ratio[r]);
     const double med = bench_median(ratio, reps);
@@ -109,7 +118,7 @@ static int depth_pairs(cv_session *s, cv_config *cfg, const char *spec, int reps
     snprintf(json, sizeof json,
              "{\"bench\":\"longctx_depth\",\"short\":%d,\"long\":%d,\"mode\":\"%s\","
              "\"reps\":%d,\"ratio_median\":%.4f,\"ratio_min\":%.4f,\"ratio_max\":%.4f}",
-             d[0], d[1], mode[inst], reps, med, lo, hi);
+             d[0], d[1], mode_name[inst], reps, med, lo, hi);
     bench_json("longctx", json);
     return 0;
 }
@@ -343,7 +352,6 @@ int main(int argc, char **argv) {
         int P = lens[li];
         int32_t *prompt = bench_prompt(P);
         if (!prompt) return 1;
-        static const char *const mode[] = {"off", "stats", "all"};
         double pre[3][16], dec[3][16];
         /* the modes alternate within each repetition; the first is a warm-up (unless reps is 1:
          * long contexts are slow) */
@@ -360,8 +368,7 @@ int main(int argc, char **argv) {
                 if (r < warm) continue;
                 int ri = r - warm;
                 pre[inst][ri] = P / (pt.prefill_ms / 1e3);
-                int ns = pt.steps < 64 ? pt.steps : 64;
-                dec[inst][ri] = ns ? bench_median(pt.decode_ms, ns) : NAN;
+                dec[inst][ri] = decode_median(&pt);
             }
         /* each repetition runs the modes back to back, so a ratio within one repetition sees
          * one state of a noisy host: the median of those is the steadier number (taken before
@@ -385,22 +392,22 @@ int main(int argc, char **argv) {
             if (reps >= 5) {
                 printf("%6d %-5s decode ms/step over %d repetitions: median %.2f, min %.2f, max "
                        "%.2f\n",
-                       P, mode[inst], reps, d, dlo, dhi);
+                       P, mode_name[inst], reps, d, dlo, dhi);
                 printf("%6d %-5s prefill tok/s over %d repetitions: median %.1f, min %.1f, max "
                        "%.1f\n",
-                       P, mode[inst], reps, p, plo, phi);
+                       P, mode_name[inst], reps, p, plo, phi);
                 if (pair_p[inst] > 0)
                     printf("%6d %-5s against off, paired by repetition (medians): prefill speed "
                            "%.3fx, decode time %.3fx\n",
-                           P, mode[inst], pair_p[inst], pair_d[inst]);
+                           P, mode_name[inst], pair_p[inst], pair_d[inst]);
             }
-            printf("%6d %-5s %14.1f %14.2f\n", P, mode[inst], p, d);
+            printf("%6d %-5s %14.1f %14.2f\n", P, mode_name[inst], p, d);
             snprintf(json, sizeof json,
                      "{\"bench\":\"longctx_e2e\",\"model\":\"%s\",\"ctx\":%d,\"mode\":\"%s\","
                      "\"threads\":%d,\"weights\":\"%s\",\"kv\":\"%s\",\"prefill\":\"%s\","
                      "\"build\":\"%s\","
                      "\"prefill_tok_s\":%.2f,\"decode_ms_step\":%.3f,\"reps\":%d}",
-                     dir, P, mode[inst], threads, cv_dtype_torch_name(s->m->weight_dtype),
+                     dir, P, mode_name[inst], threads, cv_dtype_torch_name(s->m->weight_dtype),
                      cv_dtype_torch_name(s->m->kv_dtype), pname,
 #ifdef BENCH_BASELINE
                      "baseline",

@@ -189,8 +189,8 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
      * an aligned, untransposed tensor is converted straight from the mmap (no second copy of
      * the checkpoint's largest tensor at the load's peak) */
     const int direct = !transpose && aligned;
-    char *stage = want == t->dtype ? buf : direct ? (char *)t->data : malloc(n * es);
-    if (!stage) return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    char *stage = want == t->dtype ? buf : direct ? NULL : malloc(n * es);
+    if (!stage && !direct) return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
     if (transpose) {
         const char *src = t->data;
         for (int64_t c = 0; c < cols; c++)
@@ -201,11 +201,12 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
     }
     /* stage 2: the requested dtype (round to nearest even when narrowing) */
     if (want != t->dtype) {
+        const void *src = direct ? t->data : stage;
         void *dst = buf;
         float *d32 = dst;
         uint16_t *d16 = dst;
         for (size_t i = 0; i < n; i++) {
-            float v = cv_elem_f32_any(stage, t->dtype, i);
+            float v = cv_elem_f32_any(src, t->dtype, i);
             if (want == CV_DT_F32)
                 d32[i] = v;
             else if (want == CV_DT_BF16)
@@ -213,7 +214,7 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
             else
                 d16[i] = cv_f32_to_f16(v);
         }
-        if (!direct) free(stage);
+        free(stage); /* NULL when direct */
     }
     cv_st_drop_pages(t); /* the checkpoint's copy is not read again */
     *host = buf;
