@@ -7,6 +7,7 @@
  * Tolerance: TOL_ABS absolute on every tensor against HF (fp32 with a different summation order);
  * the cached decode against our own full recompute within 5e-5 (the one-token matmul kernel
  * sums in another order than the prefill tiles). */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "corevital/model.h"
 #include "testutil.h"
 
@@ -344,6 +345,54 @@ START_TEST(test_weights_bf16) {
 }
 END_TEST
 
+/* The CPU copies every matrix off the mmap into one huge-page arena (model.c weights_arena):
+ * with it every weight lies in the arena and the logits are bit-identical to the weights read
+ * in place (CV_HUGEPAGES=0: no arena), for fp32 and bf16 checkpoints, the transposing GPT-2
+ * path and a bf16 conversion at load. */
+static float *prompt_logits(const char *dir, cv_dtype wdt, int arena, size_t *n) {
+    cv_backend *be = cv_backend_cpu_create();
+    cv_model *m;
+    cv_error err = {0};
+    cv_model_opts o = {CV_WFMT_DENSE, wdt, CV_DT_F32, CV_DT_F32};
+    if (!arena) setenv("CV_HUGEPAGES", "0", 1);
+    cv_status s = cv_model_load_opts(dir, be, &o, &m, &err);
+    unsetenv("CV_HUGEPAGES");
+    ck_assert_msg(s == CV_OK, "load %s: %s", dir, err.msg);
+    ck_assert_int_eq(m->arena.base != NULL, arena);
+    if (arena) {
+        ck_assert(m->arena.used > 0 && m->arena.used <= m->arena.cap);
+        for (size_t i = 0; i < m->n_weights; i++)
+            ck_assert_msg(cv_host_arena_owns(&m->arena, m->weights[i]->data),
+                          "%s: weight %zu is not in the arena", dir, i);
+    }
+    const int32_t ids[] = {1, 5, 9, 2, 7, 3, 11, 4};
+    const int T = 8;
+    ck_assert_int_eq(m->ops->reserve(m, T, T, T, &err), CV_OK);
+    float *logits;
+    ck_assert_int_eq(m->ops->forward(m, ids, T, 0, NULL, NULL, NULL, 1, &logits, &err), CV_OK);
+    *n = (size_t)T * (size_t)m->cfg.vocab_size;
+    float *copy = malloc(sizeof(float) * *n);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, logits, sizeof(float) * *n);
+    cv_model_free(m);
+    be->destroy(be);
+    return copy;
+}
+START_TEST(test_weights_arena) {
+    const char *names[] = {"gpt2-tiny", "llama-tiny", "llama-tiny-tied-bf16", "llama-tiny"};
+    const cv_dtype wdt[] = {CV_DT_COUNT, CV_DT_COUNT, CV_DT_COUNT, CV_DT_BF16};
+    for (int i = 0; i < 4; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "tests/fixtures/%s", names[i]);
+        size_t n1, n0;
+        float *a = prompt_logits(dir, wdt[i], 1, &n1), *b = prompt_logits(dir, wdt[i], 0, &n0);
+        ck_assert_uint_eq(n1, n0);
+        ck_assert_msg(memcmp(a, b, sizeof(float) * n1) == 0, "%s: arena logits differ", dir);
+        free(a), free(b);
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("parity_decoder");
     TCase *tc = tcase_create("hf");
@@ -356,6 +405,7 @@ int main(void) {
     tcase_add_test(tc, test_kv_bf16);
     tcase_add_test(tc, test_prefill_bf16);
     tcase_add_test(tc, test_weights_bf16);
+    tcase_add_test(tc, test_weights_arena);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

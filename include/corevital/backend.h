@@ -94,6 +94,7 @@ struct cv_backend {
     int kv_head_major; /* 1: its KV caches are head-major (kv_store, kv_head_stride: the CPU) */
     int kv_bf16;       /* 1: kv_store and attention take a bf16 cache (k16 / v16: the CPU) */
     int prefill_bf16;  /* 1: matmul honours cv_weight.prefill_bf16 (the CPU with AVX512-BF16) */
+    int host_weights;  /* 1: weight_upload keeps the host pointer and reads it (the CPU) */
 
     /* memory */
     void *(*alloc)(cv_backend *b, size_t bytes); /* zero-filled; NULL on failure */

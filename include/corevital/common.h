@@ -59,6 +59,26 @@ cv_status cv_path_join(char *out, size_t outsz, const char *a, const char *b, cv
 int cv_is_file(const char *path);
 int cv_is_dir(const char *path);
 
+/* Host memory for large, long-lived buffers the CPU streams (weights, KV caches): 64-byte
+ * aligned, not zero-filled, released with free(); from 2 MiB up it is 2 MiB aligned and asks
+ * the kernel for huge pages (src/core/hostmem.c), unless CV_HUGEPAGES=0. NULL on failure. */
+void *cv_host_alloc(size_t bytes);
+int cv_hugepages_enabled(void); /* 0 when the environment sets CV_HUGEPAGES=0 */
+
+/* A bump arena in one anonymous reservation of cap bytes, 2 MiB aligned and asking for huge
+ * pages; pages are backed when first written. take: 64-byte aligned, NULL when full; the memory
+ * is released all at once by cv_host_arena_free. reserve returns 0, or -1 (a left zeroed). */
+typedef struct {
+    void *map;
+    size_t map_len;
+    char *base;
+    size_t cap, used;
+} cv_host_arena;
+int cv_host_arena_reserve(cv_host_arena *a, size_t cap);
+void *cv_host_arena_take(cv_host_arena *a, size_t bytes);
+int cv_host_arena_owns(const cv_host_arena *a, const void *p);
+void cv_host_arena_free(cv_host_arena *a);
+
 /* Monotonic clock in milliseconds (double). */
 double cv_now_ms(void);
 

@@ -65,7 +65,9 @@ struct cv_model {
                                CV_DT_BF16 (x and W rounded, BF16 dot products) */
     void **host_bufs;       /* host allocations weights point into (transposed / converted) */
     size_t n_host_bufs;
-    void **be_bufs; /* backend allocations (vectors, activations, caches) */
+    cv_host_arena arena; /* the matrices' own copy where the backend reads host weights (the
+                            CPU): huge pages, not the mmap's file pages (cv_model_host_matrix) */
+    void **be_bufs;      /* backend allocations (vectors, activations, caches) */
     size_t n_be_bufs;
     cv_weight **weights; /* uploaded matrices */
     size_t n_weights;

@@ -40,10 +40,10 @@ float *cv_cpu_scratch_flt(cv_backend *b, size_t n) {
 
 static void *cpu_alloc(cv_backend *b, size_t bytes) {
     (void)b;
-    /* 64-byte aligned for vector loads; zero-filled like cudaMemset after cudaMalloc */
-    size_t sz = (bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, sz ? sz : 64);
-    if (p) memset(p, 0, sz ? sz : 64);
+    /* 64-byte aligned for vector loads, huge pages for the KV caches; zero-filled like
+     * cudaMemset after cudaMalloc */
+    void *p = cv_host_alloc(bytes);
+    if (p) memset(p, 0, bytes);
     return p;
 }
 static void cpu_free(cv_backend *b, void *p) {
@@ -557,6 +557,7 @@ cv_backend *cv_backend_cpu_create(void) {
     b->name = "cpu";
     b->ctx = c;
     b->kv_head_major = 1;
+    b->host_weights = 1;
     b->kv_bf16 = 1;
 #if defined(CV_CPU_AVX512) && defined(__AVX512BF16__)
     b->prefill_bf16 = 1;

@@ -35,6 +35,27 @@ static const cv_family_ops *family_ops(cv_family f) {
     return NULL;
 }
 
+/* Where the backend reads its weights from host memory as it runs (the CPU), the matrices get
+ * their own copy in one huge-page arena: decode streams every weight each step, and from the
+ * mmap's 4 KiB file pages (a TLB miss each 4 KiB, prefetchers stopped at each page's end) its
+ * matvecs ran slower (bench/, docs/perf.md). Sized for every tensor of the checkpoint in the
+ * dtype it will be held in; only what is written is backed. Quantized linears are converted
+ * from the mmap as before. No arena (reservation failed, CV_HUGEPAGES=0): weights are used in
+ * place or copied as before. */
+static void weights_arena(cv_model *m) {
+    if (!m->be->host_weights || m->quant != CV_WFMT_DENSE || !cv_hugepages_enabled()) return;
+    size_t cap = 0;
+    for (size_t i = 0; i < cv_st_count(m->st); i++) {
+        const cv_st_tensor *t = cv_st_at(m->st, i);
+        cv_dtype dt = m->want_dtype == CV_DT_COUNT ? t->dtype : m->want_dtype;
+        size_t es = cv_dtype_size(dt) > cv_dtype_size(t->dtype) ? cv_dtype_size(dt)
+                                                                : cv_dtype_size(t->dtype);
+        cap += (t->numel * es + 63) & ~(size_t)63;
+    }
+    if (cap && cv_host_arena_reserve(&m->arena, cap) != 0)
+        CV_DEBUG("no huge-page arena for the weights (%zu bytes): they stay in the mmap", cap);
+}
+
 cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err) {
     cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
     return cv_model_load_opts(dir, be, &o, out, err);
@@ -86,6 +107,7 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
             s = cv_fail(err, CV_ERR_UNSUPPORTED, "%s: no implementation for this family", dir);
     }
     if (s == CV_OK) s = cv_st_open(dir, &m->st, err);
+    if (s == CV_OK) weights_arena(m);
     if (s == CV_OK) s = m->ops->load(m, err);
     if (s != CV_OK) {
         cv_model_free(m);
@@ -106,6 +128,7 @@ void cv_model_free(cv_model *m) {
     }
     for (size_t i = 0; i < m->n_be_bufs; i++) m->be->free(m->be, m->be_bufs[i]);
     for (size_t i = 0; i < m->n_host_bufs; i++) free(m->host_bufs[i]);
+    cv_host_arena_free(&m->arena);
     free(m->weights);
     free(m->be_bufs);
     free(m->host_bufs);
@@ -176,14 +199,19 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
     *dtype = want;
     size_t es = cv_dtype_size(t->dtype), n = (size_t)rows * (size_t)cols;
     int aligned = ((uintptr_t)t->data % es) == 0;
-    if (!transpose && aligned && want == t->dtype) {
+    /* with an arena (weights_arena) every matrix is copied into it, off the mmap */
+    const int copy = m->arena.base != NULL;
+    if (!transpose && aligned && want == t->dtype && !copy) {
         *host = t->data; /* used in place, straight from the mmap */
         return CV_OK;
     }
-    char *buf = malloc(n * cv_dtype_size(want));
-    if (!buf || push_ptr(&m->host_bufs, &m->n_host_bufs, buf)) {
-        free(buf);
-        return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    char *buf = cv_host_arena_take(&m->arena, n * cv_dtype_size(want));
+    if (!buf) {
+        buf = cv_host_alloc(n * cv_dtype_size(want));
+        if (!buf || push_ptr(&m->host_bufs, &m->n_host_bufs, buf)) {
+            free(buf);
+            return cv_fail(err, CV_ERR_NOMEM, "out of memory for tensor '%s'", name);
+        }
     }
     /* stage 1: the stored layout (transposed when stored (cols, rows)), in the stored dtype;
      * an aligned, untransposed tensor is converted straight from the mmap (no second copy of
@@ -196,7 +224,7 @@ cv_status cv_model_host_matrix(cv_model *m, const char *name, int64_t rows, int6
         for (int64_t c = 0; c < cols; c++)
             for (int64_t r = 0; r < rows; r++)
                 memcpy(stage + ((size_t)r * cols + c) * es, src + ((size_t)c * rows + r) * es, es);
-    } else if (!direct) {
+    } else if (!direct || want == t->dtype) { /* the second: a copy off the mmap (copy) */
         memcpy(stage, t->data, n * es);
     }
     /* stage 2: the requested dtype (round to nearest even when narrowing) */
