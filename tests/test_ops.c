@@ -410,8 +410,11 @@ START_TEST(test_attention_long_vs_naive) {
                  {9, 3, 64, 1, 3001, 3000, 1, 0},   /* decode */
                  {4, 2, 20, 1, 2500, 2499, 1, 1},   /* decode, odd width, bias */
                  {2, 1, 64, 1, 700, 0, 0, 0},       /* decode, not causal */
-                 {8, 2, 40, 1, 2049, 2048, 1, 1},  /* decode, 4 heads a group, hd 40, 1-key chunk */
-                 {2, 2, 64, 1, 1030, 1029, 1, 0}}; /* decode, no GQA, 6-key tail */
+                 {8, 2, 40, 1, 2049, 2048, 1, 1}, /* decode, 4 heads a group, hd 40, 1-key chunk */
+                 {2, 2, 64, 1, 1030, 1029, 1, 0}, /* decode, no GQA, 6-key tail */
+                 {9, 3, 64, 1, 257, 256, 1, 1}};  /* decode, just past one chunk */
+    /* the chunks and tails named are the AVX-512 kernel's (256 keys); the AVX2 kernel splits
+     * into a multiple of 4 near-equal chunks (a2_dec_split): tails of 229, 157, 106, 53 keys */
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int H = cases[ci].H, KVH = cases[ci].KVH, hd = cases[ci].hd, T = cases[ci].T;
         int NK = cases[ci].NK;

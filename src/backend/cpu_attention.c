@@ -1002,7 +1002,7 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
     }
 }
 
-/* Decode (T = 1), split over keys as the AVX-512 decode: a work item is (kv head g, A2_DCHUNK
+/* Decode (T = 1), split over keys as the AVX-512 decode: a work item is (kv head g, a chunk of
  * keys); it computes the partial softmax (m, z, t, basin masses) and the unnormalized P . V of all
  * rep heads of the group from that chunk of K and V, and the partials merge per head in chunk
  * order (deterministic for any thread count). */
@@ -1138,9 +1138,24 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
     }
 }
 
+/* The split of kend keys into chunks of cs keys: at most A2_DCHUNK keys each and, where there is
+ * more than one chunk, a multiple of 4 chunks of near-equal size, so that the static schedule
+ * gives 2 or 4 threads equal work (4,097 keys as 17 chunks of <= 256 left one thread 26 of the
+ * 51 items and the other 22 full ones and 3 of a key or a few). The split does not depend on the
+ * thread count, so neither do the sums. */
+static int a2_dec_split(int kend, int *cs) {
+    int nch = (kend + A2_DCHUNK - 1) / A2_DCHUNK;
+    *cs = A2_DCHUNK;
+    if (nch <= 1) return nch;
+    nch = (nch + 3) / 4 * 4;
+    *cs = ((kend + nch - 1) / nch + 3) / 4 * 4; /* whole blocks of 4 keys for the scores */
+    return (kend + *cs - 1) / *cs;
+}
+
 static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
-    const int kend = keys_visible(a, 0), nch = (kend + A2_DCHUNK - 1) / A2_DCHUNK;
+    int cs;
+    const int kend = keys_visible(a, 0), nch = a2_dec_split(kend, &cs);
     const int items = KVH * nch, nt = omp_get_max_threads();
     const size_t sc = (size_t)rep * A2_DCHUNK; /* per-thread scores */
     float *fl = cv_cpu_scratch_flt(b, (size_t)items * rep * hd + (size_t)nt * sc + 8);
@@ -1151,8 +1166,8 @@ static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
     double *row_z = dbl, *part = dbl + 4 * (size_t)H;
 #pragma omp parallel for schedule(static) if ((size_t)kend * KVH * hd > 32768)
     for (int it = 0; it < items; it++) { /* chunk-major, partials stored head-major */
-        int g = it % KVH, c = it / KVH, k0 = c * A2_DCHUNK;
-        int kn = kend - k0 < A2_DCHUNK ? kend - k0 : A2_DCHUNK;
+        int g = it % KVH, c = it / KVH, k0 = c * cs;
+        int kn = kend - k0 < cs ? kend - k0 : cs;
         float *s = scores + (size_t)omp_get_thread_num() * sc;
         size_t pi = (size_t)g * nch + c;
         /* the next item's keys (this thread's next under the static schedule) are
@@ -1160,10 +1175,10 @@ static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
         const char *pf = NULL;
         size_t pfb = 0;
         if (it + 1 < items && a->kv_stride == hd) {
-            int g1 = (it + 1) % KVH, c1 = (it + 1) / KVH, kn1 = kend - c1 * A2_DCHUNK;
-            size_t off = (size_t)c1 * A2_DCHUNK * hd + kv_head_off(a, g1), es = a->k16 ? 2 : 4;
+            int g1 = (it + 1) % KVH, c1 = (it + 1) / KVH, kn1 = kend - c1 * cs;
+            size_t off = (size_t)c1 * cs * hd + kv_head_off(a, g1), es = a->k16 ? 2 : 4;
             pf = a->k16 ? (const char *)(a->k16 + off) : (const char *)(a->k + off);
-            pfb = (size_t)(kn1 < A2_DCHUNK ? kn1 : A2_DCHUNK) * hd * es;
+            pfb = (size_t)(kn1 < cs ? kn1 : cs) * hd * es;
         }
         if (a->k16)
             a2_decode_chunk(a, g, k0, kn, s, part + pi * rep * 5, po + pi * rep * hd, 1, pf, pfb);
