@@ -1078,10 +1078,20 @@ A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, 
         for (int j = 0; j < VB; j++) _mm256_storeu_ps(po + (size_t)h * hd + (v0 + j) * 8, o[h][j]);
 }
 
-/* one head group's scores and P . V with NH (a constant) heads */
+/* one head group's scores and P . V with NH (a constant) heads. vpf (not NULL for the group's
+ * first heads, with contiguous rows of vrow bytes): the chunk's V rows, prefetched as the scores
+ * of their keys are computed, so the memory is busy during the scores too (the next chunk's keys
+ * are fetched during P . V); from 4 KiB-paged memory this was no gain, from huge pages
+ * 4-10% on the decode attention at 4,096 keys (docs/perf.md). */
 A2_INL void a2_dec_group_qk(const cv_attn_args *a, const float *q, size_t kbase, int kn, float *s,
-                            int NH, int bf) {
-    for (int kb = 0; kb < kn; kb += 4) a2_dec_qk(a, q, kbase, kb, kn, s, NH, bf);
+                            int NH, int bf, const char *vpf, size_t vrow) {
+    for (int kb = 0; kb < kn; kb += 4) {
+        if (vpf) {
+            const size_t end = (size_t)(kb + 4 < kn ? kb + 4 : kn) * vrow;
+            for (size_t o = (size_t)kb * vrow; o < end; o += 64) _mm_prefetch(vpf + o, _MM_HINT_T1);
+        }
+        a2_dec_qk(a, q, kbase, kb, kn, s, NH, bf);
+    }
 }
 /* Keys in blocks of A2_DPB: each block's V rows (A2_DPB x head_dim) are read from memory once,
  * by the first pass over its dims, and from L1 by the others; the NH x 4 accumulators go through
@@ -1109,15 +1119,20 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
                             float *po, int bf, const char *pf, size_t pfb) {
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads;
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
+    const size_t vrow = (size_t)hd * (bf ? sizeof(uint16_t) : sizeof(float));
+    const char *vp = a->kv_stride != hd ? NULL
+                     : bf               ? (const char *)(a->v16 + kbase)
+                                        : (const char *)(a->v + kbase);
     for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* scores, the group's heads A2_DG at a time */
         const float *q = a->q + (size_t)(g * rep + h0) * hd;
         float *sh = s + (size_t)h0 * A2_DCHUNK;
+        const char *vpf = h0 ? NULL : vp;
         if (rep - h0 >= 3)
-            a2_dec_group_qk(a, q, kbase, kn, sh, 3, bf);
+            a2_dec_group_qk(a, q, kbase, kn, sh, 3, bf, vpf, vrow);
         else if (rep - h0 == 2)
-            a2_dec_group_qk(a, q, kbase, kn, sh, 2, bf);
+            a2_dec_group_qk(a, q, kbase, kn, sh, 2, bf, vpf, vrow);
         else
-            a2_dec_group_qk(a, q, kbase, kn, sh, 1, bf);
+            a2_dec_group_qk(a, q, kbase, kn, sh, 1, bf, vpf, vrow);
     }
     for (int hi = 0; hi < rep; hi++) { /* the chunk's softmax partials (scores already scaled) */
         float *sh = s + (size_t)hi * A2_DCHUNK;
