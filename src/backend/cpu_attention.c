@@ -1052,9 +1052,10 @@ A2_INL void a2_dec_qk(const cv_attn_args *a, const float *q, size_t kbase, int k
 }
 
 /* po[h][v0*8 .. +8*VB] (+)= sum over kn keys of p[h][k] V[k] for NH heads (more: po holds the
- * sums over the keys before, continued in the same order) */
+ * sums over the keys before, continued in the same order); two lines of [*pp, pe) prefetched
+ * with each key (the next item's keys), *pp advanced past them */
 A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, float *po, int v0,
-                      int NH, int VB, int bf, const char *pf, size_t pfb, int more) {
+                      int NH, int VB, int bf, const char **pp, const char *pe, int more) {
     const int hd = a->head_dim;
     __m256 o[A2_DG][4];
     for (int h = 0; h < NH; h++)
@@ -1062,18 +1063,22 @@ A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, 
             o[h][j] =
                 more ? _mm256_loadu_ps(po + (size_t)h * hd + (v0 + j) * 8) : _mm256_setzero_ps();
     vr += (size_t)v0 * 8;
-    const size_t lpk = (pfb + 64 * (size_t)kn - 1) / (64 * (size_t)kn); /* lines per key */
+    const char *p = *pp;
     for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
-        for (size_t l = 0; l < lpk; l++) /* the next item's keys, spread over this pass */
-            if ((k * lpk + l) * 64 < pfb) _mm_prefetch(pf + (k * lpk + l) * 64, _MM_HINT_T1);
-        __m256 p[A2_DG];
-        for (int h = 0; h < NH; h++) p[h] = _mm256_broadcast_ss(s + (size_t)h * A2_DCHUNK + k);
+        if (p < pe) {
+            _mm_prefetch(p, _MM_HINT_T1);
+            _mm_prefetch(p + 64, _MM_HINT_T1);
+            p += 128;
+        }
+        __m256 pv[A2_DG];
+        for (int h = 0; h < NH; h++) pv[h] = _mm256_broadcast_ss(s + (size_t)h * A2_DCHUNK + k);
         for (int j = 0; j < VB; j++) {
             __m256 x = a2_ld_kv(bf, a->v, a->v16, vr + 8 * (size_t)j);
             __asm__("" : "+x"(x)); /* one load for the NH FMAs, not one each */
-            for (int h = 0; h < NH; h++) o[h][j] = _mm256_fmadd_ps(p[h], x, o[h][j]);
+            for (int h = 0; h < NH; h++) o[h][j] = _mm256_fmadd_ps(pv[h], x, o[h][j]);
         }
     }
+    *pp = p;
     for (int h = 0; h < NH; h++)
         for (int j = 0; j < VB; j++) _mm256_storeu_ps(po + (size_t)h * hd + (v0 + j) * 8, o[h][j]);
 }
@@ -1095,24 +1100,23 @@ A2_INL void a2_dec_group_qk(const cv_attn_args *a, const float *q, size_t kbase,
 }
 /* Keys in blocks of A2_DPB: each block's V rows (A2_DPB x head_dim) are read from memory once,
  * by the first pass over its dims, and from L1 by the others; the NH x 4 accumulators go through
- * po between blocks (the same FMA chains, so the same sums as one pass over all keys). */
+ * po between blocks (the same FMA chains, so the same sums as one pass over all keys). The next
+ * item's pfb bytes of keys are prefetched two lines a key through the passes (the rest, if any,
+ * at the end). */
 #define A2_DPB 32
 A2_INL void a2_dec_group_pv(const cv_attn_args *a, const float *s, size_t kbase, int kn, float *po,
                             int NH, int bf, const char *pf, size_t pfb) {
     const int nv = a->head_dim / 8;
+    const char *pp = pf, *pe = pfb ? pf + pfb : pf;
     for (int k0 = 0; k0 < kn; k0 += A2_DPB) {
         const int bn = kn - k0 < A2_DPB ? kn - k0 : A2_DPB;
         const size_t vr = kbase + (size_t)k0 * a->kv_stride;
-        /* the next item's keys: this block's share of them, in its first pass */
-        const size_t p0 = pfb * (size_t)k0 / (size_t)kn, p1 = pfb * (size_t)(k0 + bn) / (size_t)kn;
-        const char *pb = pf + p0;
-        size_t pn = p1 - p0;
         int v0 = 0;
-        for (; v0 + 4 <= nv; v0 += 4, pn = 0)
-            a2_dec_pv(a, s + k0, vr, bn, po, v0, NH, 4, bf, pb, pn, k0 > 0);
-        for (; v0 < nv; v0++, pn = 0)
-            a2_dec_pv(a, s + k0, vr, bn, po, v0, NH, 1, bf, pb, pn, k0 > 0);
+        for (; v0 + 4 <= nv; v0 += 4)
+            a2_dec_pv(a, s + k0, vr, bn, po, v0, NH, 4, bf, &pp, pe, k0 > 0);
+        for (; v0 < nv; v0++) a2_dec_pv(a, s + k0, vr, bn, po, v0, NH, 1, bf, &pp, pe, k0 > 0);
     }
+    for (; pp < pe; pp += 64) _mm_prefetch(pp, _MM_HINT_T1);
 }
 
 A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
