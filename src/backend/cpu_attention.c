@@ -1091,9 +1091,14 @@ A2_INL void a2_dec_pv(const cv_attn_args *a, const float *s, size_t vr, int kn, 
 A2_INL void a2_dec_group_qk(const cv_attn_args *a, const float *q, size_t kbase, int kn, float *s,
                             int NH, int bf, const char *vpf, size_t vrow) {
     for (int kb = 0; kb < kn; kb += 4) {
-        if (vpf) {
+        if (vpf) { /* four lines an iteration (a line or three past the chunk's end is harmless) */
             const size_t end = (size_t)(kb + 4 < kn ? kb + 4 : kn) * vrow;
-            for (size_t o = (size_t)kb * vrow; o < end; o += 64) _mm_prefetch(vpf + o, _MM_HINT_T1);
+            for (size_t o = (size_t)kb * vrow; o < end; o += 256) {
+                _mm_prefetch(vpf + o, _MM_HINT_T1);
+                _mm_prefetch(vpf + o + 64, _MM_HINT_T1);
+                _mm_prefetch(vpf + o + 128, _MM_HINT_T1);
+                _mm_prefetch(vpf + o + 192, _MM_HINT_T1);
+            }
         }
         a2_dec_qk(a, q, kbase, kb, kn, s, NH, bf);
     }
