@@ -328,6 +328,15 @@ int main(int argc, char **argv) {
 #else
     const char *pname = cv_dtype_torch_name(s->m->prefill_dtype);
 #endif
+    /* the prompt and the decode must fit the model's positions: SmolLM2's 8,192 is run as 8,175
+     * prompt tokens (llama-bench's pp8192 needs no room for the decode) */
+    const int room = s->m->cfg.max_positions - (decode + 1);
+    for (int li = 0; li < nl; li++)
+        if (!s->m->ops->encode && lens[li] > room) {
+            printf("note: %d prompt tokens run as %d (the model has %d positions, %d decode)\n",
+                   lens[li], room, s->m->cfg.max_positions, decode + 1);
+            lens[li] = room;
+        }
     printf("\nend to end (greedy, %d decode steps after the prompt; medians of %d; weights %s, KV "
            "cache %s, prefill products %s)\n",
            decode, reps, cv_dtype_torch_name(s->m->weight_dtype),

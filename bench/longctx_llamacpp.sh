@@ -55,7 +55,7 @@ for dt in $(echo "$DTYPES" | tr , ' '); do
             echo "-- weights $dt, $n tokens: ours, prefill products $pd (all = statistics + health, stats, off)"
             OMP_NUM_THREADS=$THREADS BENCH_KERNELS=0 BENCH_DTYPE=$ours BENCH_DECODE=16 \
                 BENCH_PREFILL_DTYPE=$pd "$BUILD/bench/bench_longctx" "$MODEL" "$n" "$REPS" |
-                grep -E '^ +[0-9]+ (all|stats|off)|memory'
+                grep -E '^ +[0-9]+ (all|stats|off)|memory|^note'
         done
         echo "-- weights $dt, $n tokens: llama.cpp (pp$n; tg$DECODE at depth $n)"
         "$LB" -m "$GGUF" -t "$THREADS" -r "$REPS" -p "$n" -n 0 -o md 2>/dev/null | grep -E "pp$n"
