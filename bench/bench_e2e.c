@@ -74,7 +74,8 @@ int main(int argc, char **argv) {
     mkdir(work, 0755);
     int threads = omp_get_max_threads();
     double bw = bench_read_bandwidth_gbs();
-    printf("machine: %d threads, read bandwidth %.1f GB/s\n", threads, bw);
+    printf("machine: %d threads, read bandwidth %.1f GB/s\n%s\n", threads, bw,
+           bench_weights_arena());
     printf("%-16s %-5s %6s %12s %12s %10s %9s %8s\n", "model", "stats", "dtype", "prefill tok/s",
            "decode tok/s", "MB/token", "bound t/s", "%bound");
     char json[1024];

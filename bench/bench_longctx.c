@@ -293,6 +293,7 @@ int main(int argc, char **argv) {
     } else {
         printf("model: %s\n", dir);
     }
+    puts(bench_weights_arena());
 #ifndef BENCH_BASELINE
     if (!getenv("BENCH_KERNELS") || atoi(getenv("BENCH_KERNELS")))
         if (kernel_ladder(lens, nl, peak, bw)) return 1;

@@ -265,7 +265,7 @@ static void check_reduced_w(const char *name, cv_dtype wdt, cv_dtype kv, cv_dtyp
     fixture_open(&f, dir);
     cv_model_free(f.m);
     cv_error err = {0};
-    cv_model_opts o = {CV_WFMT_DENSE, wdt, kv, prefill};
+    cv_model_opts o = {CV_WFMT_DENSE, wdt, kv, prefill, 0};
     ck_assert_int_eq(cv_model_load_opts(dir, f.be, &o, &f.m, &err), CV_OK);
     if (wdt != CV_DT_COUNT) ck_assert_int_eq(f.m->weight_dtype, wdt);
     const int V = f.m->cfg.vocab_size;
@@ -345,20 +345,23 @@ START_TEST(test_weights_bf16) {
 }
 END_TEST
 
-/* The CPU copies every matrix off the mmap into one huge-page arena (model.c weights_arena):
- * with it every weight lies in the arena and the logits are bit-identical to the weights read
- * in place (CV_HUGEPAGES=0: no arena), for fp32 and bf16 checkpoints, the transposing GPT-2
- * path and a bf16 conversion at load. */
-static float *prompt_logits(const char *dir, cv_dtype wdt, int arena, size_t *n) {
+/* Asked for (cv_model_opts.weights_arena), the CPU copies every matrix off the mmap into one
+ * huge-page arena (model.c weights_arena): with it every weight lies in the arena and the
+ * logits are bit-identical to the weights read in place, for fp32 and bf16 checkpoints, the
+ * transposing GPT-2 path and a bf16 conversion at load. env: CV_HUGEPAGES for the load (NULL:
+ * unset), which vetoes ("0") or forces ("1") the arena. */
+static float *prompt_logits(const char *dir, cv_dtype wdt, int ask, const char *env, size_t *n) {
     cv_backend *be = cv_backend_cpu_create();
     cv_model *m;
     cv_error err = {0};
-    cv_model_opts o = {CV_WFMT_DENSE, wdt, CV_DT_F32, CV_DT_F32};
-    if (!arena) setenv("CV_HUGEPAGES", "0", 1);
+    cv_model_opts o = {CV_WFMT_DENSE, wdt, CV_DT_F32, CV_DT_F32, ask};
+    if (env) setenv("CV_HUGEPAGES", env, 1);
     cv_status s = cv_model_load_opts(dir, be, &o, &m, &err);
     unsetenv("CV_HUGEPAGES");
     ck_assert_msg(s == CV_OK, "load %s: %s", dir, err.msg);
-    ck_assert_int_eq(m->arena.base != NULL, arena);
+    const int arena = env ? env[0] == '1' : ask;
+    ck_assert_msg((m->arena.base != NULL) == arena, "%s: arena %d, expected %d (asked %d, env %s)",
+                  dir, m->arena.base != NULL, arena, ask, env ? env : "unset");
     if (arena) {
         ck_assert(m->arena.used > 0 && m->arena.used <= m->arena.cap);
         for (size_t i = 0; i < m->n_weights; i++)
@@ -385,11 +388,16 @@ START_TEST(test_weights_arena) {
         char dir[256];
         snprintf(dir, sizeof dir, "tests/fixtures/%s", names[i]);
         size_t n1, n0;
-        float *a = prompt_logits(dir, wdt[i], 1, &n1), *b = prompt_logits(dir, wdt[i], 0, &n0);
+        float *a = prompt_logits(dir, wdt[i], 1, NULL, &n1);
+        float *b = prompt_logits(dir, wdt[i], 0, NULL, &n0);
         ck_assert_uint_eq(n1, n0);
         ck_assert_msg(memcmp(a, b, sizeof(float) * n1) == 0, "%s: arena logits differ", dir);
         free(a), free(b);
     }
+    /* the environment's veto and force */
+    size_t n;
+    free(prompt_logits("tests/fixtures/llama-tiny", CV_DT_COUNT, 1, "0", &n));
+    free(prompt_logits("tests/fixtures/llama-tiny", CV_DT_COUNT, 0, "1", &n));
 }
 END_TEST
 

@@ -64,6 +64,7 @@ int cv_is_dir(const char *path);
  * the kernel for huge pages (src/core/hostmem.c), unless CV_HUGEPAGES=0. NULL on failure. */
 void *cv_host_alloc(size_t bytes);
 int cv_hugepages_enabled(void); /* 0 when the environment sets CV_HUGEPAGES=0 */
+int cv_hugepages_env(void);     /* CV_HUGEPAGES: 0 ("0"), 1 ("1"), -1 (unset or other) */
 
 /* A bump arena in one anonymous reservation of cap bytes, 2 MiB aligned and asking for huge
  * pages; pages are backed when first written. take: 64-byte aligned, NULL when full; the memory

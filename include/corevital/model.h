@@ -132,6 +132,12 @@ typedef struct {
     /* CV_DT_F32 (0, the default) or CV_DT_BF16 (config model.prefill_dtype): dense matrices'
      * products over more than one row in bf16 (cv_weight.prefill_bf16) */
     cv_dtype prefill_dtype;
+    /* 1: where the backend reads host memory (the CPU), copy the dense matrices off the mmap into
+     * one huge-page arena: each decode step streamed them up to 7% faster, the load costs the
+     * copy and the zeroing of its pages (0.1-2 s for 513 MiB on a VM: docs/perf.md), so it pays
+     * only in long generations. CV_HUGEPAGES=0 in the environment vetoes it, CV_HUGEPAGES=1
+     * forces it on every load. */
+    int weights_arena;
 } cv_model_opts;
 cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opts *opts,
                              cv_model **out, cv_error *err);

@@ -6,7 +6,8 @@
  * marked MADV_HUGEPAGE with 2 MiB pages where it can (transparent huge pages, "madvise" mode or
  * "always"), which removes both. Where it cannot (THP "never", fragmented memory, another OS)
  * the memory is ordinary and only slower. CV_HUGEPAGES=0 turns the hint off, for benches that
- * measure what it is worth. */
+ * measure what it is worth (and vetoes the weights' arena; CV_HUGEPAGES=1 forces that arena:
+ * cv_model_opts.weights_arena). */
 #define _DEFAULT_SOURCE /* madvise */
 #include "corevital/common.h"
 
@@ -16,10 +17,12 @@
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-int cv_hugepages_enabled(void) {
+int cv_hugepages_env(void) {
     const char *v = getenv("CV_HUGEPAGES");
-    return !(v && strcmp(v, "0") == 0);
+    return !v ? -1 : strcmp(v, "0") == 0 ? 0 : strcmp(v, "1") == 0 ? 1 : -1;
 }
+
+int cv_hugepages_enabled(void) { return cv_hugepages_env() != 0; }
 
 void *cv_host_alloc(size_t bytes) {
     size_t sz = (bytes + 63) & ~(size_t)63;

@@ -38,12 +38,16 @@ static const cv_family_ops *family_ops(cv_family f) {
 /* Where the backend reads its weights from host memory as it runs (the CPU), the matrices get
  * their own copy in one huge-page arena: decode streams every weight each step, and from the
  * mmap's 4 KiB file pages (a TLB miss each 4 KiB, prefetchers stopped at each page's end) its
- * matvecs ran slower (bench/, docs/perf.md). Sized for every tensor of the checkpoint in the
- * dtype it will be held in; only what is written is backed. Quantized linears are converted
- * from the mmap as before. No arena (reservation failed, CV_HUGEPAGES=0): weights are used in
- * place or copied as before. */
-static void weights_arena(cv_model *m) {
-    if (!m->be->host_weights || m->quant != CV_WFMT_DENSE || !cv_hugepages_enabled()) return;
+ * matvecs ran slower (bench/, docs/perf.md). The copy and the zeroing of its pages make the
+ * load slower, so it is taken when the caller asks (cv_model_opts.weights_arena: a long
+ * generation) or CV_HUGEPAGES=1 forces it, never under CV_HUGEPAGES=0. Sized for every tensor
+ * of the checkpoint in the dtype it will be held in; only what is written is backed. Quantized
+ * linears are converted from the mmap as before. No arena: weights are used in place or copied
+ * as before. */
+static void weights_arena(cv_model *m, int want) {
+    const int env = cv_hugepages_env();
+    if (!m->be->host_weights || m->quant != CV_WFMT_DENSE || env == 0 || (env < 0 && !want))
+        return;
     size_t cap = 0;
     for (size_t i = 0; i < cv_st_count(m->st); i++) {
         const cv_st_tensor *t = cv_st_at(m->st, i);
@@ -57,13 +61,13 @@ static void weights_arena(cv_model *m) {
 }
 
 cv_status cv_model_load(const char *dir, cv_backend *be, cv_model **out, cv_error *err) {
-    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
+    cv_model_opts o = {CV_WFMT_DENSE, CV_DT_COUNT, CV_DT_F32, CV_DT_F32, 0};
     return cv_model_load_opts(dir, be, &o, out, err);
 }
 
 cv_status cv_model_load_quant(const char *dir, cv_backend *be, cv_weight_format quant,
                               cv_model **out, cv_error *err) {
-    cv_model_opts o = {quant, CV_DT_COUNT, CV_DT_F32, CV_DT_F32};
+    cv_model_opts o = {quant, CV_DT_COUNT, CV_DT_F32, CV_DT_F32, 0};
     return cv_model_load_opts(dir, be, &o, out, err);
 }
 
@@ -107,7 +111,7 @@ cv_status cv_model_load_opts(const char *dir, cv_backend *be, const cv_model_opt
             s = cv_fail(err, CV_ERR_UNSUPPORTED, "%s: no implementation for this family", dir);
     }
     if (s == CV_OK) s = cv_st_open(dir, &m->st, err);
-    if (s == CV_OK) weights_arena(m);
+    if (s == CV_OK) weights_arena(m, opts->weights_arena);
     if (s == CV_OK) s = m->ops->load(m, err);
     if (s != CV_OK) {
         cv_model_free(m);
