@@ -22,7 +22,9 @@ int cv_hugepages_env(void) {
     return !v ? -1 : strcmp(v, "0") == 0 ? 0 : strcmp(v, "1") == 0 ? 1 : -1;
 }
 
-int cv_hugepages_enabled(void) { return cv_hugepages_env() != 0; }
+int cv_hugepages_enabled(void) {
+    return cv_hugepages_env() != 0;
+}
 
 void *cv_host_alloc(size_t bytes) {
     size_t sz = (bytes + 63) & ~(size_t)63;

@@ -46,8 +46,7 @@ static const cv_family_ops *family_ops(cv_family f) {
  * as before. */
 static void weights_arena(cv_model *m, int want) {
     const int env = cv_hugepages_env();
-    if (!m->be->host_weights || m->quant != CV_WFMT_DENSE || env == 0 || (env < 0 && !want))
-        return;
+    if (!m->be->host_weights || m->quant != CV_WFMT_DENSE || env == 0 || (env < 0 && !want)) return;
     size_t cap = 0;
     for (size_t i = 0; i < cv_st_count(m->st); i++) {
         const cv_st_tensor *t = cv_st_at(m->st, i);
