@@ -20,6 +20,8 @@
 #include <immintrin.h>
 #endif
 
+#include "corevital/common.h"
+
 static inline double bench_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -50,18 +52,17 @@ static inline double bench_time_ms(void (*fn)(void *), void *arg, int reps) {
     return bench_median(t, reps);
 }
 
-/* Peak resident set size of this process, MiB, since the last bench_reset_peak_rss: Linux's
- * VmHWM (/proc/self/status), else getrusage's maximum over the whole process. */
 /* Where the benches' sessions hold the weights: in place in the mmap unless CV_HUGEPAGES=1
  * forces the huge-page arena (cv_model_opts.weights_arena; a session asks for it only from
  * 1,024 decode steps on). Returns the line to print. */
 static inline const char *bench_weights_arena(void) {
-    const char *v = getenv("CV_HUGEPAGES");
-    return v && strcmp(v, "1") == 0 ? "weights: copied into the huge-page arena (CV_HUGEPAGES=1)"
-                                    : "weights: read in place from the mmap (CV_HUGEPAGES=1: "
-                                      "the huge-page arena)";
+    return cv_hugepages_env() == 1 ? "weights: copied into the huge-page arena (CV_HUGEPAGES=1)"
+                                   : "weights: read in place from the mmap (CV_HUGEPAGES=1: the "
+                                     "huge-page arena)";
 }
 
+/* Peak resident set size of this process, MiB, since the last bench_reset_peak_rss: Linux's
+ * VmHWM (/proc/self/status), else getrusage's maximum over the whole process. */
 static inline double bench_peak_rss_mib(void) {
     FILE *f = fopen("/proc/self/status", "r");
     if (f) {
