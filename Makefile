@@ -3,6 +3,7 @@
 #                   build/libcorevital_cuda.so, copied beside ./corevital (loaded on demand)
 #   make test       build and run the Check test suites (no GPU needed)
 #   make test-asan  the same suites under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-avx512emu  the same suites on the AVX-512 kernels, their intrinsics emulated
 #   make run        run the main job on the bundled tiny GPT-2
 #   make bench      CPU benchmarks (bench/README.md)
 #   make lint       clang-format (no diff) + cppcheck (zero findings)
@@ -155,6 +156,13 @@ test: $(BIN) $(CUDA_MODULE) $(CUDA_MODULE_INSTALL) $(TEST_BINS) $(TOK_FILES) tes
 test-asan:
 	$(MAKE) SAN=1 BUILD=build-asan test
 
+# The AVX-512 kernels on a CPU without AVX-512 (CI's machines have none): their branches built
+# with the intrinsics emulated in C and AVX2 (tests/avx512emu/avx512emu.h), and every suite run.
+AVX512EMU_FLAGS := -mno-avx512f -DCV_AVX512_EMU -D__AVX512F__ -D__AVX512BW__ -D__AVX512VL__ \
+                   -D__AVX512DQ__ -D__AVX512BF16__ -D__AVX512VNNI__ -Itests/avx512emu -Wno-psabi
+test-avx512emu:
+	$(MAKE) NO_CUDA=1 BUILD=build-avx512emu EXTRA_CFLAGS="$(AVX512EMU_FLAGS)" test
+
 test-cuda: $(BIN) $(CUDA_MODULE_INSTALL) $(CUDA_TEST_BINS)
 	@if [ -z "$(NVCC)" ]; then echo "test-cuda: nvcc not found"; exit 1; fi
 	@fail=0; for t in $(CUDA_TEST_BINS); do echo "== $$t"; ./$$t || fail=1; done; exit $$fail
@@ -214,6 +222,6 @@ ref:
 	sh tests/ref/run.sh
 
 clean:
-	rm -rf build build-asan build-fuzz corevital libcorevital_cuda.so
+	rm -rf build build-asan build-avx512emu build-fuzz corevital libcorevital_cuda.so
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -8,7 +8,11 @@
 #include <stdint.h>
 
 #if defined(__AVX512F__)
+#ifdef CV_AVX512_EMU
+#include "avx512emu.h" /* the AVX-512 kernels' tests on a CPU without it (make test-avx512emu) */
+#else
 #include <immintrin.h>
+#endif
 #define CV_CPU_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>

@@ -8,7 +8,9 @@
 
 #include <math.h>
 #include <stdio.h>
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(CV_AVX512_EMU)
+#include "avx512emu.h" /* make test-avx512emu (cpu_internal.h) */
+#elif defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 #include <stdlib.h>
