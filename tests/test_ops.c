@@ -12,6 +12,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,8 +414,8 @@ START_TEST(test_attention_long_vs_naive) {
                  {8, 2, 40, 1, 2049, 2048, 1, 1}, /* decode, 4 heads a group, hd 40, 1-key chunk */
                  {2, 2, 64, 1, 1030, 1029, 1, 0}, /* decode, no GQA, 6-key tail */
                  {9, 3, 64, 1, 257, 256, 1, 1}};  /* decode, just past one chunk */
-    /* the chunks and tails named are the AVX-512 kernel's (256 keys); the AVX2 kernel splits
-     * into a multiple of 4 near-equal chunks (a2_dec_split): tails of 229, 157, 106, 53 keys */
+    /* the chunks and tails named are those of 256-key chunks; both decode kernels split into a
+     * multiple of 4 near-equal chunks (att_dec_split): tails of 229, 157, 106, 53 keys */
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int H = cases[ci].H, KVH = cases[ci].KVH, hd = cases[ci].hd, T = cases[ci].T;
         int NK = cases[ci].NK;
@@ -542,6 +543,79 @@ START_TEST(test_attention_long_vs_naive) {
         free(q), free(k), free(v), free(bias), free(o1), free(o2), free(h1), free(h2), free(b1),
             free(b2), free(k16), free(v16), free(khm), free(vhm), free(k16hm), free(v16hm);
     }
+    be->destroy(be);
+}
+END_TEST
+
+/* The split-key decode's results do not depend on the thread count: its cut of the keys and its
+ * merge order depend on the key count only (att_dec_split), so 1, 2, 3 and 4 threads give
+ * bit-identical outputs and records. Over the CPU's head-major cache (where the kernels also
+ * prefetch), fp32 and bf16, at 4,113 keys (20 chunks of 208) and 1,030 (8 of 132), with a
+ * bias, per-head records and basin masses. */
+START_TEST(test_attention_decode_threads) {
+    cv_backend *be = cv_backend_cpu_create();
+    const int H = 9, KVH = 3, hd = 64, lens[2] = {4113, 1030}, nt0 = omp_get_max_threads();
+    unsigned seed = 5;
+    for (int li = 0; li < 2; li++)
+        for (int bf = 0; bf < 2; bf++) {
+            const int NK = lens[li];
+            const size_t n = (size_t)KVH * NK * hd;
+            float *q = malloc(sizeof(float) * H * hd), *k = malloc(sizeof(float) * n),
+                  *v = malloc(sizeof(float) * n), *bias = malloc(sizeof(float) * H * NK);
+            uint16_t *k16 = malloc(sizeof(uint16_t) * n), *v16 = malloc(sizeof(uint16_t) * n);
+            for (int i = 0; i < H * hd; i++) q[i] = 3 * frand(&seed);
+            for (size_t i = 0; i < n; i++) {
+                k[i] = 2 * frand(&seed), v[i] = frand(&seed);
+                k16[i] = cv_f32_to_bf16(k[i]), v16[i] = cv_f32_to_bf16(v[i]);
+            }
+            for (int i = 0; i < H * NK; i++) bias[i] = frand(&seed);
+            float out[4][9 * 64];
+            double rec[4][CV_AS_SIZE], heads[4][9 * CV_AH_SIZE], basin[4][18];
+            for (int r = 0; r < 4; r++) {
+                cv_attn_record_reset(rec[r]);
+                for (int h = 0; h < H; h++) cv_head_record_reset(heads[r] + h * CV_AH_SIZE);
+                memset(basin[r], 0, sizeof basin[r]);
+                cv_attn_args a = {.out = out[r],
+                                  .q = q,
+                                  .k = bf ? NULL : k,
+                                  .v = bf ? NULL : v,
+                                  .k16 = bf ? k16 : NULL,
+                                  .v16 = bf ? v16 : NULL,
+                                  .q_stride = H * hd,
+                                  .kv_stride = hd,
+                                  .kv_head_stride = NK * hd,
+                                  .out_stride = H * hd,
+                                  .T = 1,
+                                  .n_keys = NK,
+                                  .q_pos0 = NK - 1,
+                                  .n_heads = H,
+                                  .n_kv_heads = KVH,
+                                  .head_dim = hd,
+                                  .causal = 1,
+                                  .scale = 0.125f,
+                                  .bias = bias,
+                                  .stats = rec[r],
+                                  .heads = heads[r],
+                                  .basin = basin[r],
+                                  .basin_lo = NK / 3,
+                                  .basin_hi = 2 * NK / 3};
+                omp_set_num_threads(r + 1);
+                be->attention(be, &a);
+            }
+            omp_set_num_threads(nt0);
+            for (int r = 1; r < 4; r++) {
+                ck_assert_msg(!memcmp(out[r], out[0], sizeof out[0]),
+                              "%d keys%s: outputs with %d threads differ from 1 thread's", NK,
+                              bf ? " (bf16)" : "", r + 1);
+                ck_assert_msg(!memcmp(rec[r], rec[0], sizeof rec[0]) &&
+                                  !memcmp(heads[r], heads[0], sizeof heads[0]) &&
+                                  !memcmp(basin[r], basin[0], sizeof basin[0]),
+                              "%d keys%s: records with %d threads differ", NK, bf ? " (bf16)" : "",
+                              r + 1);
+            }
+            ck_assert(rec[0][CV_AS_ROWS] == 9 && basin[0][0] > 0);
+            free(q), free(k), free(v), free(bias), free(k16), free(v16);
+        }
     be->destroy(be);
 }
 END_TEST
@@ -899,6 +973,7 @@ int main(void) {
     tcase_add_test(tc, test_matmul3_gate_up_vs_ops);
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
+    tcase_add_test(tc, test_attention_decode_threads);
     tcase_add_test(tc, test_rope_closed_form);
     tcase_add_test(tc, test_logprob_accum_vs_rows);
     tcase_add_test(tc, test_head_logprob_vs_rows);

@@ -109,6 +109,44 @@ static void att_pack_kt(const cv_attn_args *a, float *Kt, int kmax, int bk) {
             for (int kk = kn; kk < bk; kk++) dst[(size_t)d * bk + kk] = 0.0f;
     }
 }
+
+/* The split-key decodes' cut of kend keys into chunks of *cs keys: at most cmax keys each and,
+ * where there is more than one chunk, a multiple of 4 chunks of near-equal size (cs a multiple
+ * of 4: the AVX2 scores' block of keys; the AVX-512 one of 16 takes a partial block at a chunk's
+ * end), so that the static schedule gives 2 or 4 threads equal work (4,097 keys as 17 chunks of <=
+ * 256 left one thread 26 of the 51 items and the other 22 full ones and 3 of a key or a few). The
+ * cut depends only on the key count, not on the thread count, so neither do the sums. Returns the
+ * number of chunks. */
+static int att_dec_split(int kend, int cmax, int *cs) {
+    int nch = (kend + cmax - 1) / cmax;
+    *cs = cmax;
+    if (nch <= 1) return nch;
+    nch = (nch + 3) / 4 * 4;
+    *cs = ((kend + nch - 1) / nch + 3) / 4 * 4;
+    return (kend + *cs - 1) / *cs;
+}
+
+/* The keys of decode work item it + 1 (kv head (it + 1) % KVH, chunk (it + 1) / KVH of cs keys),
+ * which the static schedule gives to the thread running item it: its first byte, and in *nb the
+ * bytes of its contiguous rows (NULL and 0 for the last item or an interleaved cache). The
+ * kernels prefetch them during item it's P . V, so the memory stays busy through the softmax. */
+static const char *att_dec_next_keys(const cv_attn_args *a, int it, int items, int kend, int cs,
+                                     size_t *nb) {
+    const int hd = a->head_dim, KVH = a->n_kv_heads;
+    *nb = 0;
+    if (it + 1 >= items || a->kv_stride != hd) return NULL;
+    const int g1 = (it + 1) % KVH, c1 = (it + 1) / KVH, kn1 = kend - c1 * cs;
+    const size_t off = (size_t)c1 * cs * hd + kv_head_off(a, g1), es = a->k16 ? 2 : 4;
+    *nb = (size_t)(kn1 < cs ? kn1 : cs) * hd * es;
+    return a->k16 ? (const char *)(a->k16 + off) : (const char *)(a->k + off);
+}
+
+/* A decode chunk's V rows from element kbase when they are contiguous (the CPU's head-major
+ * cache), else NULL: the kernels prefetch them while the chunk's Q.K^T runs. */
+static const char *att_dec_vrows(const cv_attn_args *a, size_t kbase, int bf) {
+    if (a->kv_stride != a->head_dim) return NULL;
+    return bf ? (const char *)(a->v16 + kbase) : (const char *)(a->v + kbase);
+}
 #endif
 
 /* One query row at a time: scores for all visible keys in a K-length buffer, then softmax and
@@ -293,7 +331,8 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
  * The work items run longest (last query tile) first, dynamically scheduled, because causal
  * tiles differ in length.
  *
- * Decode (T = 1): the keys are split into chunks of ATT_DCHUNK; a work item is (kv head, chunk)
+ * Decode (T = 1): the keys are split into chunks of at most ATT_DCHUNK (att_dec_split: a
+ * multiple of 4 near-equal chunks); a work item is (kv head, chunk)
  * and computes the partial softmax of all rep heads of the group from one read of that chunk of
  * K and V (16 keys' dot products reduced by one transpose-add tree). The partials (m, z, t,
  * masses, unnormalized output) merge per head in chunk order, so results do not depend on the
@@ -301,7 +340,7 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
 #define ATT_MAX_HD 128 /* head_dim up to 8 vectors */
 #define ATT_BQ     16  /* query positions per tile; rows = rep * ATT_BQ, a multiple of 4 */
 #define ATT_BK     128 /* keys per tile */
-#define ATT_DCHUNK 256 /* decode: keys per work item */
+#define ATT_DCHUNK 256 /* decode: the most keys a work item takes */
 #define ATT_INLINE static inline __attribute__((always_inline))
 
 static inline __mmask16 lanes_below(int n) { /* the first n lanes (n <= 0: none, >= 16: all) */
@@ -564,13 +603,17 @@ ATT_INLINE __m512 hsum16(const __m512 v[16]) {
 }
 
 /* Decode: o (nh heads of stride os, nj vectors) = P (nh rows of ATT_DCHUNK) . V (kn rows from
- * element vr, stride kv_stride); mlast masks the last vector. */
+ * element vr, stride kv_stride); mlast masks the last vector. With each key, lpk lines of
+ * [*pp, pe) are prefetched (the next item's keys) and *pp advanced past them. */
 ATT_INLINE void pv_decode(const cv_attn_args *a, int bf, const float *P, float *o, int os,
-                          size_t vr, int kn, int nh, int nj, __mmask16 mlast) {
+                          size_t vr, int kn, int nh, int nj, __mmask16 mlast, const char **pp,
+                          const char *pe, int lpk) {
     __m512 acc[4][4];
     for (int i = 0; i < nh; i++)
         for (int j = 0; j < nj; j++) acc[i][j] = _mm512_setzero_ps();
+    const char *p = *pp;
     for (int k = 0; k < kn; k++, vr += (size_t)a->kv_stride) {
+        for (int l = 0; l < lpk && p < pe; l++, p += 64) _mm_prefetch(p, _MM_HINT_T1);
         __m512 vv[4];
         for (int j = 0; j < nj; j++)
             vv[j] = ld_kv(bf, j == nj - 1 ? mlast : (__mmask16)0xffff, a->v, a->v16,
@@ -580,18 +623,24 @@ ATT_INLINE void pv_decode(const cv_attn_args *a, int bf, const float *P, float *
             for (int j = 0; j < nj; j++) acc[i][j] = _mm512_fmadd_ps(pb, vv[j], acc[i][j]);
         }
     }
+    *pp = p;
     for (int i = 0; i < nh; i++)
         for (int j = 0; j < nj; j++) _mm512_store_ps(o + (size_t)i * os + j * 16, acc[i][j]);
 }
 
 /* Decode, one work item: scores of the rep heads of kv head g against keys k0..k0+kn-1 into s
- * (rep, ATT_DCHUNK), then the chunk's softmax partials and unnormalized outputs. */
+ * (rep, ATT_DCHUNK), then the chunk's softmax partials and unnormalized outputs. The chunk's V
+ * rows are prefetched during the first head's scores, and the pfb bytes at pf (the next item's
+ * keys) during the P . V, as in the AVX2 decode (docs/perf.md: 3-8% there; not measured on an
+ * AVX-512 CPU). */
 ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float *s, double *part,
-                             float *po, int nv, int bf) {
+                             float *po, int nv, int bf, const char *pf, size_t pfb) {
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads, hdp = nv * 16;
     const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
     const __m512 scale = _mm512_set1_ps(a->scale);
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g); /* element offsets */
+    const size_t vrow = (size_t)hd * (bf ? sizeof(uint16_t) : sizeof(float));
+    const char *vp = att_dec_vrows(a, kbase, bf);
     for (int hi = 0; hi < rep; hi++) {
         const float *q = a->q + (size_t)(g * rep + hi) * hd;
         __m512 qv[8];
@@ -600,6 +649,9 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
         for (int kb = 0; kb < kn; kb += 16) {
             __m512 acc[16];
             const int nk = kn - kb < 16 ? kn - kb : 16; /* 16 but in the last block */
+            if (vp && hi == 0) /* the block's V rows, for the P . V below */
+                for (size_t o = (size_t)kb * vrow; o < (size_t)(kb + nk) * vrow; o += 64)
+                    _mm_prefetch(vp + o, _MM_HINT_T1);
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++) {
                 acc[i] = _mm512_setzero_ps();
@@ -653,6 +705,8 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
     }
     /* po (rep, hdp) = P (rep, kn) . V, up to four heads and four vectors at a time; the common
      * (heads, vectors) shapes get constant trip counts so the accumulators stay in registers */
+    const char *pp = pf, *pe = pfb ? pf + pfb : pf;
+    const int lpk = kn > 0 ? (int)((pfb / 64 + (size_t)kn - 1) / (size_t)kn) : 0;
     for (int h0 = 0; h0 < rep; h0 += 4) {
         int nh = rep - h0 < 4 ? rep - h0 : 4;
         for (int vg = 0; vg < nv; vg += 4) {
@@ -662,23 +716,25 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
             size_t vr = kbase + (size_t)vg * 16;
             __mmask16 mlast = vg + nj == nv ? tail : (__mmask16)0xffff;
             if (nj == 4 && nh == 3)
-                pv_decode(a, bf, sh, oh, hdp, vr, kn, 3, 4, mlast);
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 3, 4, mlast, &pp, pe, lpk);
             else if (nj == 4 && nh == 4)
-                pv_decode(a, bf, sh, oh, hdp, vr, kn, 4, 4, mlast);
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 4, 4, mlast, &pp, pe, lpk);
             else if (nj == 4 && nh == 1)
-                pv_decode(a, bf, sh, oh, hdp, vr, kn, 1, 4, mlast);
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 1, 4, mlast, &pp, pe, lpk);
             else if (nj == 4 && nh == 2)
-                pv_decode(a, bf, sh, oh, hdp, vr, kn, 2, 4, mlast);
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, 2, 4, mlast, &pp, pe, lpk);
             else
-                pv_decode(a, bf, sh, oh, hdp, vr, kn, nh, nj, mlast);
+                pv_decode(a, bf, sh, oh, hdp, vr, kn, nh, nj, mlast, &pp, pe, lpk);
         }
     }
+    for (; pp < pe; pp += 64) _mm_prefetch(pp, _MM_HINT_T1);
 }
 
 static void attention_decode(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
     const int nv = (hd + 15) / 16, hdp = nv * 16, kend = keys_visible(a, 0);
-    const int nch = (kend + ATT_DCHUNK - 1) / ATT_DCHUNK, items = KVH * nch;
+    int cs;
+    const int nch = att_dec_split(kend, ATT_DCHUNK, &cs), items = KVH * nch;
     const int nt = omp_get_max_threads();
     const size_t sc = (size_t)rep * ATT_DCHUNK; /* per-thread scores */
     float *fl = cv_cpu_scratch_flt(b, (size_t)items * rep * hdp + (size_t)nt * sc + 16);
@@ -692,20 +748,21 @@ static void attention_decode(cv_backend *b, const cv_attn_args *a) {
      * Partials are stored head-major. */
 #pragma omp parallel for schedule(static) if ((size_t)kend * KVH * hd > 32768)
     for (int it = 0; it < items; it++) {
-        int g = it % KVH, c = it / KVH, k0 = c * ATT_DCHUNK;
-        int kn = kend - k0 < ATT_DCHUNK ? kend - k0 : ATT_DCHUNK;
+        int g = it % KVH, c = it / KVH, k0 = c * cs;
+        int kn = kend - k0 < cs ? kend - k0 : cs;
         float *s = scores + (size_t)omp_get_thread_num() * sc;
-        size_t pi = (size_t)g * nch + c;
+        size_t pi = (size_t)g * nch + c, pfb;
         double *pt = part + pi * rep * 5;
         float *o = po + pi * rep * hdp;
+        const char *pf = att_dec_next_keys(a, it, items, kend, cs, &pfb);
         if (a->k16 && nv == 4)
-            decode_chunk(a, g, k0, kn, s, pt, o, 4, 1);
+            decode_chunk(a, g, k0, kn, s, pt, o, 4, 1, pf, pfb);
         else if (a->k16)
-            decode_chunk(a, g, k0, kn, s, pt, o, nv, 1);
+            decode_chunk(a, g, k0, kn, s, pt, o, nv, 1, pf, pfb);
         else if (nv == 4)
-            decode_chunk(a, g, k0, kn, s, pt, o, 4, 0);
+            decode_chunk(a, g, k0, kn, s, pt, o, 4, 0, pf, pfb);
         else
-            decode_chunk(a, g, k0, kn, s, pt, o, nv, 0);
+            decode_chunk(a, g, k0, kn, s, pt, o, nv, 0, pf, pfb);
     }
     /* merge the chunks of each head in order: M = max m_c, w_c = e^(m_c - M),
      * z = sum w_c z_c, t = sum w_c (t_c + (m_c - M) z_c), masses and outputs likewise */
@@ -1129,9 +1186,7 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads;
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
     const size_t vrow = (size_t)hd * (bf ? sizeof(uint16_t) : sizeof(float));
-    const char *vp = a->kv_stride != hd ? NULL
-                     : bf               ? (const char *)(a->v16 + kbase)
-                                        : (const char *)(a->v + kbase);
+    const char *vp = att_dec_vrows(a, kbase, bf);
     for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* scores, the group's heads A2_DG at a time */
         const float *q = a->q + (size_t)(g * rep + h0) * hd;
         float *sh = s + (size_t)h0 * A2_DCHUNK;
@@ -1162,24 +1217,10 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
     }
 }
 
-/* The split of kend keys into chunks of cs keys: at most A2_DCHUNK keys each and, where there is
- * more than one chunk, a multiple of 4 chunks of near-equal size, so that the static schedule
- * gives 2 or 4 threads equal work (4,097 keys as 17 chunks of <= 256 left one thread 26 of the
- * 51 items and the other 22 full ones and 3 of a key or a few). The split does not depend on the
- * thread count, so neither do the sums. */
-static int a2_dec_split(int kend, int *cs) {
-    int nch = (kend + A2_DCHUNK - 1) / A2_DCHUNK;
-    *cs = A2_DCHUNK;
-    if (nch <= 1) return nch;
-    nch = (nch + 3) / 4 * 4;
-    *cs = ((kend + nch - 1) / nch + 3) / 4 * 4; /* whole blocks of 4 keys for the scores */
-    return (kend + *cs - 1) / *cs;
-}
-
 static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
     const int H = a->n_heads, hd = a->head_dim, KVH = a->n_kv_heads, rep = H / KVH;
     int cs;
-    const int kend = keys_visible(a, 0), nch = a2_dec_split(kend, &cs);
+    const int kend = keys_visible(a, 0), nch = att_dec_split(kend, A2_DCHUNK, &cs);
     const int items = KVH * nch, nt = omp_get_max_threads();
     const size_t sc = (size_t)rep * A2_DCHUNK; /* per-thread scores */
     float *fl = cv_cpu_scratch_flt(b, (size_t)items * rep * hd + (size_t)nt * sc + 8);
@@ -1194,16 +1235,8 @@ static void attention_decode_avx2(cv_backend *b, const cv_attn_args *a) {
         int kn = kend - k0 < cs ? kend - k0 : cs;
         float *s = scores + (size_t)omp_get_thread_num() * sc;
         size_t pi = (size_t)g * nch + c;
-        /* the next item's keys (this thread's next under the static schedule) are
-         * prefetched during this one's P . V, so the memory stays busy through the softmax */
-        const char *pf = NULL;
-        size_t pfb = 0;
-        if (it + 1 < items && a->kv_stride == hd) {
-            int g1 = (it + 1) % KVH, c1 = (it + 1) / KVH, kn1 = kend - c1 * cs;
-            size_t off = (size_t)c1 * cs * hd + kv_head_off(a, g1), es = a->k16 ? 2 : 4;
-            pf = a->k16 ? (const char *)(a->k16 + off) : (const char *)(a->k + off);
-            pfb = (size_t)(kn1 < cs ? kn1 : cs) * hd * es;
-        }
+        size_t pfb;
+        const char *pf = att_dec_next_keys(a, it, items, kend, cs, &pfb);
         if (a->k16)
             a2_decode_chunk(a, g, k0, kn, s, part + pi * rep * 5, po + pi * rep * hd, 1, pf, pfb);
         else
