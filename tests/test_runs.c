@@ -746,6 +746,60 @@ START_TEST(test_calibration_flags_scaled_layer) {
 }
 END_TEST
 
+/* Runs are comparable across machines: the same prompt, seed and model give the same trace
+ * whatever the thread count (1, 2 or 3), every statistic bit for bit; only the trace id, the
+ * times and the output path differ. The model is wide enough (a 534-token prompt of a 256-wide
+ * Llama) that every parallel kernel splits its work: norms with hidden statistics, packed
+ * matmuls, the tiled prefill attention, and the split-key decode over 4 chunks of keys. */
+START_TEST(test_trace_same_for_any_thread_count) {
+    const char *tmp = tu_tmpdir("runs-threads");
+    char dir[600], out[3][600];
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    cv_synth_shape sh = {512, 256, 2, 4, 2, 512, 1024, 0, CV_DT_F32, 0.05f, 11, 1, 4000, 0, 0};
+    synth_llama_fixture_tok(dir, &sh);
+    char prompt[4000] = "";
+    for (int i = 0; i < 100; i++) strcat(prompt, i % 3 ? "the cat sat " : "on a mat ");
+    cJSON *doc[3];
+    const char *nthreads[3] = {"1", "2", "3"};
+    const char *old = getenv("OMP_NUM_THREADS");
+    char *saved = old ? strdup(old) : NULL;
+    for (int r = 0; r < 3; r++) {
+        snprintf(out[r], sizeof out[r], "%s/t%d.json", tmp, r);
+        const char *args[] = {"run", "--model", dir,    "--prompt",         prompt, "--seed",
+                              "9",   "--out",   out[r], "--max_new_tokens", "24",   NULL};
+        setenv("OMP_NUM_THREADS", nthreads[r], 1);
+        ck_assert_int_eq(run(args), 0);
+        char *t = slurp(out[r], NULL);
+        doc[r] = cJSON_Parse(t);
+        free(t);
+        ck_assert_ptr_nonnull(doc[r]);
+        /* what differs by design between two runs */
+        cJSON_DeleteItemFromObject(doc[r], "trace_id");
+        cJSON_DeleteItemFromObject(doc[r], "created_at_utc");
+        cJSON_DeleteItemFromObject(cJSON_GetObjectItem(doc[r], "summary"), "elapsed_ms");
+        cJSON *rc = cJSON_GetObjectItem(doc[r], "run_config");
+        cJSON_DeleteItemFromObject(cJSON_GetObjectItem(rc, "sink"), "target");
+    }
+    if (saved)
+        setenv("OMP_NUM_THREADS", saved, 1), free(saved);
+    else
+        unsetenv("OMP_NUM_THREADS");
+    const cJSON *tl = cJSON_GetObjectItem(doc[0], "timeline");
+    ck_assert_int_eq(cJSON_GetArraySize(tl), 24);
+    for (int r = 1; r < 3; r++) {
+        char *a = cJSON_PrintUnformatted(doc[0]), *b = cJSON_PrintUnformatted(doc[r]);
+        size_t i = 0;
+        while (a[i] && a[i] == b[i]) i++;
+        ck_assert_msg(cJSON_Compare(doc[0], doc[r], 1),
+                      "the trace with %s threads differs from 1 thread's at byte %zu: ...%.80s",
+                      nthreads[r], i, a + (i > 40 ? i - 40 : 0));
+        free(a), free(b);
+    }
+    for (int r = 0; r < 3; r++) cJSON_Delete(doc[r]);
+    tu_rmtree(tmp);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("runs");
     TCase *tc = tcase_create("runs");
@@ -759,6 +813,7 @@ int main(void) {
     tcase_add_test(tc, test_sigint_in_batch_keeps_index);
     tcase_add_test(tc, test_calibration_same_prompts_near_baseline);
     tcase_add_test(tc, test_calibration_flags_scaled_layer);
+    tcase_add_test(tc, test_trace_same_for_any_thread_count);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

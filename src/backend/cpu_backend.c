@@ -102,27 +102,33 @@ static void cpu_weight_free(cv_backend *b, cv_weight *w) {
 
 /* ---- hidden statistics helpers ------------------------------------------------------------ */
 
-/* Per-thread partial records for an op over rows of width C; NULL when not summarizing. */
-static double *hs_partials(cv_backend *b, double *hstats, int C, int *nparts) {
+/* Partial records of an op over T rows of width C, one per block of HS_BLOCK rows, merged in
+ * block order: the blocks do not depend on the thread count, so neither do the sums (per-thread
+ * records did: which rows a thread gets depends on how many threads there are). NULL when not
+ * summarizing. */
+#define HS_BLOCK 32
+static inline int hs_blocks(int T) {
+    return (T + HS_BLOCK - 1) / HS_BLOCK;
+}
+static double *hs_partials(cv_backend *b, double *hstats, int T, int C) {
     if (!hstats) return NULL;
-    int nt = omp_get_max_threads();
+    const int nb = hs_blocks(T);
     size_t rs = cv_hidden_record_size(C);
-    double *p = cv_cpu_scratch_dbl(b, (size_t)nt * rs);
+    double *p = cv_cpu_scratch_dbl(b, (size_t)nb * rs);
     if (!p) return NULL;
-    for (int i = 0; i < nt; i++) cv_hidden_record_reset(p + (size_t)i * rs, C);
-    *nparts = nt;
+    for (int i = 0; i < nb; i++) cv_hidden_record_reset(p + (size_t)i * rs, C);
     return p;
 }
 
-static void hs_merge(double *hstats, const double *parts, int nparts, int C) {
+static void hs_merge(double *hstats, const double *parts, int T, int C) {
     if (!hstats || !parts) return;
     size_t rs = cv_hidden_record_size(C);
-    for (int i = 0; i < nparts; i++) cv_hidden_record_merge(hstats, parts + (size_t)i * rs, C);
+    for (int i = 0; i < hs_blocks(T); i++)
+        cv_hidden_record_merge(hstats, parts + (size_t)i * rs, C);
 }
 
-#define HS_PART(parts, C)                                                                          \
-    ((parts) ? (parts) + (size_t)omp_get_thread_num() * cv_hidden_record_size(C) : NULL)
-#define PAR_IF(work) if ((work) > 16384)
+#define HS_PART(parts, blk, C) ((parts) ? (parts) + (size_t)(blk)*cv_hidden_record_size(C) : NULL)
+#define PAR_IF(work)           if ((work) > 16384)
 
 /* ---- ops -------------------------------------------------------------------------------- */
 
@@ -147,13 +153,11 @@ static void cpu_embedding(cv_backend *b, float *out, const int32_t *tokens, int 
 
 static void cpu_layernorm(cv_backend *b, float *out, const float *x, const float *w,
                           const float *bias, int T, int C, float eps, double *hstats) {
-    int np = 0;
-    double *parts = hs_partials(b, hstats, C, &np);
-#pragma omp parallel PAR_IF((size_t)T *C)
-    {
-        double *part = HS_PART(parts, C);
-#pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) {
+    double *parts = hs_partials(b, hstats, T, C);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)T *C)
+    for (int blk = 0; blk < hs_blocks(T); blk++) {
+        double *part = HS_PART(parts, blk, C);
+        for (int t = blk * HS_BLOCK; t < T && t < (blk + 1) * HS_BLOCK; t++) {
             const float *xr = x + (size_t)t * C;
             float *o = out + (size_t)t * C;
             double s = 0, ss = 0;
@@ -169,18 +173,16 @@ static void cpu_layernorm(cv_backend *b, float *out, const float *x, const float
             if (part) cv_hidden_record_add_rows(part, o, 1, C);
         }
     }
-    hs_merge(hstats, parts, np, C);
+    hs_merge(hstats, parts, T, C);
 }
 
 static void cpu_rmsnorm(cv_backend *b, float *out, const float *x, const float *w, int T, int C,
                         float eps, double *hstats) {
-    int np = 0;
-    double *parts = hs_partials(b, hstats, C, &np);
-#pragma omp parallel PAR_IF((size_t)T *C)
-    {
-        double *part = HS_PART(parts, C);
-#pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) {
+    double *parts = hs_partials(b, hstats, T, C);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)T *C)
+    for (int blk = 0; blk < hs_blocks(T); blk++) {
+        double *part = HS_PART(parts, blk, C);
+        for (int t = blk * HS_BLOCK; t < T && t < (blk + 1) * HS_BLOCK; t++) {
             const float *xr = x + (size_t)t * C;
             float *o = out + (size_t)t * C;
             double ss = 0;
@@ -190,25 +192,23 @@ static void cpu_rmsnorm(cv_backend *b, float *out, const float *x, const float *
             if (part) cv_hidden_record_add_rows(part, o, 1, C);
         }
     }
-    hs_merge(hstats, parts, np, C);
+    hs_merge(hstats, parts, T, C);
 }
 
 static void cpu_residual_add(cv_backend *b, float *x, const float *y, int T, int C,
                              double *hstats) {
-    int np = 0;
-    double *parts = hs_partials(b, hstats, C, &np);
-#pragma omp parallel PAR_IF((size_t)T *C)
-    {
-        double *part = HS_PART(parts, C);
-#pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) {
+    double *parts = hs_partials(b, hstats, T, C);
+#pragma omp parallel for schedule(static) PAR_IF((size_t)T *C)
+    for (int blk = 0; blk < hs_blocks(T); blk++) {
+        double *part = HS_PART(parts, blk, C);
+        for (int t = blk * HS_BLOCK; t < T && t < (blk + 1) * HS_BLOCK; t++) {
             float *xr = x + (size_t)t * C;
             const float *yr = y + (size_t)t * C;
             for (int c = 0; c < C; c++) xr[c] += yr[c];
             if (part) cv_hidden_record_add_rows(part, xr, 1, C);
         }
     }
-    hs_merge(hstats, parts, np, C);
+    hs_merge(hstats, parts, T, C);
 }
 
 /* GELU (tanh form): 0.5 x (1 + tanh(y)) = x sigmoid(2y), y = sqrt(2/pi) (x + 0.044715 x^3). The
