@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -240,6 +241,27 @@ static inline int bench_parse_ints(const char *s, int *out, int max) {
         s = c + 1;
     }
     return n;
+}
+
+/* A random-weight model written by the bench gets a tokenizer by links to the unpacked Llama 2
+ * one (build/tokenizers/llama2, made by make): any BPE tokenizer serves, since the benches feed
+ * token ids and only decode the generated ones (ids below 32,000). 0, or -1 with a message. */
+static inline int bench_link_tokenizer(const char *who, const char *model_dir) {
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 2; i++) {
+        char from[1100], to[1100];
+        snprintf(from, sizeof from, "build/tokenizers/llama2/%s", files[i]);
+        snprintf(to, sizeof to, "%s/%s", model_dir, files[i]);
+        char *abs = realpath(from, NULL);
+        unlink(to);
+        if (!abs || symlink(abs, to) != 0) {
+            fprintf(stderr, "%s: cannot link %s (run make first)\n", who, from);
+            free(abs);
+            return -1;
+        }
+        free(abs);
+    }
+    return 0;
 }
 
 static inline void bench_json(const char *name, const char *json_object) {

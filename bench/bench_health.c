@@ -91,21 +91,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_health: %s\n", err.msg);
             return 1;
         }
-        /* any BPE tokenizer serves: the bench feeds token ids */
-        char from[1100], to[1100];
-        const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
-        for (int i = 0; i < 2; i++) {
-            snprintf(from, sizeof from, "build/tokenizers/llama2/%s", files[i]);
-            snprintf(to, sizeof to, "%s/%s", dir, files[i]);
-            char *abs = realpath(from, NULL);
-            unlink(to);
-            if (!abs || symlink(abs, to) != 0) {
-                fprintf(stderr, "bench_health: cannot link %s (run make first)\n", from);
-                free(abs);
-                return 1;
-            }
-            free(abs);
-        }
+        if (bench_link_tokenizer("bench_health", dir) != 0) return 1;
     }
     cv_config cfg;
     if (cv_config_init(&cfg, &err) != CV_OK) return 1;

@@ -289,7 +289,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_longctx: %s\n", err.msg);
             return 1;
         }
-        printf("model: random-weight SmolLM2-135M shape at %s (no tokenizer needed)\n", dir);
+        if (bench_link_tokenizer("bench_longctx", dir) != 0) return 1;
+        printf("model: random-weight SmolLM2-135M shape at %s (Llama 2 tokenizer linked)\n", dir);
     } else {
         printf("model: %s\n", dir);
     }
