@@ -27,19 +27,51 @@
 #error "avx512emu.h is only for the CV_AVX512_EMU build (make test-avx512emu)"
 #endif
 
+/* the feature macros the build defined (make test-avx512emu AVX512EMU_ISA=...), put back after
+ * <immintrin.h> */
+#ifdef __AVX512F__
+#define CVEMU_HAS_F 1
 #undef __AVX512F__
+#endif
+#ifdef __AVX512BW__
+#define CVEMU_HAS_BW 1
 #undef __AVX512BW__
+#endif
+#ifdef __AVX512VL__
+#define CVEMU_HAS_VL 1
 #undef __AVX512VL__
+#endif
+#ifdef __AVX512DQ__
+#define CVEMU_HAS_DQ 1
 #undef __AVX512DQ__
+#endif
+#ifdef __AVX512BF16__
+#define CVEMU_HAS_BF16 1
 #undef __AVX512BF16__
+#endif
+#ifdef __AVX512VNNI__
+#define CVEMU_HAS_VNNI 1
 #undef __AVX512VNNI__
+#endif
 #include <immintrin.h>
-#define __AVX512F__    1
-#define __AVX512BW__   1
-#define __AVX512VL__   1
-#define __AVX512DQ__   1
+#ifdef CVEMU_HAS_F
+#define __AVX512F__ 1
+#endif
+#ifdef CVEMU_HAS_BW
+#define __AVX512BW__ 1
+#endif
+#ifdef CVEMU_HAS_VL
+#define __AVX512VL__ 1
+#endif
+#ifdef CVEMU_HAS_DQ
+#define __AVX512DQ__ 1
+#endif
+#ifdef CVEMU_HAS_BF16
 #define __AVX512BF16__ 1
+#endif
+#ifdef CVEMU_HAS_VNNI
 #define __AVX512VNNI__ 1
+#endif
 
 #include <stdint.h>
 
