@@ -159,13 +159,13 @@ test-asan:
 # The AVX-512 kernels on a CPU without AVX-512 (CI's machines have none): their branches built
 # with the intrinsics emulated in C and AVX2 (tests/avx512emu/avx512emu.h), and every suite run.
 # AVX512EMU_ISA: the subsets, as on Sapphire Rapids / Zen 4 (default), or AVX512EMU_ISA="F BW VL
-# DQ" as on Skylake-X (no BF16 prefill, int8 without VNNI).
+# DQ" as on Skylake-X (no BF16 prefill, int8 without VNNI). With SAN=1, under ASan + UBSan.
 AVX512EMU_ISA   ?= F BW VL DQ BF16 VNNI
 AVX512EMU_FLAGS := -mno-avx512f -DCV_AVX512_EMU $(foreach f,$(AVX512EMU_ISA),-D__AVX512$(f)__) \
                    -Itests/avx512emu -Wno-psabi
+AVX512EMU_BUILD := build-avx512emu$(if $(filter BF16,$(AVX512EMU_ISA)),,-skx)$(if $(filter 1,$(SAN)),-asan)
 test-avx512emu:
-	$(MAKE) NO_CUDA=1 BUILD=build-avx512emu$(if $(filter BF16,$(AVX512EMU_ISA)),,-skx) \
-	  EXTRA_CFLAGS="$(AVX512EMU_FLAGS)" test
+	$(MAKE) NO_CUDA=1 BUILD=$(AVX512EMU_BUILD) EXTRA_CFLAGS="$(AVX512EMU_FLAGS)" test
 
 test-cuda: $(BIN) $(CUDA_MODULE_INSTALL) $(CUDA_TEST_BINS)
 	@if [ -z "$(NVCC)" ]; then echo "test-cuda: nvcc not found"; exit 1; fi
@@ -226,6 +226,6 @@ ref:
 	sh tests/ref/run.sh
 
 clean:
-	rm -rf build build-asan build-avx512emu build-avx512emu-skx build-fuzz corevital libcorevital_cuda.so
+	rm -rf build build-asan build-avx512emu* build-fuzz corevital libcorevital_cuda.so
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
