@@ -446,24 +446,21 @@ CVEMU __mmask16 cvemu_mask_cmp_ps_mask(__mmask16 k, __m512 a, __m512 b, int imm)
 CVEMU __mmask16 cvemu_cmp_ps_mask(__m512 a, __m512 b, int imm) {
     return cvemu_mask_cmp_ps_mask((__mmask16)0xffff, a, b, imm);
 }
+/* signed 32-bit compares into a mask, lanes outside k clear */
+#define CVEMU_CMP_EPI32(name, rel)                                                                 \
+    CVEMU __mmask16 name(__mmask16 k, __m512i a, __m512i b) {                                      \
+        cvemu_v x = CVEMU_I(a), y = CVEMU_I(b);                                                    \
+        unsigned r = 0;                                                                            \
+        for (int l = 0; l < 16; l++)                                                               \
+            if (((k >> l) & 1) && x.s[l] rel y.s[l]) r |= 1u << l;                                 \
+        return (__mmask16)r;                                                                       \
+    }
 #undef _mm512_mask_cmpge_epi32_mask
 #define _mm512_mask_cmpge_epi32_mask cvemu_mask_cmpge_epi32_mask
-CVEMU __mmask16 cvemu_mask_cmpge_epi32_mask(__mmask16 k, __m512i a, __m512i b) {
-    cvemu_v x = CVEMU_I(a), y = CVEMU_I(b);
-    unsigned r = 0;
-    for (int l = 0; l < 16; l++)
-        if (((k >> l) & 1) && x.s[l] >= y.s[l]) r |= 1u << l;
-    return (__mmask16)r;
-}
+CVEMU_CMP_EPI32(cvemu_mask_cmpge_epi32_mask, >=)
 #undef _mm512_mask_cmplt_epi32_mask
 #define _mm512_mask_cmplt_epi32_mask cvemu_mask_cmplt_epi32_mask
-CVEMU __mmask16 cvemu_mask_cmplt_epi32_mask(__mmask16 k, __m512i a, __m512i b) {
-    cvemu_v x = CVEMU_I(a), y = CVEMU_I(b);
-    unsigned r = 0;
-    for (int l = 0; l < 16; l++)
-        if (((k >> l) & 1) && x.s[l] < y.s[l]) r |= 1u << l;
-    return (__mmask16)r;
-}
+CVEMU_CMP_EPI32(cvemu_mask_cmplt_epi32_mask, <)
 
 /* ---- horizontal reductions, in the order of GCC's avx512fintrin.h -------------------------- */
 #undef _mm512_reduce_add_ps
@@ -657,35 +654,25 @@ CVEMU __m512 cvemu_permutex2var_ps(__m512 a, __m512i idx, __m512 b) {
     for (int l = 0; l < 16; l++) r.f[l] = (ix.u[l] & 16) ? y.f[ix.u[l] & 15] : x.f[ix.u[l] & 15];
     return r.v;
 }
-/* unpacks interleave within each 128-bit block */
+/* unpacks interleave within each 128-bit block: the SSE2 unpack on each of the four */
+#define CVEMU_BLOCKWISE(name, op)                                                                  \
+    CVEMU __m512i name(__m512i a, __m512i b) {                                                     \
+        cvemu_v x = CVEMU_I(a), y = CVEMU_I(b), r;                                                 \
+        for (int k = 0; k < 4; k++) r.i4[k] = op(x.i4[k], y.i4[k]);                                \
+        return r.i;                                                                                \
+    }
 #undef _mm512_unpacklo_epi32
 #define _mm512_unpacklo_epi32 cvemu_unpacklo_epi32
-CVEMU __m512i cvemu_unpacklo_epi32(__m512i a, __m512i b) {
-    cvemu_v x = CVEMU_I(a), y = CVEMU_I(b), r;
-    for (int k = 0; k < 4; k++) r.i4[k] = _mm_unpacklo_epi32(x.i4[k], y.i4[k]);
-    return r.i;
-}
+CVEMU_BLOCKWISE(cvemu_unpacklo_epi32, _mm_unpacklo_epi32)
 #undef _mm512_unpackhi_epi32
 #define _mm512_unpackhi_epi32 cvemu_unpackhi_epi32
-CVEMU __m512i cvemu_unpackhi_epi32(__m512i a, __m512i b) {
-    cvemu_v x = CVEMU_I(a), y = CVEMU_I(b), r;
-    for (int k = 0; k < 4; k++) r.i4[k] = _mm_unpackhi_epi32(x.i4[k], y.i4[k]);
-    return r.i;
-}
+CVEMU_BLOCKWISE(cvemu_unpackhi_epi32, _mm_unpackhi_epi32)
 #undef _mm512_unpacklo_epi64
 #define _mm512_unpacklo_epi64 cvemu_unpacklo_epi64
-CVEMU __m512i cvemu_unpacklo_epi64(__m512i a, __m512i b) {
-    cvemu_v x = CVEMU_I(a), y = CVEMU_I(b), r;
-    for (int k = 0; k < 4; k++) r.i4[k] = _mm_unpacklo_epi64(x.i4[k], y.i4[k]);
-    return r.i;
-}
+CVEMU_BLOCKWISE(cvemu_unpacklo_epi64, _mm_unpacklo_epi64)
 #undef _mm512_unpackhi_epi64
 #define _mm512_unpackhi_epi64 cvemu_unpackhi_epi64
-CVEMU __m512i cvemu_unpackhi_epi64(__m512i a, __m512i b) {
-    cvemu_v x = CVEMU_I(a), y = CVEMU_I(b), r;
-    for (int k = 0; k < 4; k++) r.i4[k] = _mm_unpackhi_epi64(x.i4[k], y.i4[k]);
-    return r.i;
-}
+CVEMU_BLOCKWISE(cvemu_unpackhi_epi64, _mm_unpackhi_epi64)
 
 /* ---- dot-product instructions ------------------------------------------------------------ */
 /* vpdpbusd (VNNI): per 32-bit lane, src + the four products of unsigned bytes of a and signed
