@@ -773,6 +773,89 @@ START_TEST(test_exp256_vs_double) {
 END_TEST
 #endif
 
+#ifdef CV_CPU_AVX512
+/* The AVX-512 intrinsics the kernels rely on, against answers worked out by hand from Intel's
+ * SDM: rounding ties, NaN and denormal handling, the signedness of the VNNI product, the lane
+ * selections of the shuffles, and masked loads that read only their lanes (a 3-float buffer;
+ * ASan would report more). On an AVX-512 CPU this checks the hardware; in make test-avx512emu
+ * the emulation (tests/avx512emu/avx512emu.h) against the same answers. */
+static uint32_t u32_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+START_TEST(test_avx512_known_answers) {
+    float a16[16], b16[16], o[16];
+    for (int l = 0; l < 16; l++) a16[l] = (float)l, b16[l] = 100.0f + (float)l;
+#ifdef __AVX512BF16__
+    /* bf16: ties to even (1 + 2^-8 -> 1.0, 1 + 3 * 2^-8 -> 1 + 2^-6), a signalling NaN quieted,
+     * denormals to signed zero; the second operand gives the low half */
+    float cv[16] = {1.0f, 1.00390625f, 1.01171875f, 0, 1e-40f, -1e-40f};
+    uint32_t snan = 0x7fa00000u;
+    memcpy(&cv[3], &snan, 4);
+    uint16_t h[32];
+    __m512i pb = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a16), _mm512_loadu_ps(cv));
+    _mm512_storeu_si512(h, pb);
+    ck_assert_uint_eq(h[0], 0x3f80);
+    ck_assert_uint_eq(h[1], 0x3f80);
+    ck_assert_uint_eq(h[2], 0x3f82);
+    ck_assert_uint_eq(h[3], 0x7fe0);
+    ck_assert_uint_eq(h[4], 0x0000);
+    ck_assert_uint_eq(h[5], 0x8000);
+    ck_assert_uint_eq(h[16 + 3], 0x4040); /* 3.0 from the first operand, in the high half */
+    /* vdpbf16ps: 2 * 3 + 0.5 * 4 added to 1 */
+    uint32_t pa = 0x40003f00u, pw = 0x40404080u; /* (0.5, 2) and (4, 3) as (even, odd) pairs */
+    float d[16];
+    _mm512_storeu_ps(d, _mm512_dpbf16_ps(_mm512_set1_ps(1.0f), (__m512bh)_mm512_set1_epi32((int)pa),
+                                         (__m512bh)_mm512_set1_epi32((int)pw)));
+    ck_assert(d[0] == 9.0f && d[15] == 9.0f);
+#endif
+#ifdef __AVX512VNNI__
+    /* vpdpbusd: unsigned bytes of a times signed bytes of b: 4 * (255 * -1) + 5 */
+    int32_t r32[16];
+    _mm512_storeu_si512(r32, _mm512_dpbusd_epi32(_mm512_set1_epi32(5), _mm512_set1_epi32(-1),
+                                                 _mm512_set1_epi32(-1)));
+    ck_assert_int_eq(r32[0], -1015);
+#endif
+    /* vrndscaleps to nearest even; -0.4 rounds to -0 */
+    float rv[16] = {2.5f, 3.5f, -2.5f, -0.4f, INFINITY}, ro[16];
+    _mm512_storeu_ps(ro, _mm512_roundscale_ps(_mm512_loadu_ps(rv),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    ck_assert(ro[0] == 2.0f && ro[1] == 4.0f && ro[2] == -2.0f && isinf(ro[4]));
+    ck_assert_uint_eq(u32_of(ro[3]), 0x80000000u);
+    /* vscalefps: a * 2^floor(b), infinities as the SDM says */
+    float sa[16] = {3.0f, 1.0f, 1.0f, 0.0f}, sb[16] = {2.7f, -INFINITY, INFINITY, INFINITY}, so[16];
+    _mm512_storeu_ps(so, _mm512_scalef_ps(_mm512_loadu_ps(sa), _mm512_loadu_ps(sb)));
+    ck_assert(so[0] == 12.0f && so[1] == 0.0f && isinf(so[2]) && isnan(so[3]));
+    /* lane selections */
+    _mm512_storeu_ps(o, _mm512_shuffle_f32x4(_mm512_loadu_ps(a16), _mm512_loadu_ps(b16), 0x4e));
+    ck_assert(o[0] == 8.0f && o[4] == 12.0f && o[8] == 100.0f && o[12] == 104.0f);
+    _mm512_storeu_ps(o, _mm512_shuffle_ps(_mm512_loadu_ps(a16), _mm512_loadu_ps(b16), 0x1b));
+    ck_assert(o[0] == 3.0f && o[1] == 2.0f && o[2] == 101.0f && o[3] == 100.0f && o[4] == 7.0f);
+    _mm512_storeu_ps(o, _mm512_permutex2var_ps(_mm512_loadu_ps(a16),
+                                               _mm512_setr_epi32(17, 3, 31, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                 0, 0, 0, 0, 32 + 5),
+                                               _mm512_loadu_ps(b16)));
+    ck_assert(o[0] == 101.0f && o[1] == 3.0f && o[2] == 115.0f && o[15] == 5.0f);
+    _mm512_storeu_ps(o, _mm512_permutexvar_ps(_mm512_set1_epi32(16 + 7), _mm512_loadu_ps(a16)));
+    ck_assert(o[0] == 7.0f);
+    /* compares: NLE_UQ is true on NaN, EQ_OQ false; lanes outside the mask clear */
+    __m512 nan = _mm512_set1_ps(NAN), one = _mm512_set1_ps(1.0f);
+    ck_assert_uint_eq(_mm512_cmp_ps_mask(nan, one, _CMP_NLE_UQ), 0xffff);
+    ck_assert_uint_eq(_mm512_cmp_ps_mask(nan, nan, _CMP_EQ_OQ), 0);
+    ck_assert_uint_eq(_mm512_mask_cmp_ps_mask(0x00f0, nan, one, _CMP_UNORD_Q), 0x00f0);
+    ck_assert(_mm512_reduce_add_ps(_mm512_loadu_ps(a16)) == 120.0f);
+    ck_assert(_mm512_reduce_max_ps(_mm512_loadu_ps(b16)) == 115.0f);
+    /* a masked load of 3 floats reads 3 floats */
+    float *three = malloc(3 * sizeof(float));
+    three[0] = 1, three[1] = 2, three[2] = 3;
+    _mm512_storeu_ps(o, _mm512_maskz_loadu_ps(0x7, three));
+    ck_assert(o[0] == 1.0f && o[2] == 3.0f && o[3] == 0.0f && o[15] == 0.0f);
+    free(three);
+}
+END_TEST
+#endif
+
 START_TEST(test_activations_vs_double) {
     cv_backend *be = cv_backend_cpu_create();
     unsigned seed = 17;
@@ -974,6 +1057,9 @@ int main(void) {
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_loop_test(tc, test_attention_long_vs_naive, 0, 4);
     tcase_add_test(tc, test_attention_decode_threads);
+#ifdef CV_CPU_AVX512
+    tcase_add_test(tc, test_avx512_known_answers);
+#endif
     tcase_add_test(tc, test_rope_closed_form);
     tcase_add_test(tc, test_logprob_accum_vs_rows);
     tcase_add_test(tc, test_head_logprob_vs_rows);

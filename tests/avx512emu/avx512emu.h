@@ -205,6 +205,11 @@ CVEMU void cvemu_store_pd(void *p, __m512d a) {
     cvemu_check64(p);
     __builtin_memcpy(p, &a, 64);
 }
+#undef _mm512_storeu_si512
+#define _mm512_storeu_si512 cvemu_storeu_si512
+CVEMU void cvemu_storeu_si512(void *p, __m512i a) {
+    __builtin_memcpy(p, &a, 64);
+}
 #undef _mm512_store_si512
 #define _mm512_store_si512 cvemu_store_si512
 CVEMU void cvemu_store_si512(void *p, __m512i a) {
