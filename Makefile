@@ -163,7 +163,8 @@ test-asan:
 AVX512EMU_ISA   ?= F BW VL DQ BF16 VNNI
 AVX512EMU_FLAGS := -mno-avx512f -DCV_AVX512_EMU $(foreach f,$(AVX512EMU_ISA),-D__AVX512$(f)__) \
                    -Itests/avx512emu -Wno-psabi
-AVX512EMU_BUILD := build-avx512emu$(if $(filter BF16,$(AVX512EMU_ISA)),,-skx)$(if $(filter 1,$(SAN)),-asan)
+# one build folder per subset list (and sanitizer), e.g. build-avx512emu-F-BW-VL-DQ-asan
+AVX512EMU_BUILD := build-avx512emu-$(subst $() ,-,$(strip $(AVX512EMU_ISA)))$(if $(filter 1,$(SAN)),-asan)
 test-avx512emu:
 	$(MAKE) NO_CUDA=1 BUILD=$(AVX512EMU_BUILD) EXTRA_CFLAGS="$(AVX512EMU_FLAGS)" test
 

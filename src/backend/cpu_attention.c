@@ -142,8 +142,10 @@ static const char *att_dec_next_keys(const cv_attn_args *a, int it, int items, i
 }
 
 /* A decode chunk's V rows from element kbase when they are contiguous (the CPU's head-major
- * cache), else NULL: the kernels prefetch them while the chunk's Q.K^T runs. */
-static const char *att_dec_vrows(const cv_attn_args *a, size_t kbase, int bf) {
+ * cache), else NULL, and in *row the bytes of one row: the kernels prefetch them while the
+ * chunk's Q.K^T runs. */
+static const char *att_dec_vrows(const cv_attn_args *a, size_t kbase, int bf, size_t *row) {
+    *row = (size_t)a->head_dim * (bf ? sizeof(uint16_t) : sizeof(float));
     if (a->kv_stride != a->head_dim) return NULL;
     return bf ? (const char *)(a->v16 + kbase) : (const char *)(a->v + kbase);
 }
@@ -639,8 +641,8 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
     const __mmask16 tail = lanes_below(hd - (nv - 1) * 16);
     const __m512 scale = _mm512_set1_ps(a->scale);
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g); /* element offsets */
-    const size_t vrow = (size_t)hd * (bf ? sizeof(uint16_t) : sizeof(float));
-    const char *vp = att_dec_vrows(a, kbase, bf);
+    size_t vrow;
+    const char *vp = att_dec_vrows(a, kbase, bf, &vrow);
     for (int hi = 0; hi < rep; hi++) {
         const float *q = a->q + (size_t)(g * rep + hi) * hd;
         __m512 qv[8];
@@ -1185,8 +1187,8 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
                             float *po, int bf, const char *pf, size_t pfb) {
     const int hd = a->head_dim, rep = a->n_heads / a->n_kv_heads;
     const size_t kbase = (size_t)k0 * a->kv_stride + kv_head_off(a, g);
-    const size_t vrow = (size_t)hd * (bf ? sizeof(uint16_t) : sizeof(float));
-    const char *vp = att_dec_vrows(a, kbase, bf);
+    size_t vrow;
+    const char *vp = att_dec_vrows(a, kbase, bf, &vrow);
     for (int h0 = 0; h0 < rep; h0 += A2_DG) { /* scores, the group's heads A2_DG at a time */
         const float *q = a->q + (size_t)(g * rep + h0) * hd;
         float *sh = s + (size_t)h0 * A2_DCHUNK;
