@@ -339,6 +339,51 @@ typedef struct {
     cJSON *timeline, *generated;
 } run_out;
 
+/* A greedy configuration of G tokens on the CPU, one thread. */
+static void greedy_config(cv_config *c, const char *model, int G, int health) {
+    cv_error e;
+    char g[16];
+    snprintf(g, sizeof g, "%d", G);
+    ck_assert_int_eq(cv_config_init(c, &e), CV_OK);
+    ck_assert_int_eq(cv_config_set(c, "model.hf_id", model, &e), CV_OK);
+    ck_assert_int_eq(cv_config_set(c, "device.requested", "cpu", &e), CV_OK);
+    ck_assert_int_eq(cv_config_set(c, "generation.max_new_tokens", g, &e), CV_OK);
+    ck_assert_int_eq(cv_config_set(c, "generation.temperature", "0", &e), CV_OK);
+    if (!health) ck_assert_int_eq(cv_config_set(c, "health.enabled", "false", &e), CV_OK);
+    ck_assert_int_eq(cv_config_validate(c, &e), CV_OK);
+    c->threads = 1;
+}
+
+/* One generation of `prompt` in session s: its tokens and, instrumented, its timeline. */
+static void gen_in(cv_session *s, cv_config *c, const char *prompt, int instrumented,
+                   run_out *out) {
+    cv_error e;
+    int32_t *pids = NULL;
+    ck_assert_int_eq(cv_session_tokenize(s, prompt, &pids, &out->P, &e), CV_OK);
+    cv_report rep;
+    ck_assert_int_eq(cv_report_init(&rep, &e), CV_OK);
+    ck_assert_int_eq(cv_session_fill_report(s, c, prompt, pids, out->P, &rep, &e), CV_OK);
+    cv_status st = cv_session_generate(s, c, pids, out->P, instrumented, instrumented ? &rep : NULL,
+                                       &out->ids, &out->n, NULL, NULL, &e);
+    ck_assert_msg(st == CV_OK, "%s", e.msg);
+    ck_assert_ptr_null(s->m->step); /* the loop's step words are gone with the loop */
+    free(pids);
+    out->timeline = out->generated = NULL;
+    if (instrumented) {
+        char *json = NULL;
+        size_t len = 0;
+        ck_assert_int_eq(cv_report_fill_run_config(&rep, c, &e), CV_OK);
+        ck_assert_int_eq(cv_report_to_json(&rep, 0, &json, &len, &e), CV_OK);
+        cJSON *doc = cJSON_Parse(json);
+        ck_assert_ptr_nonnull(doc);
+        out->timeline = cJSON_DetachItemFromObject(doc, "timeline");
+        out->generated = cJSON_DetachItemFromObject(doc, "generated");
+        cJSON_Delete(doc);
+        free(json);
+    }
+    cv_report_free(&rep);
+}
+
 /* Greedy run of G tokens on the CPU through the spy (or, with rec, the recording backend);
  * on_device sets CV_STEP_ON_DEVICE. */
 static void gen_with(const char *model, int G, int instrumented, int health, int on_device,
@@ -347,16 +392,7 @@ static void gen_with(const char *model, int G, int instrumented, int health, int
     cv_config c;
     cv_session *s;
     cv_error e;
-    char g[16];
-    snprintf(g, sizeof g, "%d", G);
-    ck_assert_int_eq(cv_config_init(&c, &e), CV_OK);
-    ck_assert_int_eq(cv_config_set(&c, "model.hf_id", model, &e), CV_OK);
-    ck_assert_int_eq(cv_config_set(&c, "device.requested", "cpu", &e), CV_OK);
-    ck_assert_int_eq(cv_config_set(&c, "generation.max_new_tokens", g, &e), CV_OK);
-    ck_assert_int_eq(cv_config_set(&c, "generation.temperature", "0", &e), CV_OK);
-    if (!health) ck_assert_int_eq(cv_config_set(&c, "health.enabled", "false", &e), CV_OK);
-    ck_assert_int_eq(cv_config_validate(&c, &e), CV_OK);
-    c.threads = 1;
+    greedy_config(&c, model, G, health);
     ck_assert_msg(cv_session_open(&c, &s, NULL, &e) == CV_OK, "%s", e.msg);
     cv_backend *cpu = s->be, *use;
     if (rec) {
@@ -371,32 +407,7 @@ static void gen_with(const char *model, int G, int instrumented, int health, int
     }
     s->be = use;
     s->m->be = use; /* the forward's ops go through the same table */
-    const char *prompt = "The quick brown fox";
-    int32_t *pids = NULL;
-    ck_assert_int_eq(cv_session_tokenize(s, prompt, &pids, &out->P, &e), CV_OK);
-    cv_report rep;
-    ck_assert_int_eq(cv_report_init(&rep, &e), CV_OK);
-    ck_assert_int_eq(cv_session_fill_report(s, &c, prompt, pids, out->P, &rep, &e), CV_OK);
-    cv_status st =
-        cv_session_generate(s, &c, pids, out->P, instrumented, instrumented ? &rep : NULL,
-                            &out->ids, &out->n, NULL, NULL, &e);
-    ck_assert_msg(st == CV_OK, "%s", e.msg);
-    ck_assert_ptr_null(s->m->step); /* the loop's step words are gone with the loop */
-    free(pids);
-    out->timeline = out->generated = NULL;
-    if (instrumented) {
-        char *json = NULL;
-        size_t len = 0;
-        ck_assert_int_eq(cv_report_fill_run_config(&rep, &c, &e), CV_OK);
-        ck_assert_int_eq(cv_report_to_json(&rep, 0, &json, &len, &e), CV_OK);
-        cJSON *doc = cJSON_Parse(json);
-        ck_assert_ptr_nonnull(doc);
-        out->timeline = cJSON_DetachItemFromObject(doc, "timeline");
-        out->generated = cJSON_DetachItemFromObject(doc, "generated");
-        cJSON_Delete(doc);
-        free(json);
-    }
-    cv_report_free(&rep);
+    gen_in(s, &c, "The quick brown fox", instrumented, out);
     s->be = cpu;
     s->m->be = cpu;
     cv_session_close(s);
@@ -563,6 +574,106 @@ START_TEST(test_forward_device_token_needs_step) {
 }
 END_TEST
 
+/* ---- buffers kept across the generations of a session ---------------------------------
+ *
+ * A session reserves its activations and KV cache once and reuses them for every later prompt
+ * that fits (generate.c), growing them for one that does not. A kernel that read a cache row
+ * past the keys of its own generation, or a buffer assumed zero from its allocation, would then
+ * see the previous prompt's values. This wrapper tracks the backend allocations made after the
+ * model loaded (activations, caches, the loop's buffers) and fills every live one with NaN
+ * (all bits set, in fp32 and in bf16) between two generations: each must still give a fresh
+ * session's tokens and timeline, bit for bit. */
+#define MAX_TRACKED 256
+typedef struct {
+    cv_backend b;
+    cv_backend *inner;
+    int n;
+    void *p[MAX_TRACKED];
+    size_t bytes[MAX_TRACKED];
+} poison_backend;
+
+static void *poison_alloc(cv_backend *b, size_t bytes) {
+    poison_backend *pb = (poison_backend *)b;
+    void *p = pb->inner->alloc(pb->inner, bytes);
+    if (p) {
+        ck_assert_int_lt(pb->n, MAX_TRACKED);
+        pb->p[pb->n] = p, pb->bytes[pb->n++] = bytes;
+    }
+    return p;
+}
+static void poison_free(cv_backend *b, void *p) {
+    poison_backend *pb = (poison_backend *)b;
+    for (int i = 0; i < pb->n; i++)
+        if (pb->p[i] == p) {
+            pb->n--;
+            pb->p[i] = pb->p[pb->n], pb->bytes[i] = pb->bytes[pb->n];
+            break;
+        }
+    pb->inner->free(pb->inner, p);
+}
+static void poison_all(const poison_backend *pb) {
+    for (int i = 0; i < pb->n; i++) memset(pb->p[i], 0xff, pb->bytes[i]);
+}
+
+static void same_run(const run_out *a, const run_out *b, const char *what) {
+    ck_assert_int_eq((int)a->P, (int)b->P);
+    ck_assert_int_eq((int)a->n, (int)b->n);
+    for (size_t i = 0; i < a->n; i++) ck_assert_int_eq(a->ids[i], b->ids[i]);
+    ck_assert_msg(cJSON_Compare(a->timeline, b->timeline, 1), "%s: the timeline differs", what);
+    ck_assert_msg(cJSON_Compare(a->generated, b->generated, 1), "%s: generated differs", what);
+}
+
+static void reuse_case(const char *model) {
+    const int G = 8;
+    char lng[400] = "", longer[600] = "";
+    for (int i = 0; i < 2; i++) strcat(lng, "The quick brown fox jumps over the lazy dog. ");
+    for (int i = 0; i < 3; i++) strcat(longer, "A cat sat on a mat and looked at the sky. ");
+    const char *prompts[3] = {lng, "Hi", longer}; /* the second fits, the third grows */
+    run_out fresh[3], kept;
+    cv_config c;
+    cv_session *s;
+    cv_error e;
+    greedy_config(&c, model, G, 1);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(cv_session_open(&c, &s, NULL, &e) == CV_OK, "%s", e.msg);
+        gen_in(s, &c, prompts[i], 1, &fresh[i]);
+        cv_session_close(s);
+    }
+    ck_assert_int_lt((int)fresh[1].P, (int)fresh[0].P);
+    ck_assert_int_gt((int)fresh[2].P, (int)fresh[0].P);
+    ck_assert_msg(cv_session_open(&c, &s, NULL, &e) == CV_OK, "%s", e.msg);
+    poison_backend pb = {.b = *s->be, .inner = s->be};
+    pb.b.alloc = poison_alloc, pb.b.free = poison_free;
+    s->be = s->m->be = &pb.b;
+    int seq2seq = s->m->ops->encode != NULL;
+    for (int i = 0; i < 3; i++) {
+        if (i) { /* the first generation's reservation is live and tracked */
+            ck_assert_int_ge(pb.n, 8);
+            poison_all(&pb);
+        }
+        gen_in(s, &c, prompts[i], 1, &kept);
+        char what[128];
+        snprintf(what, sizeof what, "%s, prompt %d of one session", model, i);
+        same_run(&kept, &fresh[i], what);
+        /* the capacities are the largest asked for so far: the short prompt reserved nothing */
+        int big = i == 2 ? 2 : 0;
+        ck_assert_int_eq(s->m->max_T, (int)fresh[big].P);
+        ck_assert_int_eq(s->m->n_ctx, seq2seq ? G : (int)fresh[big].P + G);
+        free_out(&kept);
+    }
+    s->be = s->m->be = pb.inner;
+    cv_session_close(s);
+    for (int i = 0; i < 3; i++) free_out(&fresh[i]);
+    cv_config_free(&c);
+}
+
+START_TEST(test_session_reuses_buffers) {
+    reuse_case("tests/fixtures/gpt2-tiny");
+    reuse_case("tests/fixtures/llama-tiny");
+    reuse_case("tests/fixtures/t5-tiny");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("step");
     TCase *tc = tcase_create("device_step");
@@ -573,6 +684,7 @@ int main(void) {
     tcase_add_test(tc, test_forward_device_token_needs_step);
     tcase_add_test(tc, test_gpt2_graph_replay_same_trace);
     tcase_add_test(tc, test_llama_graph_replay_same_trace);
+    tcase_add_test(tc, test_session_reuses_buffers);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
