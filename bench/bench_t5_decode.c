@@ -13,7 +13,8 @@
  * runtime without a KV cache (the Python reference recomputes the decoder at every step) pays at
  * step N alone. The cached per-token cost stays flat; the recompute cost grows with N. Every
  * figure is a median over REPS repetitions (a busy machine inflates single steps); results are
- * also appended to runs/bench_t5_decode.jsonl. */
+ * also appended to runs/bench_t5_decode.jsonl. Then the encoder alone over long prompts
+ * (BENCH_T5_ENC tokens, default 512,2048,4096): its time and the process's peak RSS. */
 #include "bench_common.h"
 #include "corevital/model.h"
 #include "corevital/synth.h"
@@ -62,6 +63,55 @@ static int decode(cv_model *m, int n, double *ms) {
         ms[i] = bench_now_ms() - t0;
     }
     return 0;
+}
+
+/* The encoder over long prompts (BENCH_T5_ENC, default 512,2048,4096 tokens): the median of 3
+ * encode() calls and the peak RSS from the reservation at that length on. The position bias is
+ * held as one diagonal per head, 2P - 1 floats (backend.h); a dense (H, P, P) bias, the form
+ * before, was 6 x 4096^2 x 4 bytes = 384 MiB at 4,096 tokens of this shape. */
+static int encoder_lengths(cv_model *m) {
+    const char *env = getenv("BENCH_T5_ENC");
+    int lens[8], n = bench_parse_ints(env && *env ? env : "512,2048,4096", lens, 8);
+    cv_error err = {0};
+    printf("\nencoder over long prompts (peak RSS from the reservation at that length on)\n");
+    printf("%8s %12s %10s %14s\n", "tokens P", "encode ms", "tok/s", "peak RSS MiB");
+    int32_t *prompt = NULL;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int P = lens[i];
+        unsigned seed = 5;
+        int32_t *np = realloc(prompt, sizeof(int32_t) * (size_t)P);
+        if (!np) return -1;
+        prompt = np;
+        for (int t = 0; t < P; t++) prompt[t] = 3 + (int32_t)((frand(&seed) + 1.0f) * 15000.0f);
+        prompt[P - 1] = 1; /* </s> */
+        bench_reset_peak_rss();
+        if (m->ops->reserve(m, P, 16, 1, &err) != CV_OK) {
+            fprintf(stderr, "bench_t5_decode: reserve %d: %s\n", P, err.msg);
+            rc = -1;
+            break;
+        }
+        double t[3];
+        for (int r = 0; rc == 0 && r < 3; r++) {
+            double t0 = bench_now_ms();
+            if (m->ops->encode(m, prompt, P, NULL, NULL, NULL, &err) != CV_OK) {
+                fprintf(stderr, "bench_t5_decode: encode %d: %s\n", P, err.msg);
+                rc = -1;
+            }
+            t[r] = bench_now_ms() - t0;
+        }
+        if (rc) break;
+        double ms = bench_median(t, 3), rss = bench_peak_rss_mib();
+        printf("%8d %12.1f %10.1f %14.1f\n", P, ms, P / ms * 1e3, rss);
+        char json[256];
+        snprintf(json, sizeof json,
+                 "{\"bench\":\"t5_encode\",\"threads\":%d,\"tokens\":%d,\"encode_ms\":%.3f,"
+                 "\"peak_rss_mib\":%.1f}",
+                 omp_get_max_threads(), P, ms, rss);
+        bench_json("t5_decode", json);
+    }
+    free(prompt);
+    return rc;
 }
 
 int main(void) {
@@ -152,6 +202,7 @@ int main(void) {
             omp_get_max_threads(), n, all / n, last, recompute, t_enc);
         bench_json("t5_decode", json);
     }
+    if (rc == 0 && encoder_lengths(m)) rc = -1;
     free(ms);
     cv_model_free(m);
     be->destroy(be);

@@ -34,6 +34,12 @@ __device__ __forceinline__ void att_at_step(cv_attn_args &a) {
     a.n_keys = a.q_pos0 + a.T;
 }
 
+/* query row t's position bias under head h: one diagonal per head, (H, T + n_keys - 1), as the
+ * CPU's cv_attn_bias_row (backend.h) */
+__device__ static inline const float *att_bias_row(const cv_attn_args &a, int h, int t) {
+    return a.bias + (size_t)h * (size_t)(a.T + a.n_keys - 1) + (size_t)(a.T - 1 - t);
+}
+
 __global__ void __launch_bounds__(ATT_THREADS)
     attention_kernel(cv_attn_args a, float *gscores, int use_smem, double *rowz) {
     extern __shared__ float sm[];
@@ -56,7 +62,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         q[i] = a.q[(size_t)t * a.q_stride + (size_t)h * hd + i];
     __syncthreads();
 
-    const float *brow = a.bias ? a.bias + ((size_t)h * T + t) * NK : NULL;
+    const float *brow = a.bias ? att_bias_row(a, h, t) : NULL;
     float m = -FLT_MAX;
     for (int k = warp; k < kend; k += nw) {
         const float *kv = a.k + (size_t)k * a.kv_stride + (size_t)g * hd;
@@ -241,7 +247,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
             if (j < nh) { /* nh is uniform over the block: the whole warp shuffles */
                 const float s = cv_warp_sum_f(d[j]);
                 if (lane == 0) {
-                    const float bv = a.bias ? a.bias[(size_t)(h0 + j) * a.n_keys + k0 + kk] : 0.0f;
+                    const float bv = a.bias ? att_bias_row(a, h0 + j, 0)[k0 + kk] : 0.0f;
                     sc[(size_t)j * chunk + kk] = s * a.scale + bv;
                 }
             }
@@ -409,7 +415,7 @@ template <int NJ>
 __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kernel(cv_attn_args a, double *rowz) {
     extern __shared__ float sm[];
     att_at_step(a);
-    const int hd = a.head_dim, T = a.T, NK = a.n_keys, ld = hd + 1;
+    const int hd = a.head_dim, T = a.T, ld = hd + 1;
     const int qt = (int)gridDim.x - 1 - (int)blockIdx.x, h = blockIdx.y;
     const int g = h / (a.n_heads / a.n_kv_heads), t0 = qt * PF_BQ;
     const int tid = threadIdx.x, r = tid >> 3, sub = tid & 7;
@@ -423,7 +429,7 @@ __global__ void __launch_bounds__(PF_THREADS) attn_prefill_kernel(cv_attn_args a
     const int tl = min(t0 + PF_BQ, T) - 1;
     const int kmax = att_visible(a, tl);
     const int lim_row = live ? att_visible(a, t) : 0;
-    const float *brow = a.bias && live ? a.bias + ((size_t)h * T + t) * NK : NULL;
+    const float *brow = a.bias && live ? att_bias_row(a, h, t) : NULL;
     float m = -FLT_MAX;
     double z = 0.0, tt = 0.0, bm = 0.0, om = 0.0;
     float o[NJ];

@@ -266,16 +266,15 @@ void cv_cuda_free_buckets(cv_cuda_ctx *c) {
     c->n_buckets = 0;
 }
 
-/* out (H, T, K)[h][t][k] = table[bucket(k - (q_pos0 + t))][h] */
+/* out (H, D = T + K - 1)[h][d] = table[bucket(d - (T - 1) - q_pos0)][h]: one diagonal per head,
+ * the bias of query t and key k at d = k - t + T - 1 (backend.h) */
 __global__ void t5_bias_kernel(float *out, const float *table, const int32_t *buckets, int range,
                                int H, int T, int K, int q_pos0) {
-    const size_t total = (size_t)H * T * K;
+    const size_t D = (size_t)T + (size_t)K - 1, total = (size_t)H * D;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        int k = (int)(i % K);
-        int t = (int)((i / K) % T);
-        int h = (int)(i / ((size_t)K * T));
-        int bk = buckets[k - (q_pos0 + t) + range];
+        int d = (int)(i % D), h = (int)(i / D);
+        int bk = buckets[d - (T - 1) - q_pos0 + range];
         out[i] = table[(size_t)bk * H + h];
     }
 }
@@ -283,8 +282,8 @@ __global__ void t5_bias_kernel(float *out, const float *table, const int32_t *bu
 void cv_cuda_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
                               int q_pos0, int bidirectional, int num_buckets, int max_distance) {
     cv_cuda_ctx *c = cv_cuda_ctx_of(b);
-    size_t total = (size_t)H * (size_t)T * (size_t)K;
-    if (!total) return;
+    if (H < 1 || T < 1 || K < 1) return;
+    size_t total = (size_t)H * ((size_t)T + (size_t)K - 1);
     int need = q_pos0 + T - 1 > K - 1 ? q_pos0 + T - 1 : K - 1, range = 0;
     const int32_t *bk = bucket_table(c, need, bidirectional, num_buckets, max_distance, &range);
     if (!bk) return;

@@ -119,13 +119,14 @@ START_TEST(test_attention_vs_naive) {
         int NK = cases[ci].pos0 + T;
         int qs = H * hd + 3, ks = KVH * hd + 5; /* strides wider than the heads */
         float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
-        float *v = malloc(sizeof(float) * NK * ks), *bias = malloc(sizeof(float) * H * T * NK);
+        const int nb = H * (T + NK - 1); /* the bias's diagonals (backend.h) */
+        float *v = malloc(sizeof(float) * NK * ks), *bias = malloc(sizeof(float) * nb);
         float *o1 = calloc((size_t)T * qs, sizeof(float)),
               *o2 = calloc((size_t)T * qs, sizeof(float));
         float *p1 = malloc(sizeof(float) * H * T * NK), *p2 = malloc(sizeof(float) * H * T * NK);
         for (int i = 0; i < T * qs; i++) q[i] = 2 * frand(&seed);
         for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
-        for (int i = 0; i < H * T * NK; i++) bias[i] = frand(&seed);
+        for (int i = 0; i < nb; i++) bias[i] = frand(&seed);
         double r1[CV_AS_SIZE] = {0, 0, INFINITY, 0}, r2[CV_AS_SIZE] = {0, 0, INFINITY, 0};
         /* health: per-head records from row heads_from on, basin sums over the middle third */
         int from = cases[ci].causal ? T - 1 : 0, lo = NK / 3, hi = 2 * NK / 3;
@@ -422,13 +423,14 @@ START_TEST(test_attention_long_vs_naive) {
         int qs = H * hd + 3, ks = KVH * hd + 5;
         float *q = malloc(sizeof(float) * T * qs), *k = malloc(sizeof(float) * NK * ks);
         float *v = malloc(sizeof(float) * NK * ks);
-        float *bias = cases[ci].bias ? malloc(sizeof(float) * H * T * NK) : NULL;
+        const int nb = H * (T + NK - 1); /* the bias's diagonals (backend.h) */
+        float *bias = cases[ci].bias ? malloc(sizeof(float) * nb) : NULL;
         float *o1 = calloc((size_t)T * qs, sizeof(float)),
               *o2 = calloc((size_t)T * qs, sizeof(float));
         for (int i = 0; i < T * qs; i++) q[i] = 3 * frand(&seed);
         for (int i = 0; i < NK * ks; i++) k[i] = 2 * frand(&seed), v[i] = frand(&seed);
         if (bias)
-            for (int i = 0; i < H * T * NK; i++) bias[i] = 2 * frand(&seed);
+            for (int i = 0; i < nb; i++) bias[i] = 2 * frand(&seed);
         uint16_t *k16 = NULL, *v16 = NULL;
         if (bf) {
             k16 = malloc(sizeof(uint16_t) * NK * ks), v16 = malloc(sizeof(uint16_t) * NK * ks);
@@ -1046,6 +1048,44 @@ START_TEST(test_device_position_ops) {
 }
 END_TEST
 
+/* T5's position bias is held as one diagonal per head, (H, T + K - 1) (backend.h): through
+ * cv_attn_bias_row, every (head, query, key) reads table[bucket(k - (q_pos0 + t))][h], as HF's
+ * dense (H, T, K) compute_bias does, and the op writes exactly H (T + K - 1) floats (a canary
+ * after them stays). Encoder shapes (bidirectional, T = K, q_pos0 0), a prefill of the decoder,
+ * and decode steps (T 1) far into a cache, where the buckets saturate at max_distance. */
+START_TEST(test_t5_bias_diagonals) {
+    cv_backend *be = cv_backend_cpu_create();
+    const int H = 3, nb = 32, md = 128;
+    unsigned seed = 5;
+    float table[32 * 3];
+    for (int i = 0; i < nb * H; i++) table[i] = frand(&seed);
+    const struct {
+        int T, K, q0, bidir;
+    } cases[] = {{1, 1, 0, 1},  {9, 9, 0, 1},     {300, 300, 0, 1}, {7, 7, 0, 0},
+                 {5, 12, 7, 0}, {1, 700, 699, 0}, {1, 41, 40, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int T = cases[ci].T, K = cases[ci].K, q0 = cases[ci].q0, bi = cases[ci].bidir;
+        const size_t n = (size_t)H * (size_t)(T + K - 1);
+        float *out = malloc(sizeof(float) * (n + 1));
+        out[n] = 12345.0f;
+        be->t5_position_bias(be, out, table, H, T, K, q0, bi, nb, md);
+        ck_assert(out[n] == 12345.0f);
+        cv_attn_args a = {.T = T, .n_keys = K, .n_heads = H, .bias = out};
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                const float *row = cv_attn_bias_row(&a, h, t);
+                for (int k = 0; k < K; k++) {
+                    int bk = cv_t5_bucket(k - (q0 + t), bi, nb, md);
+                    ck_assert_msg(row[k] == table[bk * H + h], "T %d K %d q0 %d: h %d t %d k %d", T,
+                                  K, q0, h, t, k);
+                }
+            }
+        free(out);
+    }
+    be->destroy(be);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("cpu_vs_naive");
@@ -1068,6 +1108,7 @@ int main(void) {
     tcase_add_test(tc, test_exp256_vs_double);
 #endif
     tcase_add_test(tc, test_device_position_ops);
+    tcase_add_test(tc, test_t5_bias_diagonals);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -59,9 +59,12 @@ typedef struct {
     int T, n_keys, q_pos0;
     int n_heads, n_kv_heads, head_dim;
     int causal;
-    float scale;       /* multiplies q.k (1/sqrt(head_dim); 1 for T5) */
-    const float *bias; /* (n_heads, T, n_keys) added to the scores (T5 position bias), or NULL */
-    double *stats;     /* attention record (stats.h) or NULL */
+    float scale; /* multiplies q.k (1/sqrt(head_dim); 1 for T5) */
+    /* added to the scores (T5's position bias), or NULL: a function of key - query only, held
+     * as one diagonal per head, (n_heads, T + n_keys - 1), the bias of query t at key k being
+     * bias[h][k - t + T - 1] (cv_attn_bias_row), so that no (T x n_keys) matrix is formed */
+    const float *bias;
+    double *stats; /* attention record (stats.h) or NULL */
     /* health (stats.h): per-head records (n_heads x CV_AH_SIZE) fed by query rows t >= heads_from,
      * or NULL; basin sums (n_heads x 2: per head, the sum over all query rows of the probability
      * mass on keys [basin_lo, basin_hi) and off it), or NULL */
@@ -79,6 +82,12 @@ typedef struct {
      * launches, so the call is the same at every position. bias and probs must then be NULL. */
     const int32_t *dpos;
 } cv_attn_args;
+
+/* Query row t's bias over keys 0..n_keys-1 under head h (cv_attn_args.bias), or NULL. */
+static inline const float *cv_attn_bias_row(const cv_attn_args *a, int h, int t) {
+    return a->bias ? a->bias + (size_t)h * (size_t)(a->T + a->n_keys - 1) + (size_t)(a->T - 1 - t)
+                   : NULL;
+}
 
 /* Decode-step parameters: a few int32 words in backend memory that the generation loop keeps on
  * the backend between greedy steps. [CV_SP_TOKEN] is the step's input token (written by
@@ -168,8 +177,9 @@ struct cv_backend {
      * (head_dim/2) in backend memory. */
     void (*rope)(cv_backend *b, float *x, int T, int stride, int n_heads, int head_dim,
                  const float *inv_freq, int pos0, const int32_t *dpos);
-    /* T5 relative position bias: out (H, T, K) from table (num_buckets, H) for query positions
-     * q_pos0.. and key positions 0..K-1. */
+    /* T5 relative position bias from table (num_buckets, H) for query positions q_pos0.. and key
+     * positions 0..K-1, in cv_attn_args.bias's layout: out (H, T + K - 1), out[h][d] the bias of
+     * the query t and key k with k - t = d - (T - 1), table[bucket(k - (q_pos0 + t))][h]. */
     void (*t5_position_bias)(cv_backend *b, float *out, const float *table, int H, int T, int K,
                              int q_pos0, int bidirectional, int num_buckets, int max_distance);
     void (*attention)(cv_backend *b, const cv_attn_args *a);

@@ -256,7 +256,7 @@ void cv_cpu_attention_rows(cv_backend *b, const cv_attn_args *a) {
             int h = r / T, t = r % T, g = h / rep;
             int kend = keys_visible(a, t);
             const float *qv = a->q + (size_t)t * a->q_stride + (size_t)h * hd;
-            const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK : NULL;
+            const float *bias = cv_attn_bias_row(a, h, t);
             float m = -FLT_MAX;
             for (int k = 0; k < kend; k++) {
                 const float *kv = kv_row(a, 0, k, g, row);
@@ -469,7 +469,7 @@ ATT_INLINE void attention_tile_item(const cv_attn_args *a, const float *Kt, int 
                 for (int j = 0; j < nch * 64; j += 16) _mm512_store_ps(s + j, _mm512_setzero_ps());
                 continue;
             }
-            const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
+            const float *bias = a->bias ? cv_attn_bias_row(a, h, t) + k0 : NULL;
             const int nvk = (lim + 15) / 16;
             __m512 mx = _mm512_set1_ps(-INFINITY);
             for (int j = 0; j < nvk; j++) {
@@ -672,7 +672,7 @@ ATT_INLINE void decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float
     const int nvk = (kn + 15) / 16;
     for (int hi = 0; hi < rep; hi++) {
         float *sh = s + (size_t)hi * ATT_DCHUNK;
-        const float *bias = a->bias ? a->bias + (size_t)(g * rep + hi) * a->n_keys + k0 : NULL;
+        const float *bias = a->bias ? cv_attn_bias_row(a, g * rep + hi, 0) + k0 : NULL;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < nvk; j++) {
             __mmask16 mk = lanes_below(kn - 16 * j);
@@ -927,7 +927,7 @@ typedef struct {
 
 A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a2_att_buf *w,
                         double *row_z, int bf) {
-    const int T = a->T, hd = a->head_dim, NK = a->n_keys, rep = a->n_heads / a->n_kv_heads;
+    const int T = a->T, hd = a->head_dim, rep = a->n_heads / a->n_kv_heads;
     const int bq = A2_BQ, R = (rep * bq + A2_RG - 1) / A2_RG * A2_RG, nv = hd / 8, t0 = qt * bq,
               nrow = rep * bq;
     const int tlast = t0 + bq - 1 < T - 1 ? t0 + bq - 1 : T - 1, prescale = w->prescale;
@@ -989,7 +989,7 @@ A2_INL void a2_att_item(const cv_attn_args *a, const float *Kt, int g, int qt, a
                 memset(s, 0, sizeof(float) * A2_BK);
                 continue;
             }
-            const float *bias = a->bias ? a->bias + ((size_t)h * T + t) * NK + k0 : NULL;
+            const float *bias = a->bias ? cv_attn_bias_row(a, h, t) + k0 : NULL;
             const int nvk = (lim + 7) / 8;
             float tmax = regmax ? w->rmax[r] : a2_row_mask_max(s, bias, lim, scale), mold = w->m[r];
             float mnew = tmax > mold ? tmax : mold;
@@ -1202,7 +1202,7 @@ A2_INL void a2_decode_chunk(const cv_attn_args *a, int g, int k0, int kn, float 
     }
     for (int hi = 0; hi < rep; hi++) { /* the chunk's softmax partials (scores already scaled) */
         float *sh = s + (size_t)hi * A2_DCHUNK;
-        const float *bias = a->bias ? a->bias + (size_t)(g * rep + hi) * a->n_keys + k0 : NULL;
+        const float *bias = a->bias ? cv_attn_bias_row(a, g * rep + hi, 0) + k0 : NULL;
         double *pt = part + 5 * (size_t)hi;
         pt[0] = a2_row_mask_max(sh, bias, kn, _mm256_set1_ps(1.0f));
         a2_row_exp_sums(a, sh, kn, k0, (float)pt[0], pt + 1);
@@ -1383,7 +1383,7 @@ void cv_attention_naive(const cv_attn_args *a) {
                 const float *kv = kv_row(a, 0, k, g, row);
                 double d = 0.0;
                 for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
-                sc[k] = d * a->scale + (a->bias ? a->bias[((size_t)h * T + t) * NK + k] : 0.0);
+                sc[k] = d * a->scale + (a->bias ? cv_attn_bias_row(a, h, t)[k] : 0.0);
                 if (sc[k] > m) m = sc[k];
             }
             for (int k = 0; k < kend; k++) {
@@ -1423,8 +1423,7 @@ void cv_attention_naive(const cv_attn_args *a) {
                         const float *kv = kv_row(a, 0, k, g, row);
                         double d = 0.0;
                         for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
-                        sc[k] =
-                            d * a->scale + (a->bias ? a->bias[((size_t)h * T + t) * NK + k] : 0.0);
+                        sc[k] = d * a->scale + (a->bias ? cv_attn_bias_row(a, h, t)[k] : 0.0);
                         if (sc[k] > m) m = sc[k];
                     }
                     for (int k = 0; k < kend; k++) z += exp(sc[k] - m);

@@ -398,12 +398,11 @@ int cv_t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance) 
 static void cpu_t5_position_bias(cv_backend *b, float *out, const float *table, int H, int T, int K,
                                  int q_pos0, int bidirectional, int num_buckets, int max_distance) {
     (void)b;
-    for (int t = 0; t < T; t++)
-        for (int k = 0; k < K; k++) {
-            int bk = cv_t5_bucket(k - (q_pos0 + t), bidirectional, num_buckets, max_distance);
-            for (int h = 0; h < H; h++)
-                out[((size_t)h * T + t) * K + k] = table[(size_t)bk * H + h];
-        }
+    const size_t D = (size_t)T + (size_t)K - 1; /* one diagonal per head: k - t = d - (T - 1) */
+    for (size_t d = 0; d < D; d++) {
+        int bk = cv_t5_bucket((int)d - (T - 1) - q_pos0, bidirectional, num_buckets, max_distance);
+        for (int h = 0; h < H; h++) out[(size_t)h * D + d] = table[(size_t)bk * H + h];
+    }
 }
 
 static void cpu_logits_stats(cv_backend *b, double *rec, const float *logits, int V, int topk) {

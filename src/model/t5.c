@@ -2,7 +2,8 @@
  *
  * Encoder, run once per prompt by encode():
  *   x = shared[tokens]                                    (P, C), no sqrt(C) scaling
- *   bias = position_bias(encoder block 0 table, bidirectional)   (H, P, P), shared by all blocks
+ *   bias = position_bias(encoder block 0 table, bidirectional)   shared by all blocks, held as
+ *          one diagonal per head (H, 2P - 1): it depends on key - query only (backend.h)
  *   for each block l:
  *       x = x + o(attention(rmsnorm(x)))  no 1/sqrt(d_kv) scaling, + bias
  *       x = x + ff(rmsnorm(x))            hidden stats of block l
@@ -12,10 +13,9 @@
  *
  * Decoder, forward() on T decoder tokens at pos0.. (generation: one token per call):
  *   x = shared[tokens]
- *   bias = position_bias(decoder block 0 table, causal, query positions pos0..)  (H, T, pos0+T)
- *   for each block l:
- *       x = x + o(attention(rmsnorm(x)))  causal, against the self-attention KV cache, + bias
- *       x = x + o'(attention(rmsnorm(x), K_l, V_l))   cross-attention: no bias, not causal
+ *   bias = position_bias(decoder block 0 table, causal, query positions pos0..)  (H, T + pos0+T -
+ * 1) for each block l: x = x + o(attention(rmsnorm(x)))  causal, against the self-attention KV
+ * cache, + bias x = x + o'(attention(rmsnorm(x), K_l, V_l))   cross-attention: no bias, not causal
  *       x = x + ff(rmsnorm(x))            hidden stats of block l
  *   h = rmsnorm(x)                         decoder.final_layer_norm: stats of the last block
  *   logits = (h * d_model^-0.5) . shared^T when tie_word_embeddings, else h . lm_head^T
@@ -52,7 +52,7 @@ typedef struct {
     int inner; /* num_heads * d_kv */
     /* activations: max_T rows */
     float *x, *n, *q, *ek, *ev, *att, *o, *ff1, *ff2, *logits;
-    float *bias;        /* (H, T, n_keys) position bias */
+    float *bias;        /* position bias, (H, T + n_keys - 1): one diagonal per head */
     size_t bias_cap;    /* floats */
     float *probs;       /* attention probabilities for captures (tests) */
     size_t probs_cap;   /* floats */
@@ -277,7 +277,7 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
         {&g->o, T * C},
         {&g->ff1, T * F},
         {&g->ff2, T * F},
-        {&g->bias, H * T * K}, /* encoder (H, P, P), decoder (H, T, n_keys) */
+        {&g->bias, H * (T + K - 1)}, /* encoder (H, 2P - 1), decoder (H, T + n_keys - 1) */
         {&g->logits, (size_t)logit_rows * c->vocab_size},
         {&g->ckey, LD * T * I}, /* cross-attention K, V from encode() */
         {&g->cval, LD * T * I},
@@ -291,7 +291,7 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
         if (!(*bufs[i].p = cv_model_alloc(m, bufs[i].n * sizeof(float), err))) return CV_ERR_NOMEM;
     if (cv_kv_reserve(m, &g->kv, (int)LD, n_ctx, max_T, c->num_heads, c->d_kv, err))
         return CV_ERR_NOMEM;
-    g->bias_cap = H * T * K;
+    g->bias_cap = H * (T + K - 1);
     m->max_T = max_T;
     m->n_ctx = n_ctx;
     m->logit_rows = logit_rows;
@@ -386,7 +386,7 @@ static cv_status t5_encode(cv_model *m, const int32_t *tokens, int P, double *st
                        "t5: encoder input of %d tokens does not fit the reserved %d "
                        "(call reserve with max_T >= the prompt length)",
                        P, m->max_T);
-    if ((size_t)H * P * P > g->bias_cap)
+    if ((size_t)H * (2 * (size_t)P - 1) > g->bias_cap)
         return cv_fail(err, CV_ERR_RUNTIME, "t5: position bias buffer too small for %d tokens", P);
     for (int t = 0; t < P; t++)
         if (tokens[t] < 0 || tokens[t] >= V)
@@ -453,7 +453,7 @@ static cv_status t5_forward(cv_model *m, const int32_t *tokens, int T, int pos0,
         return cv_fail(err, CV_ERR_RUNTIME,
                        "t5: forward() needs encode() first (no encoder output)");
     if (T < 1 || pos0 < 0 || T > m->max_T || n_keys > m->n_ctx ||
-        (all_logits && T > m->logit_rows) || (size_t)H * T * n_keys > g->bias_cap)
+        (all_logits && T > m->logit_rows) || (size_t)H * ((size_t)T + n_keys - 1) > g->bias_cap)
         return cv_fail(err, CV_ERR_RUNTIME,
                        "t5: %d decoder tokens at position %d exceed the reserved capacity", T,
                        pos0);

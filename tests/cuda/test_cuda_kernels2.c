@@ -42,7 +42,7 @@ static void check_attention(const attn_case *tc) {
     unsigned seed = (unsigned)(tc->H * 131 + tc->T * 17 + tc->NK + tc->hd * 7 + tc->causal);
     int qs = tc->H * tc->hd + 3, kvs = tc->KVH * tc->hd + 5, os = tc->H * tc->hd + 1;
     size_t nq = (size_t)tc->T * qs, nkv = (size_t)tc->NK * kvs, no = (size_t)tc->T * os;
-    size_t nb = (size_t)tc->H * tc->T * tc->NK;
+    size_t nb = (size_t)tc->H * (size_t)(tc->T + tc->NK - 1); /* the bias diagonals */
     /* q scaled up so the softmax is not flat (max weights well above 1 / K) */
     float *q = rand_vec(nq, &seed, 3.0f), *k = rand_vec(nkv, &seed, 1.0f),
           *v = rand_vec(nkv, &seed, 1.0f);

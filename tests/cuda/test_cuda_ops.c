@@ -382,7 +382,7 @@ START_TEST(test_t5_position_bias) {
             for (int k = 0; k < 4; k++)
                 for (int q = 0; q < 3; q++) {
                     int T = Ts[a], K = Ks[k];
-                    size_t n = (size_t)Hh * T * K;
+                    size_t n = (size_t)Hh * (size_t)(T + K - 1); /* diagonals */
                     float *want = malloc(sizeof(float) * n);
                     float *dout = G->alloc(G, sizeof(float) * n);
                     H->t5_position_bias(H, want, table, Hh, T, K, q0s[q], bidir, nb, md);
@@ -460,7 +460,7 @@ static void check_attention(const attn_case *tc, int with_probs) {
     const size_t off = (size_t)tc->offset;
     size_t nq = (size_t)tc->T * qs + off, nkv = (size_t)tc->NK * kvs + off,
            no = (size_t)tc->T * os + off;
-    size_t nb = (size_t)tc->H * tc->T * tc->NK;
+    size_t nb = (size_t)tc->H * (size_t)(tc->T + tc->NK - 1); /* the bias diagonals */
     float *q = rand_vec(nq, &seed, 1.0f), *k = rand_vec(nkv, &seed, 1.0f),
           *v = rand_vec(nkv, &seed, 1.0f);
     float *bias = tc->bias ? rand_vec(nb, &seed, 2.0f) : NULL;
