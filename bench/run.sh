@@ -4,7 +4,7 @@
 set -e
 B=${1:-build}
 mkdir -p runs
-for b in matmul attention logits tokenize quant t5_decode e2e; do
+for b in matmul mlp attention logits tokenize quant t5_decode e2e; do
     if [ -x "$B/bench/bench_$b" ]; then
         echo "== bench_$b"
         "$B/bench/bench_$b"

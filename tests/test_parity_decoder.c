@@ -9,6 +9,7 @@
  * sums in another order than the prefill tiles). */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "corevital/model.h"
+#include "corevital/synth.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -401,6 +402,65 @@ START_TEST(test_weights_arena) {
 }
 END_TEST
 
+/* A long prompt's MLP in row chunks (model.h, cv_model_mlp_rows) gives every row as one call
+ * over all T rows does, bit for bit: the logits of all 1,000 positions of a random Llama, and
+ * a random T5's decoder logits after an encoder over 1,000 tokens, with the MLP whole and in 3
+ * or 4 chunks (each >= 192 rows, so the AVX-512 products are packed as in the whole call). */
+static float *mlp_logits(const char *dir, int t5, const char *rows, size_t *n) {
+    if (rows)
+        setenv("CV_MLP_ROWS", rows, 1);
+    else
+        unsetenv("CV_MLP_ROWS");
+    cv_backend *be = cv_backend_cpu_create();
+    cv_model *m;
+    cv_error err = {0};
+    ck_assert_msg(cv_model_load(dir, be, &m, &err) == CV_OK, "%s", err.msg);
+    const int P = 1000, TD = 12, V = m->cfg.vocab_size;
+    int32_t *ids = malloc(sizeof(int32_t) * P);
+    for (int i = 0; i < P; i++) ids[i] = 3 + (i * 37 + i / 7) % (V - 3);
+    const int T = t5 ? TD : P;
+    ck_assert_msg(m->ops->reserve(m, P, t5 ? TD : P, T, &err) == CV_OK, "%s", err.msg);
+    unsetenv("CV_MLP_ROWS");
+    if (t5)
+        ck_assert_msg(m->ops->encode(m, ids, P, NULL, NULL, NULL, &err) == CV_OK, "%s", err.msg);
+    float *logits;
+    ck_assert_msg(m->ops->forward(m, ids, T, 0, NULL, NULL, NULL, 1, &logits, &err) == CV_OK, "%s",
+                  err.msg);
+    *n = (size_t)T * (size_t)V;
+    float *copy = malloc(sizeof(float) * *n);
+    memcpy(copy, logits, sizeof(float) * *n);
+    free(ids);
+    cv_model_free(m);
+    be->destroy(be);
+    return copy;
+}
+
+START_TEST(test_mlp_chunks_same_bits) {
+    const char *tmp = tu_tmpdir("mlp-chunks");
+    char dir[600];
+    cv_error err = {0};
+    for (int t5 = 0; t5 < 2; t5++) {
+        snprintf(dir, sizeof dir, "%s/%s", tmp, t5 ? "t5" : "llama");
+        cv_synth_shape sh = {512,       128,   2, 4, t5 ? 4 : 2, 352, 2048, 0,
+                             CV_DT_F32, 0.05f, 3, 1, 2,          32,  2};
+        ck_assert_msg((t5 ? cv_synth_t5 : cv_synth_llama)(dir, &sh, &err) == CV_OK, "%s", err.msg);
+        size_t n0, n;
+        float *whole = mlp_logits(dir, t5, "100000", &n0);
+        const char *rows[] = {"400", "300", NULL}; /* 3 and 4 chunks; NULL: the default 1,024 */
+        for (int r = 0; r < 3; r++) {
+            float *got = mlp_logits(dir, t5, rows[r], &n);
+            ck_assert_uint_eq(n, n0);
+            ck_assert_msg(memcmp(got, whole, sizeof(float) * n) == 0,
+                          "%s: the MLP in chunks of <= %s rows changes the logits",
+                          t5 ? "t5" : "llama", rows[r] ? rows[r] : "1024");
+            free(got);
+        }
+        free(whole);
+    }
+    tu_rmtree(tmp);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("parity_decoder");
     TCase *tc = tcase_create("hf");
@@ -414,6 +474,7 @@ int main(void) {
     tcase_add_test(tc, test_prefill_bf16);
     tcase_add_test(tc, test_weights_bf16);
     tcase_add_test(tc, test_weights_arena);
+    tcase_add_test(tc, test_mlp_chunks_same_bits);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -105,6 +105,19 @@ static inline void cv_model_attn_step(cv_attn_args *a, const int32_t *dpos, int 
     a->n_keys = n_ctx;
     a->q_pos0 = n_ctx - a->T;
 }
+/* A long prompt's MLP runs in row chunks, so that its (rows, d_ff) activations (Llama's gate and
+ * up, T5's ff1 and ff2) stop growing with the prompt: at most cv_model_mlp_rows(max_T) rows a
+ * call (1,024, or the environment's CV_MLP_ROWS), in cv_mlp_chunks(T, rows) chunks of nearly
+ * equal size, chunk i starting at row cv_mlp_chunk_start(T, n, i). A chunk is then at least half
+ * the cap, so its products keep the packed path; rows are independent, and on the CPU every row
+ * comes out bit for bit as from one call over all T (test_parity_decoder). */
+int cv_model_mlp_rows(int max_T);
+static inline int cv_mlp_chunks(int T, int rows) {
+    return (T + rows - 1) / rows;
+}
+static inline int cv_mlp_chunk_start(int T, int n, int i) {
+    return (int)((long long)T * i / n);
+}
 /* Layer transformations of a prompt pass: before block l (l >= 1) keep its input; after it, add
  * sum_t cos(input, output) to entry l. */
 static inline void cv_model_ltrans_keep(cv_model *m, double *stats, const cv_stats_layout *lay,

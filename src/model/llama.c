@@ -31,6 +31,7 @@ typedef struct {
     int hd, qdim, kvdim;
     float *x, *n, *q, *att, *o, *gate, *up, *logits, *probs;
     size_t probs_cap;
+    int mlp_rows;   /* rows of gate and up (cv_model_mlp_rows) */
     cv_kv_cache kv; /* (L, n_ctx, kvdim) */
 } llama;
 
@@ -153,9 +154,11 @@ static cv_status llama_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows
     const cv_model_config *c = &m->cfg;
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, L = (size_t)c->num_layers;
     size_t T = (size_t)max_T, Q = (size_t)g->qdim;
+    g->mlp_rows = cv_model_mlp_rows(max_T);
+    size_t R = (size_t)g->mlp_rows;
     float **bufs[] = {&g->x, &g->n, &g->q, &g->att, &g->o, &g->gate, &g->up, &g->logits};
     size_t sizes[] = {T * C, T * C, T * Q, T * Q,
-                      T * C, T * F, T * F, (size_t)logit_rows * c->vocab_size};
+                      T * C, R * F, R * F, (size_t)logit_rows * c->vocab_size};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cv_model_release(m, *bufs[i]);
         if (!(*bufs[i] = cv_model_alloc(m, sizes[i] * sizeof(float), err))) return CV_ERR_NOMEM;
@@ -245,8 +248,13 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         be->matmul(be, g->o, g->att, &L->wo, L->bo, T);
         be->residual_add(be, g->x, g->o, T, C, NULL);
         be->rmsnorm(be, g->n, g->x, L->post_norm, T, C, eps, NULL);
-        be->gate_up_silu(be, g->gate, g->up, g->n, &L->wg, &L->wu, T); /* (T, F) */
-        be->matmul(be, g->o, g->gate, &L->wd, NULL, T);
+        for (int i = 0, nch = cv_mlp_chunks(T, g->mlp_rows); i < nch; i++) { /* model.h */
+            const int r0 = cv_mlp_chunk_start(T, nch, i), r1 = cv_mlp_chunk_start(T, nch, i + 1);
+            const size_t off = (size_t)r0 * C;
+            be->gate_up_silu(be, g->gate, g->up, g->n + off, &L->wg, &L->wu,
+                             r1 - r0); /* (rows, F) */
+            be->matmul(be, g->o + off, g->gate, &L->wd, NULL, r1 - r0);
+        }
         be->residual_add(be, g->x, g->o, T, C, l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
         if (l < NL - 1) cv_model_ltrans_add(m, stats, lay, l, g->x, T);
         if (cap && cap->hidden && cap->hidden[l + 1] && l < NL - 1)

@@ -349,6 +349,17 @@ void cv_model_release(cv_model *m, void *p) {
         }
 }
 
+int cv_model_mlp_rows(int max_T) {
+    int rows = 1024;
+    const char *v = getenv("CV_MLP_ROWS"); /* tests compare chunked with whole */
+    if (v && *v) {
+        char *end;
+        long r = strtol(v, &end, 10);
+        if (*end == '\0' && r >= 1 && r <= 1 << 30) rows = (int)r;
+    }
+    return max_T < rows ? (max_T > 0 ? max_T : 1) : rows;
+}
+
 /* ---- the self-attention KV cache ---------------------------------------------------------- */
 
 cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int heads,

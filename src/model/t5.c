@@ -52,6 +52,7 @@ typedef struct {
     int inner; /* num_heads * d_kv */
     /* activations: max_T rows */
     float *x, *n, *q, *ek, *ev, *att, *o, *ff1, *ff2, *logits;
+    int mlp_rows;       /* rows of ff1 and ff2 (cv_model_mlp_rows) */
     float *bias;        /* position bias, (H, T + n_keys - 1): one diagonal per head */
     size_t bias_cap;    /* floats */
     float *probs;       /* attention probabilities for captures (tests) */
@@ -264,6 +265,7 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
            H = (size_t)c->num_heads;
     size_t LD = (size_t)c->num_decoder_layers, T = (size_t)max_T,
            K = (size_t)(max_T > n_ctx ? max_T : n_ctx);
+    g->mlp_rows = cv_model_mlp_rows(max_T);
     struct {
         float **p;
         size_t n; /* floats */
@@ -275,8 +277,8 @@ static cv_status t5_reserve(cv_model *m, int max_T, int n_ctx, int logit_rows, c
         {&g->ev, T * I},
         {&g->att, T * I},
         {&g->o, T * C},
-        {&g->ff1, T * F},
-        {&g->ff2, T * F},
+        {&g->ff1, (size_t)g->mlp_rows * F},
+        {&g->ff2, (size_t)g->mlp_rows * F},
         {&g->bias, H * (T + K - 1)}, /* encoder (H, 2P - 1), decoder (H, T + n_keys - 1) */
         {&g->logits, (size_t)logit_rows * c->vocab_size},
         {&g->ckey, LD * T * I}, /* cross-attention K, V from encode() */
@@ -320,17 +322,21 @@ static void feed_forward(cv_model *m, t5 *g, const t5_layer *L, int T, double *h
     cv_backend *be = m->be;
     const int C = m->cfg.hidden_size, F = m->cfg.d_ff;
     be->rmsnorm(be, g->n, g->x, L->ln_ff, T, C, (float)m->cfg.norm_eps, NULL);
-    be->matmul(be, g->ff1, g->n, &L->wi, NULL, T); /* (T, F) */
-    if (g->ff == T5_FF_RELU) {
-        be->relu(be, g->ff1, (size_t)T * F);
-    } else {
-        be->matmul(be, g->ff2, g->n, &L->wi1, NULL, T);
-        if (g->ff == T5_FF_GATED_GELU)
-            be->gelu_mul(be, g->ff1, g->ff2, (size_t)T * F);
-        else
-            be->silu_mul(be, g->ff1, g->ff2, (size_t)T * F);
+    for (int i = 0, nch = cv_mlp_chunks(T, g->mlp_rows); i < nch; i++) { /* model.h */
+        const int r0 = cv_mlp_chunk_start(T, nch, i), R = cv_mlp_chunk_start(T, nch, i + 1) - r0;
+        const float *n = g->n + (size_t)r0 * C;
+        be->matmul(be, g->ff1, n, &L->wi, NULL, R); /* (R, F) */
+        if (g->ff == T5_FF_RELU) {
+            be->relu(be, g->ff1, (size_t)R * F);
+        } else {
+            be->matmul(be, g->ff2, n, &L->wi1, NULL, R);
+            if (g->ff == T5_FF_GATED_GELU)
+                be->gelu_mul(be, g->ff1, g->ff2, (size_t)R * F);
+            else
+                be->silu_mul(be, g->ff1, g->ff2, (size_t)R * F);
+        }
+        be->matmul(be, g->o + (size_t)r0 * C, g->ff1, &L->wo, NULL, R);
     }
-    be->matmul(be, g->o, g->ff1, &L->wo, NULL, T);
     be->residual_add(be, g->x, g->o, T, C, hstats);
 }
 
