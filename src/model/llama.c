@@ -248,12 +248,13 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
         be->matmul(be, g->o, g->att, &L->wo, L->bo, T);
         be->residual_add(be, g->x, g->o, T, C, NULL);
         be->rmsnorm(be, g->n, g->x, L->post_norm, T, C, eps, NULL);
-        for (int i = 0, nch = cv_mlp_chunks(T, g->mlp_rows); i < nch; i++) { /* model.h */
-            const int r0 = cv_mlp_chunk_start(T, nch, i), r1 = cv_mlp_chunk_start(T, nch, i + 1);
+        /* the MLP in row chunks (model.h): gate and up hold (rows, F) */
+        for (int i = 0, nch = cv_mlp_chunks(T, g->mlp_rows); i < nch; i++) {
+            const int r0 = cv_mlp_chunk_start(T, nch, i),
+                      R = cv_mlp_chunk_start(T, nch, i + 1) - r0;
             const size_t off = (size_t)r0 * C;
-            be->gate_up_silu(be, g->gate, g->up, g->n + off, &L->wg, &L->wu,
-                             r1 - r0); /* (rows, F) */
-            be->matmul(be, g->o + off, g->gate, &L->wd, NULL, r1 - r0);
+            be->gate_up_silu(be, g->gate, g->up, g->n + off, &L->wg, &L->wu, R);
+            be->matmul(be, g->o + off, g->gate, &L->wd, NULL, R);
         }
         be->residual_add(be, g->x, g->o, T, C, l < NL - 1 ? cv_stats_hidden(stats, lay, l) : NULL);
         if (l < NL - 1) cv_model_ltrans_add(m, stats, lay, l, g->x, T);
