@@ -18,11 +18,6 @@ static void run_at(void *p) {
     x->be->attention(x->be, &x->a);
 }
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
-
 int main(void) {
     struct {
         const char *model;
@@ -43,8 +38,8 @@ int main(void) {
             float *q = malloc(sizeof(float) * qs), *k = malloc(sizeof(float) * NK * ks);
             float *v = malloc(sizeof(float) * NK * ks), *o = malloc(sizeof(float) * qs);
             float *o2 = malloc(sizeof(float) * qs);
-            for (int i = 0; i < qs; i++) q[i] = frand(&seed);
-            for (int i = 0; i < NK * ks; i++) k[i] = frand(&seed), v[i] = frand(&seed);
+            for (int i = 0; i < qs; i++) q[i] = bench_frand(&seed);
+            for (int i = 0; i < NK * ks; i++) k[i] = bench_frand(&seed), v[i] = bench_frand(&seed);
             double rec[CV_AS_SIZE], rec2[CV_AS_SIZE];
             at_arg x = {be,
                         {.out = o,

@@ -29,6 +29,13 @@ static inline double bench_now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
+/* The benches' random values: a 32-bit LCG, uniform in [-1, 1) (every bench's inputs derive
+ * from a seed, so two runs time the same data). */
+static inline float bench_frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
+}
+
 static int bench_cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);

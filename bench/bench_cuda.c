@@ -37,14 +37,10 @@ static cv_backend *G, *H;
 static double peak_gbs;
 static int small; /* --small: tiny shapes, a smoke test of the whole bench in seconds */
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
 static float *rand_vec(size_t n, unsigned seed, float scale) {
     float *v = malloc(sizeof(float) * (n ? n : 1));
     if (!v) exit(1);
-    for (size_t i = 0; i < n; i++) v[i] = frand(&seed) * scale;
+    for (size_t i = 0; i < n; i++) v[i] = bench_frand(&seed) * scale;
     return v;
 }
 static void *dev_copy(const void *h, size_t bytes) {

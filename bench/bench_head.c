@@ -58,11 +58,6 @@ static void run_head(void *p) {
     }
 }
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
-
 int main(void) {
     const struct {
         const char *model;
@@ -90,7 +85,7 @@ int main(void) {
             size_t es = cv_dtype_size(dts[di]);
             void *wb = aligned_alloc(64, ((size_t)V * C * es + 63) / 64 * 64);
             for (size_t i = 0; i < (size_t)V * C; i++) {
-                float v = frand(&seed) * 0.15f;
+                float v = bench_frand(&seed) * 0.15f;
                 if (dts[di] == CV_DT_F32)
                     ((float *)wb)[i] = v;
                 else
@@ -105,7 +100,7 @@ int main(void) {
                 size_t vs = SLICE_FLOATS / (size_t)T;
                 vs = vs < 256 ? 256 : vs > (size_t)V ? (size_t)V : vs & ~(size_t)15;
                 float *buf = malloc(sizeof(float) * (size_t)T * vs);
-                for (size_t i = 0; i < (size_t)T * C; i++) x[i] = frand(&seed);
+                for (size_t i = 0; i < (size_t)T * C; i++) x[i] = bench_frand(&seed);
                 for (int t = 0; t < T; t++) y[t] = (int32_t)((t * 7919u + 13u) % (unsigned)V);
                 for (int bf = 0; bf <= (be->prefill_bf16 ? 1 : 0); bf++) {
                     cv_weight w = {.data = wb, .dtype = dts[di], .rows = V, .cols = C};

@@ -45,11 +45,6 @@ static void on_step(void *u, double ms) {
     p->steps++;
 }
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
-
 static const char *const mode_name[] = {"off", "stats", "all"};
 
 /* The median decode step of one run (ms), over the steps on_step kept. */
@@ -178,8 +173,8 @@ static int kernel_ladder(const int *lens, int nl, double peak, double bw) {
             fprintf(stderr, "bench_longctx: out of memory at %d keys\n", NK);
             return 1;
         }
-        for (int i = 0; i < T * qs; i++) q[i] = frand(&seed);
-        for (size_t i = 0; i < le; i++) k[i] = frand(&seed), v[i] = frand(&seed);
+        for (int i = 0; i < T * qs; i++) q[i] = bench_frand(&seed);
+        for (size_t i = 0; i < le; i++) k[i] = bench_frand(&seed), v[i] = bench_frand(&seed);
         for (int l = 1; l < NL; l++)
             memcpy(k + l * le, k, le * sizeof(float)), memcpy(v + l * le, v, le * sizeof(float));
         for (size_t i = 0; i < le * NL; i++)

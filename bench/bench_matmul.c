@@ -62,11 +62,6 @@ static double paired_ms(mm_arg *a, double flops, double *pct) {
     return bench_median(ms, ROUNDS);
 }
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
-
 int main(void) {
     const shape shapes[] = {
         {"gpt2-small", "attn.c_attn (qkv)", 2304, 768},
@@ -103,7 +98,7 @@ int main(void) {
             size_t es = cv_dtype_size(dts[di]);
             void *wb = aligned_alloc(64, ((size_t)s->N * s->K * es + 63) / 64 * 64);
             for (size_t i = 0; i < (size_t)s->N * s->K; i++) {
-                float v = frand(&seed) * 0.05f;
+                float v = bench_frand(&seed) * 0.05f;
                 if (dts[di] == CV_DT_F32)
                     ((float *)wb)[i] = v;
                 else
@@ -114,7 +109,7 @@ int main(void) {
                 int T = Ts[ti];
                 float *x = malloc(sizeof(float) * T * s->K), *o = malloc(sizeof(float) * T * s->N);
                 float *ref = malloc(sizeof(float) * s->N);
-                for (int i = 0; i < T * s->K; i++) x[i] = frand(&seed);
+                for (int i = 0; i < T * s->K; i++) x[i] = bench_frand(&seed);
                 /* check row 0 of every version against the naive twin before timing */
                 cv_matmul_naive(ref, x, &w, NULL, 1);
                 for (int v = 1; v <= 3; v++) {

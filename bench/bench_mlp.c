@@ -22,10 +22,7 @@ typedef struct {
 
 static float *rand_buf(size_t n, unsigned *s, float scale) {
     float *p = malloc(sizeof(float) * n);
-    for (size_t i = 0; p && i < n; i++) {
-        *s = *s * 1664525u + 1013904223u;
-        p[i] = (((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f) * scale;
-    }
+    for (size_t i = 0; p && i < n; i++) p[i] = bench_frand(s) * scale;
     return p;
 }
 

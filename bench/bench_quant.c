@@ -35,11 +35,6 @@
 #define PROMPT   32
 #define N_DECODE 64
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
-
 /* The GPT-2 small shape with random weights (std 0.02, like GPT-2's initializer). */
 static int write_checkpoint(const char *dir) {
     cv_synth_shape sh = {VOCAB,     C_EMBD, N_LAYER, N_HEAD, N_HEAD, 4 * C_EMBD, N_POS, 1,
@@ -96,7 +91,7 @@ static int check_against_twin(cv_backend *be, const cv_model *m, int actq) {
     float *want = malloc(N * sizeof(float));
     if (!x || !got || !want) return -1;
     unsigned seed = 9;
-    for (size_t k = 0; k < K; k++) x[k] = frand(&seed);
+    for (size_t k = 0; k < K; k++) x[k] = bench_frand(&seed);
     be->matmul(be, got, x, w, NULL, 1);
     if (actq)
         cv_matmul_int8_actq_naive(want, x, w, NULL, 1);
@@ -134,7 +129,7 @@ static void run_mode(const char *dir, cv_weight_format fmt, int actq, result *r)
     int32_t prompt[PROMPT];
     unsigned seed = 5;
     for (int i = 0; i < PROMPT; i++)
-        prompt[i] = (int32_t)((frand(&seed) + 1.0f) * 0.5f * (VOCAB - 1));
+        prompt[i] = (int32_t)((bench_frand(&seed) + 1.0f) * 0.5f * (VOCAB - 1));
     float *logits;
     t0 = bench_now_ms();
     if (m->ops->forward(m, prompt, PROMPT, 0, NULL, NULL, NULL, 0, &logits, &err) != CV_OK) {

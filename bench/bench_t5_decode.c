@@ -31,11 +31,6 @@
 #define MAX_NEW  256
 #define REPS     3
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
-}
-
 /* Write model.safetensors + config.json (flan-t5-small block shape) into dir. */
 static int write_checkpoint(const char *dir) {
     cv_synth_shape sh = {VOCAB,     D_MODEL, N_LAYERS, N_HEADS, N_HEADS, D_FF, 0,       0,
@@ -83,7 +78,8 @@ static int encoder_lengths(cv_model *m) {
         int32_t *np = realloc(prompt, sizeof(int32_t) * (size_t)P);
         if (!np) return -1;
         prompt = np;
-        for (int t = 0; t < P; t++) prompt[t] = 3 + (int32_t)((frand(&seed) + 1.0f) * 15000.0f);
+        for (int t = 0; t < P; t++)
+            prompt[t] = 3 + (int32_t)((bench_frand(&seed) + 1.0f) * 15000.0f);
         prompt[P - 1] = 1; /* </s> */
         bench_reset_peak_rss();
         if (m->ops->reserve(m, P, 16, 1, &err) != CV_OK) {
@@ -136,9 +132,11 @@ int main(void) {
     double *ms = malloc(sizeof(double) * MAX_NEW);
     int32_t prompt[PROMPT], dec_in[MAX_NEW];
     unsigned seed = 3;
-    for (int i = 0; i < PROMPT; i++) prompt[i] = 3 + (int32_t)((frand(&seed) + 1.0f) * 15000.0f);
+    for (int i = 0; i < PROMPT; i++)
+        prompt[i] = 3 + (int32_t)((bench_frand(&seed) + 1.0f) * 15000.0f);
     prompt[PROMPT - 1] = 1; /* </s> */
-    for (int i = 0; i < MAX_NEW; i++) dec_in[i] = 3 + (int32_t)((frand(&seed) + 1.0f) * 15000.0f);
+    for (int i = 0; i < MAX_NEW; i++)
+        dec_in[i] = 3 + (int32_t)((bench_frand(&seed) + 1.0f) * 15000.0f);
     if (rc == 0 && (!ms || m->ops->reserve(m, MAX_NEW, MAX_NEW, 1, &err) != CV_OK)) {
         fprintf(stderr, "bench_t5_decode: reserve: %s\n", err.msg);
         rc = -1;
