@@ -340,6 +340,10 @@ int main(int argc, char **argv) {
            cv_dtype_torch_name(s->m->kv_dtype), pname);
     printf("modes: all = the 0.2.0 statistics + the health layer (corevital run's default), stats "
            "= statistics only (--no-health), off = uninstrumented\n");
+#ifndef BENCH_BASELINE
+    printf("prompt: the forward over chunks of %d rows (CV_PREFILL_ROWS; 0: one call)\n",
+           cv_model_prefill_rows());
+#endif
     int want_mode[3] = {1, 1, 1}; /* off, stats, all; BENCH_MODES=all,off picks */
     if (getenv("BENCH_MODES")) {
         const char *ms = getenv("BENCH_MODES");

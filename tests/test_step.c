@@ -674,6 +674,119 @@ START_TEST(test_session_reuses_buffers) {
 }
 END_TEST
 
+/* ---- a long prompt in row chunks ----------------------------------------------------------
+ *
+ * generate.c runs a decoder-only prompt through the forward in chunks of CV_PREFILL_ROWS rows
+ * (model.h cv_prefill_chunks): each chunk extends the KV cache, adds its rows to the prompt
+ * step's records and its prompt surprisals, and only the last computes the LM head's row. The
+ * whole report (every statistic, the health layer's prompt analysis, the tokens) must be the
+ * one-call report bit for bit, and the buffers must be sized by the largest chunk. A wrapper
+ * counts the forwards (one embedding each) and their positions. */
+typedef struct {
+    cv_backend b;
+    cv_backend *inner;
+    int n, rows[16], pos[16];
+} chunk_backend;
+
+static void chunk_embedding(cv_backend *b, float *out, const int32_t *tokens, int T,
+                            const cv_weight *wte, const cv_weight *wpe, int pos0,
+                            const int32_t *dpos, float scale) {
+    chunk_backend *cb = (chunk_backend *)b;
+    if (T > 1 && cb->n < 16) cb->rows[cb->n] = T, cb->pos[cb->n++] = pos0;
+    cb->inner->embedding(cb->inner, out, tokens, T, wte, wpe, pos0, dpos, scale);
+}
+
+/* the report of one greedy generation as a JSON document, less what differs between runs (its
+ * id, time and file name) */
+static cJSON *chunked_doc(const char *model, const char *prompt, const char *rows,
+                          chunk_backend *cb, int *max_T, size_t *P) {
+    if (rows)
+        setenv("CV_PREFILL_ROWS", rows, 1);
+    else
+        unsetenv("CV_PREFILL_ROWS");
+    cv_config c;
+    cv_session *s;
+    cv_error e;
+    greedy_config(&c, model, 6, 1);
+    ck_assert_msg(cv_session_open(&c, &s, NULL, &e) == CV_OK, "%s", e.msg);
+    memset(cb, 0, sizeof *cb);
+    cb->b = *s->be, cb->inner = s->be;
+    cb->b.embedding = chunk_embedding;
+    s->be = s->m->be = &cb->b;
+    int32_t *pids = NULL, *ids = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cv_session_tokenize(s, prompt, &pids, P, &e), CV_OK);
+    cv_report rep;
+    ck_assert_int_eq(cv_report_init(&rep, &e), CV_OK);
+    ck_assert_int_eq(cv_session_fill_report(s, &c, prompt, pids, *P, &rep, &e), CV_OK);
+    cv_status st = cv_session_generate(s, &c, pids, *P, 1, &rep, &ids, &n, NULL, NULL, &e);
+    ck_assert_msg(st == CV_OK, "%s", e.msg);
+    ck_assert_int_eq((int)n, 6);
+    ck_assert_int_eq(cv_report_fill_run_config(&rep, &c, &e), CV_OK);
+    char *json = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(cv_report_to_json(&rep, 0, &json, &len, &e), CV_OK);
+    cJSON *doc = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(doc);
+    cJSON_DeleteItemFromObject(doc, "trace_id");
+    cJSON_DeleteItemFromObject(doc, "created_at_utc");
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(doc, "summary"), "elapsed_ms");
+    cJSON *sink = cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "run_config"), "sink");
+    cJSON_DeleteItemFromObject(sink, "target"); /* named after the trace id */
+    ck_assert_ptr_nonnull(cJSON_GetObjectItem(doc, "timeline"));
+    *max_T = s->m->max_T;
+    free(json);
+    free(ids);
+    free(pids);
+    cv_report_free(&rep);
+    s->be = s->m->be = cb->inner;
+    cv_session_close(s);
+    cv_config_free(&c);
+    unsetenv("CV_PREFILL_ROWS");
+    return doc;
+}
+
+static void chunk_case(const char *model) {
+    char prompt[2048] = "";
+    for (int i = 0; i < 3; i++)
+        strcat(prompt, "The quick brown fox jumps over the lazy dog, and a cat sat on a mat. ");
+    chunk_backend cb;
+    int max_T;
+    size_t P;
+    cJSON *whole = chunked_doc(model, prompt, "0", &cb, &max_T, &P);
+    /* a prompt of several chunks that fits the fixture's 128 positions with 6 new tokens */
+    ck_assert_msg(P >= 80 && P <= 120, "%s: the prompt has %zu tokens", model, P);
+    ck_assert_int_eq(cb.n, 1);
+    ck_assert_int_eq(max_T, (int)P);
+    /* default cap (1,024 rows: one chunk), 64 rows (a remainder of its own), 32 rows (the
+     * remainder joins the last chunk) and 40 (rounded up to 64) */
+    const char *caps[] = {NULL, "64", "32", "40"};
+    for (int k = 0; k < 4; k++) {
+        cJSON *doc = chunked_doc(model, prompt, caps[k], &cb, &max_T, &P);
+        const int cap = caps[k] ? (atoi(caps[k]) + 31) / 32 * 32 : 1024;
+        const int n = cv_prefill_chunks((int)P, cap);
+        ck_assert_int_eq(cb.n, n);
+        if (caps[k]) ck_assert_int_ge(n, 2);
+        for (int i = 0; i < n; i++) {
+            ck_assert_int_eq(cb.pos[i], i * cap);
+            ck_assert_int_ge(cb.rows[i], 32);
+            ck_assert_int_eq(cb.pos[i] + cb.rows[i], i + 1 < n ? cb.pos[i + 1] : (int)P);
+        }
+        ck_assert_int_eq(max_T, cv_prefill_chunk_max((int)P, cap));
+        if (caps[k]) ck_assert_int_lt(max_T, (int)P);
+        ck_assert_msg(cJSON_Compare(doc, whole, 1), "%s: CV_PREFILL_ROWS=%s changes the report",
+                      model, caps[k] ? caps[k] : "(default)");
+        cJSON_Delete(doc);
+    }
+    cJSON_Delete(whole);
+}
+
+START_TEST(test_prompt_chunks_same_report) {
+    chunk_case("tests/fixtures/gpt2-tiny");
+    chunk_case("tests/fixtures/llama-tiny");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("step");
     TCase *tc = tcase_create("device_step");
@@ -685,6 +798,7 @@ int main(void) {
     tcase_add_test(tc, test_gpt2_graph_replay_same_trace);
     tcase_add_test(tc, test_llama_graph_replay_same_trace);
     tcase_add_test(tc, test_session_reuses_buffers);
+    tcase_add_test(tc, test_prompt_chunks_same_report);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

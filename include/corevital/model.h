@@ -77,6 +77,9 @@ struct cv_model {
     const float *head_in;
     int head_rows;
     const cv_weight *head_w;
+    /* set by the generation loop around a prompt chunk before the last (cv_prefill_chunks):
+     * that forward stops after the final norm, with no LM head row and no logits record */
+    int head_skip;
     /* decode-step parameters in backend memory (CV_SP_WORDS int32, backend.h), owned and set by
      * the generation loop for a greedy decode; NULL otherwise */
     int32_t *step;
@@ -91,7 +94,11 @@ struct cv_model {
 static inline void cv_model_attn_health(cv_attn_args *a, double *stats, const cv_stats_layout *lay,
                                         int l, int cross) {
     a->heads = cross ? cv_stats_cross_heads(stats, lay, l) : cv_stats_heads(stats, lay, l);
-    a->heads_from = lay && lay->heads_last_row ? a->T - 1 : 0;
+    /* the last query row: of this call, or of the prompt (prompt_P) when a prompt pass runs in
+     * chunks (at or past T: none in this chunk) */
+    a->heads_from = !lay || !lay->heads_last_row ? 0
+                    : lay->prompt_P > 0          ? lay->prompt_P - 1 - a->q_pos0
+                                                 : a->T - 1;
     a->basin = cross ? NULL : cv_stats_basin(stats, lay, l);
     a->sparse = cross ? NULL : cv_stats_sparse(stats, lay, l);
     a->basin_lo = lay ? lay->prompt_P / 3 : 0;
@@ -117,6 +124,28 @@ static inline int cv_mlp_chunks(int T, int rows) {
 }
 static inline int cv_mlp_chunk_start(int T, int n, int i) {
     return (int)((long long)T * i / n);
+}
+/* A decoder-only prompt on the CPU runs through the forward in row chunks of `cap` rows at
+ * positions 0, cap, 2 cap, ... (the way a decode step extends the cache, several rows at once),
+ * so the activations the forward holds are (cap, hidden) and (cap, d_ff) whatever the prompt's
+ * length; only the KV cache grows with it. cap is cv_model_prefill_rows(): 1,024 rows, or the
+ * environment's CV_PREFILL_ROWS rounded up to a multiple of 32 (0: the whole prompt in one
+ * call). A remainder under 32 rows joins the last chunk, so every chunk starts at a multiple of
+ * 32 (the CPU's statistics blocks) and keeps at least 32 rows (the packed products): every row,
+ * and every record merged from them, comes out bit for bit as from one call over the prompt
+ * (test_step). Chunk i of cv_prefill_chunks(T, cap) starts at cv_prefill_chunk_start. */
+int cv_model_prefill_rows(void);
+static inline int cv_prefill_chunks(int T, int cap) {
+    if (cap <= 0 || T <= cap) return 1;
+    return T % cap >= 32 ? T / cap + 1 : T / cap;
+}
+static inline int cv_prefill_chunk_start(int T, int cap, int n, int i) {
+    return n <= 1 ? (i ? T : 0) : i >= n ? T : i * cap;
+}
+/* the largest chunk: what the forward's buffers must hold */
+static inline int cv_prefill_chunk_max(int T, int cap) {
+    const int n = cv_prefill_chunks(T, cap), last = T - cv_prefill_chunk_start(T, cap, n, n - 1);
+    return n <= 1 ? T : last > cap ? last : cap;
 }
 /* Layer transformations of a prompt pass: before block l (l >= 1) keep its input; after it, add
  * sum_t cos(input, output) to entry l. */

@@ -1339,20 +1339,22 @@ void cv_cpu_attention(cv_backend *b, const cv_attn_args *a) {
     cv_cpu_attention_rows(b, a);
 }
 
+/* Position-major (every head of row t, then row t + 1), so a prompt run in row chunks
+ * (model.h cv_prefill_chunks) merges its rows in the same order as one call over all of them. */
 void cv_attn_merge_rows(const cv_attn_args *a, const double *row_z) {
-    const int T = a->T, rows = a->n_heads * a->T;
-    for (int r = 0; r < rows; r++) {
-        int h = r / T, t = r % T;
-        const double *q = row_z + 4 * (size_t)r;
-        if (a->stats) cv_attn_record_add_row(a->stats, q[0], q[1]);
-        if (a->heads && t >= a->heads_from)
-            cv_head_record_add_row(a->heads + (size_t)h * CV_AH_SIZE, q[0], q[1],
-                                   keys_visible(a, t));
-        if (a->basin) {
-            a->basin[2 * h] += q[2];
-            a->basin[2 * h + 1] += q[3];
+    const int T = a->T, H = a->n_heads;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const double *q = row_z + 4 * ((size_t)h * T + t);
+            if (a->stats) cv_attn_record_add_row(a->stats, q[0], q[1]);
+            if (a->heads && t >= a->heads_from)
+                cv_head_record_add_row(a->heads + (size_t)h * CV_AH_SIZE, q[0], q[1],
+                                       keys_visible(a, t));
+            if (a->basin) {
+                a->basin[2 * h] += q[2];
+                a->basin[2 * h + 1] += q[3];
+            }
         }
-    }
 }
 
 void cv_attention_naive(const cv_attn_args *a) {

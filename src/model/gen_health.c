@@ -79,7 +79,9 @@ cv_status cv_gen_health_open(cv_gen_health **out, cv_session *s, const cv_config
     g->run = cv_health_run_new(g->prof, g->L, g->H, P);
     g->lsteps = calloc((size_t)g->L, sizeof *g->lsteps);
     g->prev = be->alloc(be, sizeof(float) * (size_t)g->C);
-    int max_T = P > 0 ? P : 1;
+    /* the rows of one forward: the prompt, or its largest chunk (the reserve sized max_T) */
+    int max_T = P < m->max_T ? P : m->max_T;
+    if (max_T < 1) max_T = 1;
     if (m->xin_rows < max_T) { /* a session runs prompts of any length: grow, never overrun */
         cv_model_release(m, m->xin);
         m->xin = cv_model_alloc(m, sizeof(float) * (size_t)max_T * g->C, err);
@@ -134,20 +136,29 @@ void cv_gen_health_layout(const cv_gen_health *g, cv_stats_layout *lay, int prom
  * a running log-sum-exp per row: no P x V matrix, at most SLICE_FLOATS floats of logits. A
  * quantized head goes through rows in chunks of CHUNK instead. Fills g->psurp (ln p). */
 #define SLICE_FLOATS (8u << 20)
-static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, cv_error *err) {
+static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, int row0,
+                                   cv_error *err) {
     cv_model *m = g->s->m;
     cv_backend *be = g->s->be;
-    const int R = g->P - 1, V = g->V, C = g->C;
+    const int V = g->V, C = g->C;
     const cv_weight *w = m->head_w;
-    free(g->psurp);
-    g->psurp = malloc(sizeof(double) * (size_t)(R > 0 ? R : 1));
+    if (row0 == 0) { /* the prompt's first (or only) chunk */
+        free(g->psurp);
+        g->psurp = malloc(sizeof(double) * (size_t)(g->P > 1 ? g->P - 1 : 1));
+    }
     if (!g->psurp) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
+    /* this call's rows: the head_rows final-norm rows from prompt row row0, the last prompt row
+     * (which predicts no prompt token) left out */
+    int R = m->head_rows;
+    if (row0 + R > g->P - 1) R = g->P - 1 - row0;
     if (R <= 0) return CV_OK;
+    double *psurp = g->psurp + row0;
+    prompt += row0;
     if (be->head_logprob) { /* the head and the log-softmax fused, where the backend offers it */
         double *dps = be->alloc(be, sizeof(double) * (size_t)R);
         if (!dps) return cv_fail(err, CV_ERR_NOMEM, "out of memory for the prompt surprisals");
         int done = be->head_logprob(be, dps, m->head_in, w, R, prompt + 1);
-        if (done) be->download(be, g->psurp, dps, sizeof(double) * (size_t)R);
+        if (done) be->download(be, psurp, dps, sizeof(double) * (size_t)R);
         be->free(be, dps);
         if (done) return CV_OK;
     }
@@ -178,7 +189,7 @@ static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, cv_e
         }
         be->download(be, host, state, sizeof(double) * 3 * (size_t)R);
         for (int t = 0; t < R; t++)
-            g->psurp[t] = host[3 * t + 2] - (host[3 * t] + log(host[3 * t + 1]));
+            psurp[t] = host[3 * t + 2] - (host[3 * t] + log(host[3 * t + 1]));
         be->free(be, buf);
         be->free(be, state);
         free(host);
@@ -196,14 +207,14 @@ static cv_status prompt_surprisals(cv_gen_health *g, const int32_t *prompt, cv_e
         be->matmul(be, chunk, m->head_in + (size_t)r0 * C, w, NULL, n);
         be->target_logprob(be, dps + r0, chunk, n, V, prompt + r0 + 1);
     }
-    be->download(be, g->psurp, dps, sizeof(double) * (size_t)R);
+    be->download(be, psurp, dps, sizeof(double) * (size_t)R);
     be->free(be, dps);
     be->free(be, chunk);
     return CV_OK;
 }
 
 cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena,
-                                      const cv_stats_layout *lay, const int32_t *prompt,
+                                      const cv_stats_layout *lay, const int32_t *prompt, int row0,
                                       cv_error *err) {
     if (!g) return CV_OK;
     cv_model *m = g->s->m;
@@ -211,7 +222,7 @@ cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena
     if (!m->head_in) return cv_fail(err, CV_ERR_RUNTIME, "health: the forward kept no final rows");
     const float *last = m->head_in + (size_t)(m->head_rows - 1) * g->C;
     if (lay->prompt_P > 0 && !g->seq2seq && m->head_w) {
-        cv_status st = prompt_surprisals(g, prompt, err);
+        cv_status st = prompt_surprisals(g, prompt, row0, err);
         if (st != CV_OK) return st;
     }
     /* into the arena's step slot (reset to 0): it comes back with the records */

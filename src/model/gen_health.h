@@ -20,9 +20,11 @@ void cv_gen_health_close(cv_gen_health *g);
 void cv_gen_health_layout(const cv_gen_health *g, cv_stats_layout *lay, int prompt_pass);
 
 /* After the forward of step i (backend side, before the arena is downloaded): prompt surprisals
- * into the arena (prompt pass), cos_prev against the previous step's vector. */
+ * into the arena (prompt pass), cos_prev against the previous step's vector. A prompt run in
+ * chunks (model.h cv_prefill_chunks) calls it after each chunk's forward, row0 the chunk's first
+ * prompt row (0 otherwise); the last chunk's call is the step's. */
 cv_status cv_gen_health_after_forward(cv_gen_health *g, int i, double *dev_arena,
-                                      const cv_stats_layout *lay, const int32_t *prompt,
+                                      const cv_stats_layout *lay, const int32_t *prompt, int row0,
                                       cv_error *err);
 
 /* Finalize step i from its downloaded records: the chosen token and its raw logit, the step's

@@ -332,7 +332,7 @@ cv_status cv_session_fill_report(cv_session *s, const cv_config *cfg, const char
  * this same sequence with the same arguments, which is what lets it be recorded once as a
  * graph and replayed (backend.h graph_*). */
 static cv_status issue_step(cv_session *s, cv_gen_health *gh, int i, const int32_t *in, int T,
-                            int pos, double *dev, double *host, const cv_stats_layout *ly,
+                            int pos, int cap, double *dev, double *host, const cv_stats_layout *ly,
                             const int32_t *prompt, int32_t *dstep, float **logits, cv_error *err) {
     cv_backend *be = s->be;
     cv_model *m = s->m;
@@ -342,8 +342,18 @@ static cv_status issue_step(cv_session *s, cv_gen_health *gh, int i, const int32
         cv_stats_arena_reset(host, ly);
         be->upload(be, dev, host, ly->total * sizeof(double));
     }
-    cv_status st = m->ops->forward(m, in, T, pos, dev, ly, NULL, 0, logits, err);
-    if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, err);
+    /* a long prompt in row chunks (model.h cv_prefill_chunks; cap 0: one call): each extends the
+     * cache and adds its rows to the same records; only the last computes the LM head's row */
+    cv_status st = CV_OK;
+    const int n = cv_prefill_chunks(T, cap);
+    for (int c = 0; c < n && st == CV_OK; c++) {
+        const int r0 = cv_prefill_chunk_start(T, cap, n, c),
+                  R = cv_prefill_chunk_start(T, cap, n, c + 1) - r0;
+        m->head_skip = c < n - 1;
+        st = m->ops->forward(m, in ? in + r0 : NULL, R, pos + r0, dev, ly, NULL, 0, logits, err);
+        m->head_skip = 0;
+        if (st == CV_OK) st = cv_gen_health_after_forward(gh, i, dev, ly, prompt, r0, err);
+    }
     if (st == CV_OK && dstep)
         be->pick_greedy(be, *logits, m->cfg.vocab_size, dev ? cv_stats_step(dev, ly) : NULL, dstep);
     return st;
@@ -402,7 +412,12 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
      * cache and activations again (about 0.3 GB at 4,096 tokens of SmolLM2). The capacities in
      * use then exceed this generation's: the forward checks against them, and the cache's row
      * strides follow them, not the prompt. */
-    const int need_T = (int)P, need_ctx = seq2seq ? G : (int)P + G;
+    /* a decoder-only prompt on the CPU runs in row chunks (model.h), unless the sparse prompt
+     * attention is asked for: its per-head lists are kept from one call over the prompt */
+    const int cap = !seq2seq && strcmp(be->name, "cpu") == 0 && !cfg->health.prompt_heads
+                        ? cv_model_prefill_rows()
+                        : 0;
+    const int need_T = cv_prefill_chunk_max((int)P, cap), need_ctx = seq2seq ? G : (int)P + G;
     cv_status st = CV_OK;
     if (need_T > m->max_T || need_ctx > m->n_ctx || m->logit_rows < 1)
         st = m->ops->reserve(m, need_T > m->max_T ? need_T : m->max_T,
@@ -520,7 +535,8 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             graph_state = 0; /* dropped by the backend (memory it used was freed): record again */
         if (!issued && try_graph && i >= 2 && graph_state == 0) {
             if (be->graph_begin(be)) { /* record the step; nothing runs until graph_launch */
-                st = issue_step(s, gh, i, in, T, pos, dev, host, ly, prompt, dstep, &logits, err);
+                st = issue_step(s, gh, i, in, T, pos, cap, dev, host, ly, prompt, dstep, &logits,
+                                err);
                 graph_state = be->graph_end(be) ? 1 : -1;
                 if (st != CV_OK) goto done;
                 issued = graph_state == 1 && be->graph_launch(be);
@@ -529,7 +545,7 @@ cv_status cv_session_generate(cv_session *s, const cv_config *cfg, const int32_t
             }
         }
         if (!issued) { /* plain launches (and the fallback of a failed recording) */
-            st = issue_step(s, gh, i, in, T, pos, dev, host, ly, prompt, dstep, &logits, err);
+            st = issue_step(s, gh, i, in, T, pos, cap, dev, host, ly, prompt, dstep, &logits, err);
             if (st != CV_OK) goto done;
         }
         pos += T;

@@ -220,6 +220,8 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
     m->head_w = &g->wte;
     if (cap && cap->hidden && cap->hidden[NL])
         be->download(be, cap->hidden[NL], g->ln, sizeof(float) * T * C);
+    *logits = g->logits;
+    if (m->head_skip) return CV_OK; /* a prompt chunk before the last */
     if (all_logits) {
         be->matmul(be, g->logits, g->ln, &g->wte, NULL, T); /* (T, V) */
     } else {

@@ -268,6 +268,8 @@ static cv_status llama_forward(cv_model *m, const int32_t *tokens, int T, int po
     m->head_w = &g->lm_head;
     if (cap && cap->hidden && cap->hidden[NL])
         be->download(be, cap->hidden[NL], g->n, sizeof(float) * T * C);
+    *logits = g->logits;
+    if (m->head_skip) return CV_OK; /* a prompt chunk before the last */
     if (all_logits)
         be->matmul(be, g->logits, g->n, &g->lm_head, NULL, T);
     else

@@ -360,6 +360,17 @@ int cv_model_mlp_rows(int max_T) {
     return max_T < rows ? (max_T > 0 ? max_T : 1) : rows;
 }
 
+int cv_model_prefill_rows(void) {
+    int rows = 1024;
+    const char *v = getenv("CV_PREFILL_ROWS"); /* tests and benches compare with whole prompts */
+    if (v && *v) {
+        char *end;
+        long r = strtol(v, &end, 10);
+        if (*end == '\0' && r >= 0 && r <= 1 << 30) rows = r ? (int)((r + 31) / 32 * 32) : 0;
+    }
+    return rows;
+}
+
 /* ---- the self-attention KV cache ---------------------------------------------------------- */
 
 cv_status cv_kv_reserve(cv_model *m, cv_kv_cache *kv, int layers, int n_ctx, int max_T, int heads,
