@@ -140,12 +140,12 @@ static inline int cv_prefill_chunks(int T, int cap) {
     return T % cap >= 32 ? T / cap + 1 : T / cap;
 }
 static inline int cv_prefill_chunk_start(int T, int cap, int n, int i) {
-    return n <= 1 ? (i ? T : 0) : i >= n ? T : i * cap;
+    return i >= n ? T : i * cap;
 }
 /* the largest chunk: what the forward's buffers must hold */
 static inline int cv_prefill_chunk_max(int T, int cap) {
-    const int n = cv_prefill_chunks(T, cap), last = T - cv_prefill_chunk_start(T, cap, n, n - 1);
-    return n <= 1 ? T : last > cap ? last : cap;
+    const int n = cv_prefill_chunks(T, cap), last = T - (n - 1) * cap;
+    return n <= 1 || last > cap ? last : cap;
 }
 /* Layer transformations of a prompt pass: before block l (l >= 1) keep its input; after it, add
  * sum_t cos(input, output) to entry l. */

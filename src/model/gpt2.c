@@ -230,7 +230,6 @@ static cv_status gpt2_forward(cv_model *m, const int32_t *tokens, int T, int pos
     if (stats)
         be->logits_stats(be, cv_stats_logits(stats, lay),
                          g->logits + (all_logits ? (size_t)(T - 1) * V : 0), V, lay->topk);
-    *logits = g->logits;
     return CV_OK;
 }
 

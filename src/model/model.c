@@ -349,26 +349,24 @@ void cv_model_release(cv_model *m, void *p) {
         }
 }
 
+/* A row count from the environment (tests and benches compare chunked with whole): a decimal
+ * integer in [lo, 2^30], else the default. */
+static int env_rows(const char *name, int dflt, int lo) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end;
+    long r = strtol(v, &end, 10);
+    return *end == '\0' && r >= lo && r <= 1 << 30 ? (int)r : dflt;
+}
+
 int cv_model_mlp_rows(int max_T) {
-    int rows = 1024;
-    const char *v = getenv("CV_MLP_ROWS"); /* tests compare chunked with whole */
-    if (v && *v) {
-        char *end;
-        long r = strtol(v, &end, 10);
-        if (*end == '\0' && r >= 1 && r <= 1 << 30) rows = (int)r;
-    }
+    int rows = env_rows("CV_MLP_ROWS", 1024, 1);
     return max_T < rows ? (max_T > 0 ? max_T : 1) : rows;
 }
 
 int cv_model_prefill_rows(void) {
-    int rows = 1024;
-    const char *v = getenv("CV_PREFILL_ROWS"); /* tests and benches compare with whole prompts */
-    if (v && *v) {
-        char *end;
-        long r = strtol(v, &end, 10);
-        if (*end == '\0' && r >= 0 && r <= 1 << 30) rows = r ? (int)((r + 31) / 32 * 32) : 0;
-    }
-    return rows;
+    int rows = env_rows("CV_PREFILL_ROWS", 1024, 0);
+    return (rows + 31) / 32 * 32; /* 0 stays 0: one call */
 }
 
 /* ---- the self-attention KV cache ---------------------------------------------------------- */
